@@ -1,0 +1,20 @@
+//! Stockroom's schema migrations, one file per change. A migration that has
+//! landed on `main` is never edited: later changes add a new file.
+
+pub use sea_orm_migration::MigrationStatus;
+pub use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_create_users_products;
+mod m20261126_000002_create_stock_movements_audit_logs;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261126_000001_create_users_products::Migration),
+            Box::new(m20261126_000002_create_stock_movements_audit_logs::Migration),
+        ]
+    }
+}

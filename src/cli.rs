@@ -1,0 +1,221 @@
+//! The `stockroom` command line: `serve` (the default) and the operator
+//! subcommands. Output here is for people, so it is printed, not logged.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use migration::{Migrator, MigratorTrait};
+
+use crate::config::{Config, VARIABLES};
+use crate::db::Db;
+use crate::startup::{Application, seed, shutdown_signal};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "stockroom",
+    version,
+    about = "Inventory backend with a GraphQL API"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the API (default): applies migrations and seeds the admin unless AUTO_MIGRATE=false.
+    Serve,
+    /// Manage the database schema.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Create the admin account (ADMIN_EMAIL / ADMIN_PASSWORD) in an empty database; safe to repeat.
+    Seed,
+    /// Print every effective setting with secrets masked; exit 1 when one is invalid.
+    CheckConfig,
+    /// Write the GraphQL schema (SDL); with --check, exit 1 when the file is stale.
+    ExportSchema {
+        #[arg(long)]
+        check: bool,
+        #[arg(long, default_value = "schema.graphql")]
+        path: PathBuf,
+    },
+    /// Check that every product's stock equals the sum of its movements; exit 1 on drift.
+    VerifyLedger,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MigrateAction {
+    /// Apply all pending migrations.
+    Up,
+    /// Roll back the most recent migrations.
+    Down {
+        #[arg(long, default_value_t = 1)]
+        steps: u32,
+    },
+    /// List every migration as applied or pending; exit 1 when any is pending.
+    Status,
+    /// Drop every table and apply all migrations again (destroys all data).
+    Fresh {
+        /// Required: confirms that all data is to be destroyed.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+pub async fn run(cli: Cli) -> ExitCode {
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::ExportSchema { check, path } = &command {
+        return export_schema(*check, path);
+    }
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Command::CheckConfig = command {
+        return check_config(&config);
+    }
+    crate::telemetry::init(&config);
+    match dispatch(command, config).await {
+        Ok(code) => code,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "command failed");
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve => {
+            let app = Application::build(config).await?;
+            app.run_until_stopped(shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { action } => migrate(action, &config).await,
+        Command::Seed => {
+            let db = Db::connect(&config).await?;
+            Migrator::up(db.conn(), None).await?;
+            seed(&db, &config).await?;
+            println!("seed: done (admin {})", config.admin_email);
+            db.close().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::VerifyLedger => {
+            let db = Db::connect(&config).await?;
+            let (products, drift) = crate::service::stock::verify_ledger(db.conn())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            db.close().await?;
+            if drift.is_empty() {
+                println!("ledger ok: {products} product(s) checked, no drift");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("ledger DRIFT in {} of {products} product(s):", drift.len());
+            for d in &drift {
+                println!(
+                    "  {} ({}): stock {} but movements sum to {}; {} broken balance link(s)",
+                    d.sku, d.product_id, d.stock, d.ledger_sum, d.broken_links
+                );
+            }
+            Ok(ExitCode::FAILURE)
+        }
+        Command::CheckConfig | Command::ExportSchema { .. } => Ok(ExitCode::SUCCESS),
+    }
+}
+
+async fn migrate(action: MigrateAction, config: &Config) -> anyhow::Result<ExitCode> {
+    let db = Db::connect(config).await?;
+    let code = match action {
+        MigrateAction::Up => {
+            Migrator::up(db.conn(), None).await?;
+            println!("migrations applied");
+            ExitCode::SUCCESS
+        }
+        MigrateAction::Down { steps } => {
+            Migrator::down(db.conn(), Some(steps)).await?;
+            println!("rolled back {steps} migration(s)");
+            ExitCode::SUCCESS
+        }
+        MigrateAction::Status => {
+            let migrations = Migrator::get_migration_with_status(db.conn()).await?;
+            let mut pending = 0;
+            for m in &migrations {
+                let status = m.status();
+                if matches!(status, migration::MigrationStatus::Pending) {
+                    pending += 1;
+                }
+                println!("{:<8} {}", status.to_string().to_lowercase(), m.name());
+            }
+            println!(
+                "{} migration(s), {} applied, {pending} pending",
+                migrations.len(),
+                migrations.len() - pending
+            );
+            if pending == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        MigrateAction::Fresh { yes } => {
+            if !yes {
+                eprintln!("migrate fresh drops every table; run it again with --yes to confirm");
+                return Ok(ExitCode::FAILURE);
+            }
+            Migrator::fresh(db.conn()).await?;
+            println!("database recreated");
+            ExitCode::SUCCESS
+        }
+    };
+    db.close().await?;
+    Ok(code)
+}
+
+fn check_config(config: &Config) -> ExitCode {
+    for ((name, value), var) in config.effective_values().into_iter().zip(VARIABLES) {
+        println!("{name:<26} {value:<40} # {}", var.meaning);
+    }
+    println!("configuration ok");
+    ExitCode::SUCCESS
+}
+
+fn export_schema(check: bool, path: &PathBuf) -> ExitCode {
+    let sdl = crate::graphql::sdl();
+    if check {
+        match std::fs::read_to_string(path) {
+            Ok(current) if current == sdl => {
+                println!("{} is up to date", path.display());
+                ExitCode::SUCCESS
+            }
+            Ok(_) => {
+                eprintln!(
+                    "{} is stale: run `stockroom export-schema` and commit it",
+                    path.display()
+                );
+                ExitCode::FAILURE
+            }
+            Err(err) => {
+                eprintln!("cannot read {}: {err}", path.display());
+                ExitCode::FAILURE
+            }
+        }
+    } else {
+        match std::fs::write(path, &sdl) {
+            Ok(()) => {
+                println!("wrote {}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("cannot write {}: {err}", path.display());
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

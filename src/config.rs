@@ -1,0 +1,619 @@
+//! Typed configuration, read once from the environment (and `.env`).
+//!
+//! Every variable is described in [`VARIABLES`]; `stockroom check-config` prints
+//! the effective value of each one with secrets masked.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+/// A value that must never reach a log, an error message or an audit record.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; call only where it is used, never to print it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Where the JWT secret came from: generated secrets are per process, so tokens
+/// do not survive a restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    Configured,
+    Generated,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub app_env: AppEnv,
+    pub host: String,
+    pub port: u16,
+    pub database_url: Secret,
+    pub db_max_connections: u32,
+    pub db_acquire_timeout: Duration,
+    pub db_busy_timeout: Duration,
+    pub auto_migrate: bool,
+    pub jwt_secret: Secret,
+    pub jwt_secret_source: SecretSource,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub jwt_access_ttl: Duration,
+    pub jwt_refresh_ttl: Duration,
+    pub admin_email: String,
+    pub admin_password: Option<Secret>,
+    pub throttle_default_ttl: Duration,
+    pub throttle_default_limit: u32,
+    pub throttle_login_ttl: Duration,
+    pub throttle_login_limit: u32,
+    pub trust_proxy: bool,
+    pub cors_origins: Vec<String>,
+    pub log_format: LogFormat,
+    pub rust_log: String,
+    pub request_body_limit: usize,
+    pub request_timeout: Duration,
+    pub health_db_timeout: Duration,
+    pub graphql_max_depth: usize,
+    pub graphql_max_complexity: usize,
+    pub graphql_introspection: bool,
+}
+
+/// One documented variable: its name, default (as written in `.env.example`),
+/// whether it is secret, and one line of meaning.
+pub struct Variable {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub secret: bool,
+    pub meaning: &'static str,
+}
+
+const fn var(
+    name: &'static str,
+    default: &'static str,
+    secret: bool,
+    meaning: &'static str,
+) -> Variable {
+    Variable {
+        name,
+        default,
+        secret,
+        meaning,
+    }
+}
+
+/// Every variable Stockroom reads, in the order `check-config` prints them.
+pub const VARIABLES: &[Variable] = &[
+    var(
+        "APP_ENV",
+        "development",
+        false,
+        "development | production; production refuses weak secrets",
+    ),
+    var("HOST", "0.0.0.0", false, "address to listen on"),
+    var(
+        "PORT",
+        "4000",
+        false,
+        "port to listen on (0 picks a free one)",
+    ),
+    var(
+        "DATABASE_URL",
+        "sqlite://stockroom.db?mode=rwc",
+        true,
+        "sqlite://FILE?mode=rwc or postgres://USER:PASS@HOST:PORT/DB",
+    ),
+    var("DB_MAX_CONNECTIONS", "10", false, "connection pool size"),
+    var(
+        "DB_ACQUIRE_TIMEOUT_MS",
+        "5000",
+        false,
+        "how long a request waits for a pooled connection",
+    ),
+    var(
+        "DB_BUSY_TIMEOUT_MS",
+        "5000",
+        false,
+        "SQLite only: how long a writer waits for the database lock",
+    ),
+    var(
+        "AUTO_MIGRATE",
+        "true",
+        false,
+        "serve applies pending migrations at start",
+    ),
+    var(
+        "JWT_SECRET",
+        "",
+        true,
+        "HS256 signing key, at least 32 bytes; generated per process in development when empty",
+    ),
+    var(
+        "JWT_ISSUER",
+        "stockroom",
+        false,
+        "iss claim of access tokens",
+    ),
+    var(
+        "JWT_AUDIENCE",
+        "stockroom-api",
+        false,
+        "aud claim of access tokens",
+    ),
+    var(
+        "JWT_ACCESS_TTL_SECONDS",
+        "900",
+        false,
+        "access token lifetime",
+    ),
+    var(
+        "JWT_REFRESH_TTL_SECONDS",
+        "1209600",
+        false,
+        "refresh token lifetime",
+    ),
+    var(
+        "ADMIN_EMAIL",
+        "admin@stockroom.local",
+        false,
+        "email of the admin seeded into an empty database",
+    ),
+    var(
+        "ADMIN_PASSWORD",
+        "",
+        true,
+        "password of the seeded admin; required in production, generated and printed once in development",
+    ),
+    var(
+        "THROTTLE_DEFAULT_TTL",
+        "60",
+        false,
+        "window in seconds of the default per-IP rate limit",
+    ),
+    var(
+        "THROTTLE_DEFAULT_LIMIT",
+        "600",
+        false,
+        "requests per window per client IP, all routes",
+    ),
+    var(
+        "THROTTLE_LOGIN_TTL",
+        "60",
+        false,
+        "window in seconds of the login rate limit",
+    ),
+    var(
+        "THROTTLE_LOGIN_LIMIT",
+        "10",
+        false,
+        "login attempts per window, per client IP and per email",
+    ),
+    var(
+        "TRUST_PROXY",
+        "false",
+        false,
+        "take the client IP from X-Forwarded-For (only behind a trusted proxy)",
+    ),
+    var(
+        "CORS_ORIGINS",
+        "",
+        false,
+        "comma-separated allowed origins; * for any; empty sends no CORS headers",
+    ),
+    var(
+        "LOG_FORMAT",
+        "pretty",
+        false,
+        "pretty | json (one JSON object per line, for log collectors)",
+    ),
+    var(
+        "RUST_LOG",
+        "info",
+        false,
+        "log filter, e.g. info,stockroom=debug",
+    ),
+    var(
+        "REQUEST_BODY_LIMIT_BYTES",
+        "1048576",
+        false,
+        "largest accepted request body; larger gets 413",
+    ),
+    var(
+        "REQUEST_TIMEOUT_SECONDS",
+        "30",
+        false,
+        "requests running longer get 408",
+    ),
+    var(
+        "HEALTH_DB_TIMEOUT_MS",
+        "1000",
+        false,
+        "database ping timeout of the health check",
+    ),
+    var(
+        "GRAPHQL_MAX_DEPTH",
+        "12",
+        false,
+        "deepest accepted GraphQL selection",
+    ),
+    var(
+        "GRAPHQL_MAX_COMPLEXITY",
+        "1000",
+        false,
+        "highest accepted GraphQL query complexity",
+    ),
+    var(
+        "GRAPHQL_INTROSPECTION",
+        "true",
+        false,
+        "allow schema introspection (GraphiQL needs it)",
+    ),
+];
+
+/// Everything wrong with the configuration, one line per variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.join("\n  "))]
+pub struct ConfigError(pub Vec<String>);
+
+const MIN_JWT_SECRET_BYTES: usize = 32;
+
+impl Config {
+    /// Reads `.env` (when present) and the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is normal; a malformed one is worth a warning.
+        if let Err(err) = dotenvy::dotenv()
+            && !err.not_found()
+        {
+            eprintln!("warning: .env could not be read: {err}");
+        }
+        Self::from_vars(std::env::vars().collect())
+    }
+
+    /// Parses a set of variables; unset ones take their documented default.
+    pub fn from_vars(vars: HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut p = Parser {
+            vars,
+            errors: Vec::new(),
+        };
+        let app_env = match p.raw("APP_ENV").to_ascii_lowercase().as_str() {
+            "development" | "dev" => AppEnv::Development,
+            "production" | "prod" => AppEnv::Production,
+            other => {
+                p.errors.push(format!(
+                    "APP_ENV: expected development or production, got {other:?}"
+                ));
+                AppEnv::Development
+            }
+        };
+        let production = app_env == AppEnv::Production;
+
+        let jwt_raw = p.raw("JWT_SECRET");
+        let (jwt_secret, jwt_secret_source) = if jwt_raw.is_empty() {
+            if production {
+                p.errors
+                    .push("JWT_SECRET: required when APP_ENV=production".to_string());
+            }
+            (Secret::new(generate_secret()), SecretSource::Generated)
+        } else {
+            if jwt_raw.len() < MIN_JWT_SECRET_BYTES {
+                let msg = format!(
+                    "JWT_SECRET: must be at least {MIN_JWT_SECRET_BYTES} bytes (got {})",
+                    jwt_raw.len()
+                );
+                if production {
+                    p.errors.push(msg);
+                } else {
+                    eprintln!("warning: {msg}; accepted because APP_ENV=development");
+                }
+            }
+            (Secret::new(jwt_raw), SecretSource::Configured)
+        };
+
+        let admin_password = Some(p.raw("ADMIN_PASSWORD"))
+            .filter(|s| !s.is_empty())
+            .map(Secret::new);
+        if let Some(pw) = &admin_password
+            && let Err(msg) = crate::service::auth::check_password_policy(pw.expose())
+        {
+            p.errors.push(format!("ADMIN_PASSWORD: {msg}"));
+        }
+
+        let log_format = match p.raw("LOG_FORMAT").to_ascii_lowercase().as_str() {
+            "pretty" => LogFormat::Pretty,
+            "json" => LogFormat::Json,
+            other => {
+                p.errors.push(format!(
+                    "LOG_FORMAT: expected pretty or json, got {other:?}"
+                ));
+                LogFormat::Pretty
+            }
+        };
+
+        let database_url = p.raw("DATABASE_URL");
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            p.errors.push(
+                "DATABASE_URL: must start with sqlite:, postgres:// or postgresql://".to_string(),
+            );
+        }
+
+        let admin_email = p.raw("ADMIN_EMAIL").trim().to_ascii_lowercase();
+        if crate::service::users::check_email(&admin_email).is_err() {
+            p.errors.push(format!(
+                "ADMIN_EMAIL: not an email address: {admin_email:?}"
+            ));
+        }
+
+        let config = Config {
+            app_env,
+            host: p.raw("HOST"),
+            port: p.number("PORT", 0, u16::MAX as u64) as u16,
+            database_url: Secret::new(database_url),
+            db_max_connections: p.number("DB_MAX_CONNECTIONS", 1, 1000) as u32,
+            db_acquire_timeout: p.millis("DB_ACQUIRE_TIMEOUT_MS"),
+            db_busy_timeout: p.millis("DB_BUSY_TIMEOUT_MS"),
+            auto_migrate: p.boolean("AUTO_MIGRATE"),
+            jwt_secret,
+            jwt_secret_source,
+            jwt_issuer: p.raw("JWT_ISSUER"),
+            jwt_audience: p.raw("JWT_AUDIENCE"),
+            jwt_access_ttl: p.seconds("JWT_ACCESS_TTL_SECONDS"),
+            jwt_refresh_ttl: p.seconds("JWT_REFRESH_TTL_SECONDS"),
+            admin_email,
+            admin_password,
+            throttle_default_ttl: p.seconds("THROTTLE_DEFAULT_TTL"),
+            throttle_default_limit: p.number("THROTTLE_DEFAULT_LIMIT", 1, u32::MAX as u64) as u32,
+            throttle_login_ttl: p.seconds("THROTTLE_LOGIN_TTL"),
+            throttle_login_limit: p.number("THROTTLE_LOGIN_LIMIT", 1, u32::MAX as u64) as u32,
+            trust_proxy: p.boolean("TRUST_PROXY"),
+            cors_origins: p
+                .raw("CORS_ORIGINS")
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+            log_format,
+            rust_log: p.raw("RUST_LOG"),
+            request_body_limit: p.number("REQUEST_BODY_LIMIT_BYTES", 1024, 1 << 30) as usize,
+            request_timeout: p.seconds("REQUEST_TIMEOUT_SECONDS"),
+            health_db_timeout: p.millis("HEALTH_DB_TIMEOUT_MS"),
+            graphql_max_depth: p.number("GRAPHQL_MAX_DEPTH", 2, 100) as usize,
+            graphql_max_complexity: p.number("GRAPHQL_MAX_COMPLEXITY", 10, 1_000_000) as usize,
+            graphql_introspection: p.boolean("GRAPHQL_INTROSPECTION"),
+        };
+        if p.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError(p.errors))
+        }
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.app_env == AppEnv::Production
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.expose().starts_with("sqlite:")
+    }
+
+    /// Each variable with its effective value, secrets masked, for `check-config`.
+    pub fn effective_values(&self) -> Vec<(&'static str, String)> {
+        let masked = |s: &Secret| {
+            if s.is_empty() {
+                "(unset)".to_string()
+            } else {
+                "***".to_string()
+            }
+        };
+        let secs = |d: Duration| d.as_secs().to_string();
+        let millis = |d: Duration| d.as_millis().to_string();
+        VARIABLES
+            .iter()
+            .map(|v| {
+                let value = match v.name {
+                    "APP_ENV" => format!("{:?}", self.app_env).to_lowercase(),
+                    "HOST" => self.host.clone(),
+                    "PORT" => self.port.to_string(),
+                    "DATABASE_URL" => mask_url(self.database_url.expose()),
+                    "DB_MAX_CONNECTIONS" => self.db_max_connections.to_string(),
+                    "DB_ACQUIRE_TIMEOUT_MS" => millis(self.db_acquire_timeout),
+                    "DB_BUSY_TIMEOUT_MS" => millis(self.db_busy_timeout),
+                    "AUTO_MIGRATE" => self.auto_migrate.to_string(),
+                    "JWT_SECRET" => match self.jwt_secret_source {
+                        SecretSource::Configured => masked(&self.jwt_secret),
+                        SecretSource::Generated => "(generated per process)".to_string(),
+                    },
+                    "JWT_ISSUER" => self.jwt_issuer.clone(),
+                    "JWT_AUDIENCE" => self.jwt_audience.clone(),
+                    "JWT_ACCESS_TTL_SECONDS" => secs(self.jwt_access_ttl),
+                    "JWT_REFRESH_TTL_SECONDS" => secs(self.jwt_refresh_ttl),
+                    "ADMIN_EMAIL" => self.admin_email.clone(),
+                    "ADMIN_PASSWORD" => match &self.admin_password {
+                        Some(s) => masked(s),
+                        None => "(unset: generated when the admin is seeded)".to_string(),
+                    },
+                    "THROTTLE_DEFAULT_TTL" => secs(self.throttle_default_ttl),
+                    "THROTTLE_DEFAULT_LIMIT" => self.throttle_default_limit.to_string(),
+                    "THROTTLE_LOGIN_TTL" => secs(self.throttle_login_ttl),
+                    "THROTTLE_LOGIN_LIMIT" => self.throttle_login_limit.to_string(),
+                    "TRUST_PROXY" => self.trust_proxy.to_string(),
+                    "CORS_ORIGINS" => self.cors_origins.join(","),
+                    "LOG_FORMAT" => format!("{:?}", self.log_format).to_lowercase(),
+                    "RUST_LOG" => self.rust_log.clone(),
+                    "REQUEST_BODY_LIMIT_BYTES" => self.request_body_limit.to_string(),
+                    "REQUEST_TIMEOUT_SECONDS" => secs(self.request_timeout),
+                    "HEALTH_DB_TIMEOUT_MS" => millis(self.health_db_timeout),
+                    "GRAPHQL_MAX_DEPTH" => self.graphql_max_depth.to_string(),
+                    "GRAPHQL_MAX_COMPLEXITY" => self.graphql_max_complexity.to_string(),
+                    "GRAPHQL_INTROSPECTION" => self.graphql_introspection.to_string(),
+                    _ => String::new(),
+                };
+                (v.name, value)
+            })
+            .collect()
+    }
+}
+
+/// Hides the password of a database URL: `postgres://user:***@host/db`.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}")
+            } else {
+                format!("{scheme}://{user}@{host}")
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+/// 256 random bits, hex encoded.
+pub fn generate_secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+struct Parser {
+    vars: HashMap<String, String>,
+    errors: Vec<String>,
+}
+
+impl Parser {
+    fn default_of(name: &str) -> &'static str {
+        VARIABLES
+            .iter()
+            .find(|v| v.name == name)
+            .map_or("", |v| v.default)
+    }
+
+    fn raw(&self, name: &str) -> String {
+        match self.vars.get(name) {
+            Some(v) if !v.trim().is_empty() => v.trim().to_string(),
+            _ => Self::default_of(name).to_string(),
+        }
+    }
+
+    fn number(&mut self, name: &str, min: u64, max: u64) -> u64 {
+        let raw = self.raw(name);
+        match raw.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => n,
+            _ => {
+                self.errors.push(format!(
+                    "{name}: expected a whole number from {min} to {max}, got {raw:?}"
+                ));
+                Self::default_of(name).parse().unwrap_or(min)
+            }
+        }
+    }
+
+    fn seconds(&mut self, name: &str) -> Duration {
+        Duration::from_secs(self.number(name, 1, 10 * 365 * 24 * 3600))
+    }
+
+    fn millis(&mut self, name: &str) -> Duration {
+        Duration::from_millis(self.number(name, 1, 3_600_000))
+    }
+
+    fn boolean(&mut self, name: &str) -> bool {
+        let raw = self.raw(name);
+        match raw.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => {
+                self.errors
+                    .push(format!("{name}: expected true or false, got {raw:?}"));
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_in_development() {
+        let config = Config::from_vars(HashMap::new()).expect("defaults parse");
+        assert_eq!(config.port, 4000);
+        assert_eq!(config.jwt_secret_source, SecretSource::Generated);
+        assert!(config.is_sqlite());
+    }
+
+    #[test]
+    fn production_requires_a_long_jwt_secret() {
+        let err = Config::from_vars(vars(&[
+            ("APP_ENV", "production"),
+            ("JWT_SECRET", "short"),
+            ("ADMIN_PASSWORD", "a-long-enough-password"),
+        ]))
+        .expect_err("short secret refused");
+        assert!(err.to_string().contains("JWT_SECRET"));
+    }
+
+    #[test]
+    fn bad_numbers_are_reported_by_name() {
+        let err = Config::from_vars(vars(&[("PORT", "http")])).expect_err("refused");
+        assert!(err.to_string().contains("PORT"));
+    }
+
+    #[test]
+    fn database_passwords_are_masked() {
+        assert_eq!(
+            mask_url("postgres://app:hunter2@db:5432/stock"),
+            "postgres://app:***@db:5432/stock"
+        );
+        assert_eq!(mask_url("sqlite://x.db?mode=rwc"), "sqlite://x.db?mode=rwc");
+    }
+}

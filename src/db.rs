@@ -1,0 +1,118 @@
+//! Database connection and the write-transaction discipline shared by every
+//! service.
+//!
+//! SQLite does not make a reader wait when it upgrades to a writer: a
+//! transaction that reads first and writes later fails at once with
+//! "database is locked" under concurrent writers, whatever the busy timeout.
+//! Every write transaction therefore starts with `BEGIN IMMEDIATE` (safe
+//! across processes), and within one process writers also queue on an async
+//! mutex, so they wait in FIFO order instead of sleeping in SQLite's busy
+//! handler. On PostgreSQL neither applies: writes run concurrently at READ
+//! COMMITTED and rely on row locks and conditional updates.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use sea_orm::sqlx::sqlite::SqliteJournalMode;
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::config::Config;
+
+/// The pool plus, on SQLite, the in-process writer queue.
+#[derive(Clone, Debug)]
+pub struct Db {
+    conn: DatabaseConnection,
+    write_lock: Option<Arc<Mutex<()>>>,
+}
+
+impl Db {
+    /// Connects lazily: the server starts (and reports itself degraded) while
+    /// the database is unreachable, and recovers without a restart.
+    pub async fn connect(config: &Config) -> Result<Self, DbErr> {
+        let mut opts = ConnectOptions::new(config.database_url.expose().to_string());
+        opts.max_connections(config.db_max_connections)
+            .min_connections(0)
+            .acquire_timeout(config.db_acquire_timeout)
+            .connect_timeout(config.db_acquire_timeout)
+            .connect_lazy(true)
+            .sqlx_logging(false);
+        let sqlite = config.is_sqlite();
+        if sqlite {
+            let busy = config.db_busy_timeout;
+            opts.map_sqlx_sqlite_opts(move |o| {
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .busy_timeout(busy)
+                    .foreign_keys(true)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+            });
+        }
+        let conn = Database::connect(opts).await?;
+        Ok(Self {
+            conn,
+            write_lock: sqlite.then(|| Arc::new(Mutex::new(()))),
+        })
+    }
+
+    pub fn conn(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.conn.get_database_backend()
+    }
+
+    /// Starts a write transaction (see the module docs for why).
+    pub async fn begin_write(&self) -> Result<WriteTxn, DbErr> {
+        let permit = match &self.write_lock {
+            Some(lock) => Some(Arc::clone(lock).lock_owned().await),
+            None => None,
+        };
+        let txn = self
+            .conn
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await?;
+        Ok(WriteTxn {
+            txn,
+            _permit: permit,
+        })
+    }
+
+    pub async fn close(self) -> Result<(), DbErr> {
+        self.conn.close().await
+    }
+}
+
+impl Deref for Db {
+    type Target = DatabaseConnection;
+
+    fn deref(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+}
+
+/// A write transaction; dropping it without `commit` rolls it back.
+pub struct WriteTxn {
+    txn: DatabaseTransaction,
+    _permit: Option<OwnedMutexGuard<()>>,
+}
+
+impl WriteTxn {
+    pub async fn commit(self) -> Result<(), DbErr> {
+        self.txn.commit().await
+    }
+}
+
+impl Deref for WriteTxn {
+    type Target = DatabaseTransaction;
+
+    fn deref(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+}

@@ -1,0 +1,7 @@
+//! SeaORM entities, one file per table. GraphQL never exposes these directly.
+
+pub mod audit_log;
+pub mod product;
+pub mod refresh_token;
+pub mod stock_movement;
+pub mod user;

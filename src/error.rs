@@ -1,0 +1,168 @@
+//! The one error type at the API edge, and its mapping to GraphQL
+//! `extensions.code` and HTTP status codes.
+
+use async_graphql::ErrorExtensions;
+use axum::http::StatusCode;
+use sea_orm::DbErr;
+
+pub type AppResult<T> = Result<T, AppError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{message}")]
+    BadInput { field: String, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("insufficient stock: {available} available, {requested} requested")]
+    InsufficientStock { available: i64, requested: i64 },
+    #[error("too many requests, retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// Anything the client cannot act on; the cause is logged, never shown.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl AppError {
+    pub fn bad_input(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::BadInput {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::NotFound(what.into())
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::Conflict(message.into())
+    }
+
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(err.into())
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated(_) => "UNAUTHENTICATED",
+            Self::Forbidden(_) => "FORBIDDEN",
+            Self::BadInput { .. } => "BAD_USER_INPUT",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::Conflict(_) => "CONFLICT",
+            Self::InsufficientStock { .. } => "INSUFFICIENT_STOCK",
+            Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::BadInput { .. } => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) | Self::InsufficientStock { .. } => StatusCode::CONFLICT,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Logs internal causes (inside the request's span, so with its request id).
+    fn log_if_internal(&self) {
+        if let Self::Internal(cause) = self {
+            tracing::error!(error = format!("{cause:#}"), "internal error");
+        }
+    }
+}
+
+impl From<DbErr> for AppError {
+    fn from(err: DbErr) -> Self {
+        Self::Internal(err.into())
+    }
+}
+
+/// Turns a unique-constraint violation into a domain error; any other database
+/// error stays internal.
+pub fn on_unique_violation(err: DbErr, domain: AppError) -> AppError {
+    match err.sql_err() {
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => domain,
+        _ => AppError::from(err),
+    }
+}
+
+/// True when the database refused a row because of a CHECK constraint
+/// (SQLite extended code 275, PostgreSQL 23514); `sql_err()` does not classify these.
+pub fn is_check_violation(err: &DbErr) -> bool {
+    let text = match err {
+        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)) => e,
+        _ => return false,
+    };
+    match text.as_database_error().and_then(|d| d.code()) {
+        Some(code) => code == "275" || code == "23514",
+        None => false,
+    }
+}
+
+/// `AppError` is `Display`, so `?` would turn it into a GraphQL error without
+/// extensions; resolvers convert through this instead (`graphql::gql`).
+impl ErrorExtensions for AppError {
+    fn extend(&self) -> async_graphql::Error {
+        self.log_if_internal();
+        let code = self.code();
+        async_graphql::Error::new(self.to_string()).extend_with(|_, ext| {
+            ext.set("code", code);
+            match self {
+                AppError::BadInput { field, .. } => ext.set("field", field.as_str()),
+                AppError::InsufficientStock {
+                    available,
+                    requested,
+                } => {
+                    ext.set("available", *available);
+                    ext.set("requested", *requested);
+                }
+                AppError::RateLimited { retry_after_secs } => {
+                    ext.set("retryAfterSeconds", *retry_after_secs)
+                }
+                _ => {}
+            }
+        })
+    }
+}
+
+impl axum::response::IntoResponse for AppError {
+    fn into_response(self) -> axum::response::Response {
+        self.log_if_internal();
+        let status = self.status();
+        let mut body = serde_json::json!({
+            "error": { "code": self.code(), "message": self.to_string() }
+        });
+        let mut response = match &self {
+            AppError::RateLimited { retry_after_secs } => {
+                body["error"]["retryAfterSeconds"] = (*retry_after_secs).into();
+                let mut r = (status, axum::Json(body)).into_response();
+                if let Ok(v) = retry_after_secs.to_string().parse() {
+                    r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+                }
+                r
+            }
+            AppError::BadInput { field, .. } => {
+                body["error"]["field"] = field.as_str().into();
+                (status, axum::Json(body)).into_response()
+            }
+            _ => (status, axum::Json(body)).into_response(),
+        };
+        response.extensions_mut().insert(self.code());
+        response
+    }
+}

@@ -1,0 +1,24 @@
+//! Role guards, as annotated in the contract.
+
+use async_graphql::{Context, Guard};
+
+use super::{current_user, gql};
+use crate::entity::user::Role;
+use crate::error::AppError;
+
+/// Allows the given role and every more powerful one.
+pub struct RoleGuard(pub Role);
+
+impl Guard for RoleGuard {
+    async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
+        let user = current_user(ctx).await.map_err(gql)?;
+        if user.role.includes(self.0) {
+            Ok(())
+        } else {
+            Err(gql(AppError::Forbidden(format!(
+                "this operation needs the {:?} role or higher",
+                self.0
+            ))))
+        }
+    }
+}

@@ -1,0 +1,68 @@
+use async_graphql::{Context, Enum, Object, SimpleObject};
+
+use super::state;
+use crate::service::health::{self, HealthReport};
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum HealthStatus {
+    Ok,
+    Degraded,
+}
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceStatus {
+    Up,
+    Down,
+}
+
+#[derive(SimpleObject)]
+pub struct ServiceHealth {
+    pub status: ServiceStatus,
+    pub latency_ms: Option<f64>,
+    pub error: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct Health {
+    pub status: HealthStatus,
+    pub version: String,
+    pub uptime_seconds: i64,
+    pub database: ServiceHealth,
+}
+
+impl From<HealthReport> for Health {
+    fn from(r: HealthReport) -> Self {
+        Self {
+            status: if r.ok {
+                HealthStatus::Ok
+            } else {
+                HealthStatus::Degraded
+            },
+            version: r.version.to_string(),
+            uptime_seconds: i64::try_from(r.uptime_seconds).unwrap_or(i64::MAX),
+            database: ServiceHealth {
+                status: if r.database.up {
+                    ServiceStatus::Up
+                } else {
+                    ServiceStatus::Down
+                },
+                latency_ms: r.database.latency_ms,
+                error: r.database.error,
+            },
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct HealthQuery;
+
+#[Object]
+impl HealthQuery {
+    /// Public: database status and ping latency.
+    async fn health(&self, ctx: &Context<'_>) -> Health {
+        let s = state(ctx);
+        health::check(&s.db, s.config.health_db_timeout, s.started_at)
+            .await
+            .into()
+    }
+}

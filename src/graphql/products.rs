@@ -1,0 +1,157 @@
+use async_graphql::{Context, ID, InputObject, Object};
+
+use super::guards::RoleGuard;
+use super::types::{Conn, Product, connection, page_request, parse_id};
+use super::{actor, gql, state};
+use crate::entity::user::Role;
+use crate::service::products;
+
+#[derive(InputObject)]
+pub struct CreateProductInput {
+    pub sku: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub category: Option<String>,
+    pub unit: Option<String>,
+    pub low_stock_threshold: Option<i32>,
+    /// Recorded as an INBOUND movement, not written raw.
+    pub initial_stock: Option<i32>,
+}
+
+#[derive(InputObject)]
+pub struct UpdateProductInput {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub category: Option<String>,
+    pub unit: Option<String>,
+    pub low_stock_threshold: Option<i32>,
+}
+
+#[derive(InputObject, Default)]
+pub struct ProductFilter {
+    /// Matches SKU or name, case-insensitive.
+    pub search: Option<String>,
+    pub category: Option<String>,
+    pub low_stock_only: Option<bool>,
+    pub include_archived: Option<bool>,
+}
+
+#[derive(Default)]
+pub struct ProductsQuery;
+
+#[Object]
+impl ProductsQuery {
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn product(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Product>> {
+        let id = parse_id("id", &id).map_err(gql)?;
+        let found = products::get(state(ctx).db.conn(), id).await.map_err(gql)?;
+        Ok(found.map(Product::from))
+    }
+
+    /// Case-insensitive.
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn product_by_sku(
+        &self,
+        ctx: &Context<'_>,
+        sku: String,
+    ) -> async_graphql::Result<Option<Product>> {
+        let found = products::get_by_sku(state(ctx).db.conn(), &sku)
+            .await
+            .map_err(gql)?;
+        Ok(found.map(Product::from))
+    }
+
+    /// Oldest first; archived products only with `includeArchived`.
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn products(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        filter: Option<ProductFilter>,
+    ) -> async_graphql::Result<Conn<Product>> {
+        let page = page_request(first, after).map_err(gql)?;
+        let f = filter.unwrap_or_default();
+        let filter = products::ProductFilter {
+            search: f.search,
+            category: f.category,
+            low_stock_only: f.low_stock_only.unwrap_or(false),
+            include_archived: f.include_archived.unwrap_or(false),
+        };
+        let rows = products::list(state(ctx).db.conn(), &filter, page)
+            .await
+            .map_err(gql)?;
+        Ok(connection(rows, |p| p.id, Product::from))
+    }
+}
+
+#[derive(Default)]
+pub struct ProductsMutation;
+
+#[Object]
+impl ProductsMutation {
+    #[graphql(guard = "RoleGuard(Role::Manager)")]
+    async fn create_product(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateProductInput,
+    ) -> async_graphql::Result<Product> {
+        let actor = actor(ctx).await.map_err(gql)?;
+        let created = products::create(
+            &state(ctx).db,
+            &actor,
+            products::NewProduct {
+                sku: input.sku,
+                name: input.name,
+                description: input.description,
+                category: input.category,
+                unit: input.unit,
+                low_stock_threshold: input.low_stock_threshold,
+                initial_stock: input.initial_stock,
+            },
+        )
+        .await
+        .map_err(gql)?;
+        Ok(created.into())
+    }
+
+    /// CONFLICT when `expectedVersion` is stale.
+    #[graphql(guard = "RoleGuard(Role::Manager)")]
+    async fn update_product(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        input: UpdateProductInput,
+        expected_version: Option<i32>,
+    ) -> async_graphql::Result<Product> {
+        let id = parse_id("id", &id).map_err(gql)?;
+        let actor = actor(ctx).await.map_err(gql)?;
+        let updated = products::update(
+            &state(ctx).db,
+            &actor,
+            id,
+            products::ProductPatch {
+                name: input.name,
+                description: input.description,
+                category: input.category,
+                unit: input.unit,
+                low_stock_threshold: input.low_stock_threshold,
+            },
+            expected_version,
+        )
+        .await
+        .map_err(gql)?;
+        Ok(updated.into())
+    }
+
+    /// Archives: the product keeps its history.
+    #[graphql(guard = "RoleGuard(Role::Manager)")]
+    async fn delete_product(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Product> {
+        let id = parse_id("id", &id).map_err(gql)?;
+        let actor = actor(ctx).await.map_err(gql)?;
+        let archived = products::archive(&state(ctx).db, &actor, id)
+            .await
+            .map_err(gql)?;
+        Ok(archived.into())
+    }
+}

@@ -1,0 +1,96 @@
+use async_graphql::{Context, ID, InputObject, Object};
+use chrono::{DateTime, Utc};
+
+use super::guards::RoleGuard;
+use super::types::{Conn, StockMovement, connection, page_request, parse_id};
+use super::{actor, gql, state};
+use crate::entity::stock_movement::MovementKind;
+use crate::entity::user::Role;
+use crate::service::stock;
+
+#[derive(InputObject)]
+pub struct StockMovementInput {
+    pub product_id: ID,
+    pub kind: MovementKind,
+    /// > 0, except ADJUSTMENT: non-zero signed delta.
+    pub quantity: i32,
+    pub note: Option<String>,
+    pub reference: Option<String>,
+    /// The same key again returns the first movement and applies nothing.
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(InputObject, Default)]
+pub struct StockMovementFilter {
+    pub product_id: Option<ID>,
+    pub kind: Option<MovementKind>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+#[derive(Default)]
+pub struct StockQuery;
+
+#[Object]
+impl StockQuery {
+    /// Newest first.
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn stock_movements(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        filter: Option<StockMovementFilter>,
+    ) -> async_graphql::Result<Conn<StockMovement>> {
+        let page = page_request(first, after).map_err(gql)?;
+        let f = filter.unwrap_or_default();
+        let filter = stock::MovementFilter {
+            product_id: f
+                .product_id
+                .as_ref()
+                .map(|id| parse_id("filter.productId", id))
+                .transpose()
+                .map_err(gql)?,
+            kind: f.kind,
+            from: f.from,
+            to: f.to,
+        };
+        let rows = stock::list(state(ctx).db.conn(), &filter, page)
+            .await
+            .map_err(gql)?;
+        Ok(connection(rows, |m| m.id, StockMovement::from))
+    }
+}
+
+#[derive(Default)]
+pub struct StockMutation;
+
+#[Object]
+impl StockMutation {
+    /// INSUFFICIENT_STOCK (with `available` and `requested`) when stock would
+    /// go below zero; nothing is written then.
+    #[graphql(guard = "RoleGuard(Role::Staff)")]
+    async fn record_stock_movement(
+        &self,
+        ctx: &Context<'_>,
+        input: StockMovementInput,
+    ) -> async_graphql::Result<StockMovement> {
+        let product_id = parse_id("productId", &input.product_id).map_err(gql)?;
+        let actor = actor(ctx).await.map_err(gql)?;
+        let movement = stock::record(
+            &state(ctx).db,
+            &actor,
+            stock::MovementInput {
+                product_id,
+                kind: input.kind,
+                quantity: input.quantity,
+                note: input.note,
+                reference: input.reference,
+                idempotency_key: input.idempotency_key,
+            },
+        )
+        .await
+        .map_err(gql)?;
+        Ok(movement.into())
+    }
+}

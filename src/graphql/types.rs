@@ -1,0 +1,309 @@
+//! GraphQL output objects and shared scalars. Outputs are built from entity
+//! models; they are never the entities themselves.
+
+use async_graphql::connection::{Connection, CursorType, Edge, EmptyFields};
+use async_graphql::{ComplexObject, Context, ID, OutputType, SimpleObject};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{current_user, gql, state};
+use crate::entity::audit_log::{AuditAction, EntityType};
+use crate::entity::stock_movement::MovementKind;
+use crate::entity::user::Role;
+use crate::entity::{audit_log, product, stock_movement, user};
+use crate::error::{AppError, AppResult};
+use crate::service::{Page, PageRequest, stock};
+
+/// Parses a GraphQL `ID` into a UUID; a malformed one names its field.
+pub fn parse_id(field: &str, id: &ID) -> AppResult<Uuid> {
+    Uuid::parse_str(id.as_str())
+        .map_err(|_| AppError::bad_input(field, format!("{field} is not a valid id")))
+}
+
+/// An opaque cursor: the row's time-ordered id, base64url encoded.
+#[derive(Clone, Copy, Debug)]
+pub struct IdCursor(pub Uuid);
+
+impl CursorType for IdCursor {
+    type Error = String;
+
+    fn decode_cursor(s: &str) -> Result<Self, Self::Error> {
+        URL_SAFE_NO_PAD
+            .decode(s)
+            .ok()
+            .and_then(|bytes| Uuid::from_slice(&bytes).ok())
+            .map(IdCursor)
+            .ok_or_else(|| "invalid cursor".to_string())
+    }
+
+    fn encode_cursor(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0.as_bytes())
+    }
+}
+
+/// Validates `first` / `after` of a connection.
+pub fn page_request(first: Option<i32>, after: Option<String>) -> AppResult<PageRequest> {
+    let after = match after {
+        Some(s) => Some(
+            IdCursor::decode_cursor(&s)
+                .map_err(|_| AppError::bad_input("after", "after is not a valid cursor"))?
+                .0,
+        ),
+        None => None,
+    };
+    PageRequest::new(first, after)
+}
+
+#[derive(SimpleObject)]
+pub struct TotalCount {
+    /// Rows matching the filter, across all pages.
+    pub total_count: i64,
+}
+
+pub type Conn<N> = Connection<IdCursor, N, TotalCount, EmptyFields>;
+
+/// Builds a Relay connection from a service page.
+pub fn connection<M, N: OutputType>(
+    page: Page<M>,
+    id: impl Fn(&M) -> Uuid,
+    node: impl Fn(M) -> N,
+) -> Conn<N> {
+    let mut conn = Connection::with_additional_fields(
+        page.has_previous_page,
+        page.has_next_page,
+        TotalCount {
+            total_count: i64::try_from(page.total_count).unwrap_or(i64::MAX),
+        },
+    );
+    conn.edges.extend(
+        page.items
+            .into_iter()
+            .map(|m| Edge::new(IdCursor(id(&m)), node(m))),
+    );
+    conn
+}
+
+#[derive(SimpleObject)]
+pub struct User {
+    pub id: ID,
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+    pub last_login_at: Option<DateTime<Utc>>,
+}
+
+impl From<user::Model> for User {
+    fn from(u: user::Model) -> Self {
+        Self {
+            id: ID(u.id.to_string()),
+            email: u.email,
+            display_name: u.display_name,
+            role: u.role,
+            is_active: u.is_active,
+            created_at: u.created_at,
+            last_login_at: u.last_login_at,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct AuthPayload {
+    pub access_token: String,
+    pub access_token_expires_at: DateTime<Utc>,
+    pub refresh_token: String,
+    pub user: User,
+}
+
+impl From<crate::service::auth::Session> for AuthPayload {
+    fn from(s: crate::service::auth::Session) -> Self {
+        Self {
+            access_token: s.access_token,
+            access_token_expires_at: s.access_token_expires_at,
+            refresh_token: s.refresh_token,
+            user: s.user.into(),
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct Product {
+    pub id: ID,
+    /// Unique, case-insensitive, trimmed.
+    pub sku: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub category: Option<String>,
+    pub unit: String,
+    /// Current on-hand quantity, never negative.
+    pub stock: i32,
+    /// LOW_STOCK alert when stock falls to or below it.
+    pub low_stock_threshold: i32,
+    /// Optimistic concurrency token, +1 on every change.
+    pub version: i32,
+    pub archived_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[graphql(skip)]
+    pub uuid: Uuid,
+}
+
+impl From<product::Model> for Product {
+    fn from(p: product::Model) -> Self {
+        Self {
+            id: ID(p.id.to_string()),
+            uuid: p.id,
+            sku: p.sku,
+            name: p.name,
+            description: p.description,
+            category: p.category,
+            unit: p.unit,
+            stock: p.stock,
+            low_stock_threshold: p.low_stock_threshold,
+            version: p.version,
+            archived_at: p.archived_at,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+#[ComplexObject]
+impl Product {
+    async fn is_low_stock(&self) -> bool {
+        self.stock <= self.low_stock_threshold
+    }
+
+    /// This product's movements, newest first.
+    async fn movements(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Conn<StockMovement>> {
+        let page = page_request(first, after).map_err(gql)?;
+        let filter = stock::MovementFilter {
+            product_id: Some(self.uuid),
+            ..Default::default()
+        };
+        let rows = stock::list(state(ctx).db.conn(), &filter, page)
+            .await
+            .map_err(gql)?;
+        Ok(connection(rows, |m| m.id, StockMovement::from))
+    }
+}
+
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct StockMovement {
+    pub id: ID,
+    pub kind: MovementKind,
+    /// Signed delta applied to stock.
+    pub quantity: i32,
+    /// Product stock right after this movement.
+    pub balance_after: i32,
+    pub note: Option<String>,
+    pub reference: Option<String>,
+    pub created_at: DateTime<Utc>,
+    #[graphql(skip)]
+    pub product_id: Uuid,
+    #[graphql(skip)]
+    pub created_by: Option<Uuid>,
+}
+
+impl From<stock_movement::Model> for StockMovement {
+    fn from(m: stock_movement::Model) -> Self {
+        Self {
+            id: ID(m.id.to_string()),
+            kind: m.kind,
+            quantity: m.quantity,
+            balance_after: m.balance_after,
+            note: m.note,
+            reference: m.reference,
+            created_at: m.created_at,
+            product_id: m.product_id,
+            created_by: m.created_by,
+        }
+    }
+}
+
+async fn load_user(ctx: &Context<'_>, id: Option<Uuid>) -> async_graphql::Result<Option<User>> {
+    let Some(id) = id else { return Ok(None) };
+    let loaders = ctx.data_unchecked::<super::loaders::Loaders>();
+    let user = loaders
+        .users
+        .load_one(id)
+        .await
+        .map_err(|e| gql(AppError::internal(anyhow::anyhow!("loading user: {e}"))))?;
+    Ok(user.map(User::from))
+}
+
+#[ComplexObject]
+impl StockMovement {
+    async fn product(&self, ctx: &Context<'_>) -> async_graphql::Result<Product> {
+        let loaders = ctx.data_unchecked::<super::loaders::Loaders>();
+        loaders
+            .products
+            .load_one(self.product_id)
+            .await
+            .map_err(|e| gql(AppError::internal(anyhow::anyhow!("loading product: {e}"))))?
+            .map(Product::from)
+            .ok_or_else(|| gql(AppError::not_found("product not found")))
+    }
+
+    async fn created_by(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
+        load_user(ctx, self.created_by).await
+    }
+}
+
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct AuditLog {
+    pub id: ID,
+    pub occurred_at: DateTime<Utc>,
+    pub action: AuditAction,
+    pub entity_type: EntityType,
+    pub entity_id: Option<String>,
+    pub summary: String,
+    /// `{ "before": {...}, "after": {...} }`; secrets are never included.
+    pub changes: Option<async_graphql::Json<serde_json::Value>>,
+    pub request_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    #[graphql(skip)]
+    pub actor_id: Option<Uuid>,
+}
+
+impl From<audit_log::Model> for AuditLog {
+    fn from(a: audit_log::Model) -> Self {
+        Self {
+            id: ID(a.id.to_string()),
+            occurred_at: a.occurred_at,
+            action: a.action,
+            entity_type: a.entity_type,
+            entity_id: a.entity_id,
+            summary: a.summary,
+            changes: a.changes.map(async_graphql::Json),
+            request_id: a.request_id,
+            ip: a.ip,
+            user_agent: a.user_agent,
+            actor_id: a.actor_id,
+        }
+    }
+}
+
+#[ComplexObject]
+impl AuditLog {
+    async fn actor(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
+        load_user(ctx, self.actor_id).await
+    }
+}
+
+/// For resolvers that only need the caller to be signed in.
+pub async fn signed_in(ctx: &Context<'_>) -> async_graphql::Result<()> {
+    current_user(ctx).await.map(|_| ()).map_err(gql)
+}

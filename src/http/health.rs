@@ -1,0 +1,37 @@
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use super::HttpState;
+use crate::service::health;
+
+/// 200 `{"status":"ok",...}` or 503 `{"status":"degraded",...}`.
+pub async fn health(State(state): State<HttpState>) -> impl IntoResponse {
+    let app = &state.app;
+    let report = health::check(&app.db, app.config.health_db_timeout, app.started_at).await;
+    let status = if report.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if report.ok { "ok" } else { "degraded" },
+        "version": report.version,
+        "uptimeSeconds": report.uptime_seconds,
+        "services": {
+            "database": {
+                "status": if report.database.up { "up" } else { "down" },
+                "latencyMs": report.database.latency_ms,
+                "error": report.database.error,
+            }
+        }
+    });
+    (status, Json(body))
+}
+
+/// 200 while the process serves; no dependency is checked.
+pub async fn live() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}

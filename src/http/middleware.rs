@@ -1,0 +1,103 @@
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{HttpState, REQUEST_ID};
+use crate::error::AppError;
+
+/// The client's address as the rate limiter and the audit log see it.
+#[derive(Clone, Debug)]
+pub struct ClientIp(pub String);
+
+fn client_ip(req: &Request, trust_proxy: bool) -> String {
+    if trust_proxy
+        && let Some(first) = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    {
+        return first.to_string();
+    }
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_string())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// The default per-IP budget. GraphQL clients get a GraphQL-shaped
+/// RATE_LIMITED error; REST clients the plain JSON error. Both carry
+/// `Retry-After`.
+pub async fn rate_limit(State(state): State<HttpState>, mut req: Request, next: Next) -> Response {
+    let ip = client_ip(&req, state.app.config.trust_proxy);
+    if let Err(err) = state.app.limiters.check_default(&ip) {
+        if req.uri().path().starts_with("/graphql") {
+            let retry = match &err {
+                AppError::RateLimited { retry_after_secs } => *retry_after_secs,
+                _ => 1,
+            };
+            let body = serde_json::json!({
+                "errors": [{
+                    "message": err.to_string(),
+                    "extensions": { "code": err.code(), "retryAfterSeconds": retry }
+                }]
+            });
+            let mut resp = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+            if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return resp;
+        }
+        return err.into_response();
+    }
+    req.extensions_mut().insert(ClientIp(ip));
+    next.run(req).await
+}
+
+/// tower-http answers an oversized body with an empty 413; give it the
+/// contract's error shape.
+pub async fn json_payload_too_large(resp: Response) -> Response {
+    if resp.status() != StatusCode::PAYLOAD_TOO_LARGE
+        || resp.headers().contains_key(header::CONTENT_TYPE)
+            && resp
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+    {
+        return resp;
+    }
+    let body = serde_json::json!({
+        "errors": [{
+            "message": "request body is too large",
+            "extensions": { "code": "PAYLOAD_TOO_LARGE" }
+        }]
+    });
+    let (mut parts, _) = resp.into_parts();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body.to_string()))
+}
+
+/// One span per request, carrying its request id.
+pub fn make_span(req: &Request) -> tracing::Span {
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        request_id = %request_id,
+    )
+}

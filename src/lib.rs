@@ -1,0 +1,14 @@
+//! Stockroom: an inventory service behind a GraphQL API.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod entity;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod limits;
+pub mod service;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

@@ -1,0 +1,128 @@
+//! The audit log: one row per state change or login attempt, written in the
+//! transaction that made the change. Append-only: nothing here updates or
+//! deletes a row.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Select,
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{Actor, Page, PageRequest};
+use crate::entity::audit_log::{self, AuditAction, EntityType};
+use crate::error::AppResult;
+
+const MAX_SUMMARY: usize = 500;
+
+/// What happened, to be written by [`record`].
+pub struct AuditEntry {
+    pub action: AuditAction,
+    pub entity_type: EntityType,
+    pub entity_id: Option<String>,
+    pub summary: String,
+    /// `{ "before": {...}, "after": {...} }`; never secrets.
+    pub changes: Option<Value>,
+}
+
+impl AuditEntry {
+    pub fn new(action: AuditAction, entity_type: EntityType, entity_id: impl ToString) -> Self {
+        Self {
+            action,
+            entity_type,
+            entity_id: Some(entity_id.to_string()),
+            summary: String::new(),
+            changes: None,
+        }
+    }
+
+    pub fn summary(mut self, summary: impl Into<String>) -> Self {
+        self.summary = summary.into();
+        self
+    }
+
+    pub fn changes(mut self, before: Option<Value>, after: Option<Value>) -> Self {
+        self.changes = Some(serde_json::json!({ "before": before, "after": after }));
+        self
+    }
+}
+
+/// Writes one audit row on `conn` (the caller's transaction).
+pub async fn record(
+    conn: &impl ConnectionTrait,
+    actor: &Actor,
+    entry: AuditEntry,
+) -> AppResult<audit_log::Model> {
+    let summary: String = entry.summary.chars().take(MAX_SUMMARY).collect();
+    let clip = |s: &Option<String>, n: usize| s.as_ref().map(|v| v.chars().take(n).collect());
+    let row = audit_log::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        occurred_at: Set(Utc::now()),
+        actor_id: Set(actor.user_id),
+        action: Set(entry.action),
+        entity_type: Set(entry.entity_type),
+        entity_id: Set(entry.entity_id),
+        summary: Set(summary),
+        changes: Set(entry.changes),
+        request_id: Set(clip(&actor.meta.request_id, 128)),
+        ip: Set(clip(&actor.meta.ip, 64)),
+        user_agent: Set(clip(&actor.meta.user_agent, 512)),
+    };
+    Ok(audit_log::Entity::insert(row)
+        .exec_with_returning(conn)
+        .await?)
+}
+
+/// The fields of an `AuditLogFilter`, already parsed.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    pub action: Option<AuditAction>,
+    pub entity_type: Option<EntityType>,
+    pub entity_id: Option<String>,
+    pub actor_id: Option<Uuid>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+fn filtered(filter: &AuditFilter) -> Select<audit_log::Entity> {
+    let mut q = audit_log::Entity::find();
+    if let Some(a) = filter.action {
+        q = q.filter(audit_log::Column::Action.eq(a));
+    }
+    if let Some(t) = filter.entity_type {
+        q = q.filter(audit_log::Column::EntityType.eq(t));
+    }
+    if let Some(id) = &filter.entity_id {
+        q = q.filter(audit_log::Column::EntityId.eq(id.clone()));
+    }
+    if let Some(id) = filter.actor_id {
+        q = q.filter(audit_log::Column::ActorId.eq(id));
+    }
+    if let Some(from) = filter.from {
+        q = q.filter(audit_log::Column::OccurredAt.gte(from));
+    }
+    if let Some(to) = filter.to {
+        q = q.filter(audit_log::Column::OccurredAt.lt(to));
+    }
+    q
+}
+
+/// Newest first.
+pub async fn list(
+    conn: &impl ConnectionTrait,
+    filter: &AuditFilter,
+    page: PageRequest,
+) -> AppResult<Page<audit_log::Model>> {
+    let total = filtered(filter).count(conn).await?;
+    let mut q = filtered(filter);
+    if let Some(after) = page.after {
+        q = q.filter(audit_log::Column::Id.lt(after));
+    }
+    let rows = q
+        .order_by_desc(audit_log::Column::Id)
+        .limit(page.first + 1)
+        .all(conn)
+        .await?;
+    Ok(Page::from_rows(rows, page, total))
+}

@@ -1,0 +1,439 @@
+//! Passwords, access tokens, refresh tokens and the login flow.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::audit::{self, AuditEntry};
+use super::{Actor, CurrentUser, RequestMeta};
+use crate::config::Config;
+use crate::entity::audit_log::{AuditAction, EntityType};
+use crate::entity::refresh_token;
+use crate::entity::user::{self, Role};
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+
+pub const MIN_PASSWORD_CHARS: usize = 8;
+pub const MAX_PASSWORD_CHARS: usize = 128;
+const INVALID_CREDENTIALS: &str = "invalid email or password";
+const INVALID_REFRESH: &str = "invalid or expired refresh token";
+const INVALID_ACCESS: &str = "invalid or expired access token";
+
+/// Length limits keep a huge password from becoming a hashing DoS.
+pub fn check_password_policy(password: &str) -> Result<(), String> {
+    let n = password.chars().count();
+    if n < MIN_PASSWORD_CHARS {
+        return Err(format!("must be at least {MIN_PASSWORD_CHARS} characters"));
+    }
+    if n > MAX_PASSWORD_CHARS {
+        return Err(format!("must be at most {MAX_PASSWORD_CHARS} characters"));
+    }
+    Ok(())
+}
+
+pub fn validate_new_password(field: &str, password: &str) -> AppResult<()> {
+    check_password_policy(password)
+        .map_err(|msg| AppError::bad_input(field, format!("{field} {msg}")))
+}
+
+/// Argon2id with a fresh salt, off the async runtime.
+pub async fn hash_password(password: &str) -> AppResult<String> {
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .hash_password(password.as_bytes())
+            .map(|h| h.to_string())
+            .map_err(|e| AppError::internal(anyhow::anyhow!("hashing failed: {e}")))
+    })
+    .await
+    .map_err(AppError::internal)?
+}
+
+/// Constant-effort check; an unparsable hash counts as a mismatch.
+pub async fn verify_password(hash: &str, password: &str) -> AppResult<bool> {
+    let (hash, password) = (hash.to_owned(), password.to_owned());
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .verify_password(password.as_bytes(), hash.as_str())
+            .is_ok()
+    })
+    .await
+    .map_err(AppError::internal)
+}
+
+/// A hash to verify against when the email is unknown, so both failures take
+/// the same time.
+async fn dummy_hash() -> AppResult<&'static str> {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    if let Some(h) = DUMMY.get() {
+        return Ok(h);
+    }
+    let h = hash_password(&crate::config::generate_secret()).await?;
+    Ok(DUMMY.get_or_init(|| h))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub role: Role,
+    pub iss: String,
+    pub aud: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+}
+
+/// HS256 keys and the fixed validation rules for access tokens.
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+    access_ttl: Duration,
+}
+
+impl JwtKeys {
+    pub fn new(config: &Config) -> Self {
+        let secret = config.jwt_secret.expose().as_bytes();
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[&config.jwt_issuer]);
+        validation.set_audience(&[&config.jwt_audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 5;
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+            access_ttl: config.jwt_access_ttl,
+        }
+    }
+
+    pub fn issue(&self, user: &user::Model) -> AppResult<(String, DateTime<Utc>)> {
+        let now = Utc::now();
+        let expires_at =
+            now + chrono::Duration::from_std(self.access_ttl).map_err(AppError::internal)?;
+        let claims = Claims {
+            sub: user.id.to_string(),
+            role: user.role,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            iat: now.timestamp(),
+            exp: expires_at.timestamp(),
+            jti: Uuid::new_v4().to_string(),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(AppError::internal)?;
+        Ok((token, expires_at))
+    }
+
+    /// Checks signature (HS256 only), expiry, issuer and audience.
+    pub fn verify(&self, token: &str) -> AppResult<Claims> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|_| AppError::Unauthenticated(INVALID_ACCESS.into()))
+    }
+}
+
+/// Resolves a bearer token to the user it was issued to. The user row is read
+/// on every request, so a deactivated user or a changed role takes effect at once.
+pub async fn authenticate(
+    conn: &impl ConnectionTrait,
+    keys: &JwtKeys,
+    token: &str,
+) -> AppResult<CurrentUser> {
+    let claims = keys.verify(token)?;
+    let id = Uuid::parse_str(&claims.sub)
+        .map_err(|_| AppError::Unauthenticated(INVALID_ACCESS.into()))?;
+    match user::Entity::find_by_id(id).one(conn).await? {
+        Some(u) if u.is_active => Ok(CurrentUser {
+            id: u.id,
+            email: u.email,
+            role: u.role,
+        }),
+        _ => Err(AppError::Unauthenticated(INVALID_ACCESS.into())),
+    }
+}
+
+/// What a successful login or refresh hands back.
+pub struct Session {
+    pub access_token: String,
+    pub access_token_expires_at: DateTime<Utc>,
+    pub refresh_token: String,
+    pub user: user::Model,
+}
+
+fn new_refresh_token() -> String {
+    format!("srt_{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
+}
+
+fn token_hash(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Inserts a new refresh token row and returns the token (shown once).
+async fn insert_refresh_token(
+    conn: &impl ConnectionTrait,
+    user_id: Uuid,
+    ttl: Duration,
+) -> AppResult<(Uuid, String)> {
+    let token = new_refresh_token();
+    let id = Uuid::now_v7();
+    let now = Utc::now();
+    refresh_token::ActiveModel {
+        id: Set(id),
+        user_id: Set(user_id),
+        token_hash: Set(token_hash(&token)),
+        created_at: Set(now),
+        expires_at: Set(now + chrono::Duration::from_std(ttl).map_err(AppError::internal)?),
+        revoked_at: Set(None),
+        replaced_by: Set(None),
+    }
+    .insert(conn)
+    .await?;
+    Ok((id, token))
+}
+
+/// Revokes every live refresh token of a user.
+pub async fn revoke_all_refresh_tokens(
+    conn: &impl ConnectionTrait,
+    user_id: Uuid,
+) -> AppResult<u64> {
+    let res = refresh_token::Entity::update_many()
+        .col_expr(refresh_token::Column::RevokedAt, Expr::value(Utc::now()))
+        .filter(refresh_token::Column::UserId.eq(user_id))
+        .filter(refresh_token::Column::RevokedAt.is_null())
+        .exec(conn)
+        .await?;
+    Ok(res.rows_affected)
+}
+
+fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// Checks the login rate limits, verifies the password, and on success
+/// records the login and opens a session. Every attempt is audited.
+pub async fn login(
+    state: &AppState,
+    email: &str,
+    password: &str,
+    meta: RequestMeta,
+) -> AppResult<Session> {
+    let email = normalize_email(email);
+    state.limiters.check_login(meta.ip.as_deref(), &email)?;
+
+    let found = user::Entity::find()
+        .filter(user::Column::Email.eq(email.as_str()))
+        .one(state.db.conn())
+        .await?;
+    let failure = match &found {
+        None => {
+            verify_password(dummy_hash().await?, password).await?;
+            Some("unknown email")
+        }
+        Some(u) => {
+            if !verify_password(&u.password_hash, password).await? {
+                Some("wrong password")
+            } else if !u.is_active {
+                Some("account deactivated")
+            } else {
+                None
+            }
+        }
+    };
+    let user = match (found, failure) {
+        (Some(user), None) => user,
+        (found, Some(reason)) => {
+            let actor = Actor {
+                user_id: found.as_ref().map(|u| u.id),
+                meta,
+            };
+            let entry = AuditEntry {
+                action: AuditAction::LoginFailed,
+                entity_type: EntityType::User,
+                entity_id: found.as_ref().map(|u| u.id.to_string()),
+                summary: format!("failed login for {email}: {reason}"),
+                changes: Some(serde_json::json!({
+                    "before": null,
+                    "after": { "email": email, "reason": reason }
+                })),
+            };
+            let txn = state.db.begin_write().await?;
+            audit::record(&*txn, &actor, entry).await?;
+            txn.commit().await?;
+            return Err(AppError::Unauthenticated(INVALID_CREDENTIALS.into()));
+        }
+        (None, None) => return Err(AppError::Unauthenticated(INVALID_CREDENTIALS.into())),
+    };
+
+    let txn = state.db.begin_write().await?;
+    let now = Utc::now();
+    let mut active: user::ActiveModel = user.into();
+    active.last_login_at = Set(Some(now));
+    let user = active.update(&*txn).await?;
+    let (_, refresh) = insert_refresh_token(&*txn, user.id, state.config.jwt_refresh_ttl).await?;
+    let actor = Actor {
+        user_id: Some(user.id),
+        meta,
+    };
+    audit::record(
+        &*txn,
+        &actor,
+        AuditEntry::new(AuditAction::Login, EntityType::User, user.id)
+            .summary(format!("{} logged in", user.email)),
+    )
+    .await?;
+    txn.commit().await?;
+
+    let (access_token, access_token_expires_at) = state.jwt.issue(&user)?;
+    Ok(Session {
+        access_token,
+        access_token_expires_at,
+        refresh_token: refresh,
+        user,
+    })
+}
+
+/// Rotates a refresh token: the presented one stops working and a new one is
+/// issued. Presenting a token that was already rotated is treated as theft:
+/// every session of its user is revoked.
+pub async fn refresh(state: &AppState, token: &str) -> AppResult<Session> {
+    let txn = state.db.begin_write().await?;
+    let Some(row) = refresh_token::Entity::find()
+        .filter(refresh_token::Column::TokenHash.eq(token_hash(token)))
+        .one(&*txn)
+        .await?
+    else {
+        return Err(AppError::Unauthenticated(INVALID_REFRESH.into()));
+    };
+    if row.revoked_at.is_some() {
+        if row.replaced_by.is_some() {
+            let revoked = revoke_all_refresh_tokens(&*txn, row.user_id).await?;
+            txn.commit().await?;
+            tracing::warn!(user_id = %row.user_id, revoked, "rotated refresh token reused; all sessions revoked");
+        }
+        return Err(AppError::Unauthenticated(INVALID_REFRESH.into()));
+    }
+    if row.expires_at <= Utc::now() {
+        return Err(AppError::Unauthenticated(INVALID_REFRESH.into()));
+    }
+    let user = match user::Entity::find_by_id(row.user_id).one(&*txn).await? {
+        Some(u) if u.is_active => u,
+        _ => return Err(AppError::Unauthenticated(INVALID_REFRESH.into())),
+    };
+    let (new_id, new_token) =
+        insert_refresh_token(&*txn, user.id, state.config.jwt_refresh_ttl).await?;
+    // Conditional, so two racing refreshes of one token cannot both win.
+    let res = refresh_token::Entity::update_many()
+        .col_expr(refresh_token::Column::RevokedAt, Expr::value(Utc::now()))
+        .col_expr(refresh_token::Column::ReplacedBy, Expr::value(new_id))
+        .filter(refresh_token::Column::Id.eq(row.id))
+        .filter(refresh_token::Column::RevokedAt.is_null())
+        .exec(&*txn)
+        .await?;
+    if res.rows_affected != 1 {
+        return Err(AppError::Unauthenticated(INVALID_REFRESH.into()));
+    }
+    txn.commit().await?;
+    let (access_token, access_token_expires_at) = state.jwt.issue(&user)?;
+    Ok(Session {
+        access_token,
+        access_token_expires_at,
+        refresh_token: new_token,
+        user,
+    })
+}
+
+/// Revokes one refresh token. Logging out twice is not an error.
+pub async fn logout(state: &AppState, token: &str, meta: RequestMeta) -> AppResult<bool> {
+    let txn = state.db.begin_write().await?;
+    let Some(row) = refresh_token::Entity::find()
+        .filter(refresh_token::Column::TokenHash.eq(token_hash(token)))
+        .one(&*txn)
+        .await?
+    else {
+        return Err(AppError::Unauthenticated(INVALID_REFRESH.into()));
+    };
+    if row.revoked_at.is_some() {
+        return Ok(true);
+    }
+    refresh_token::Entity::update_many()
+        .col_expr(refresh_token::Column::RevokedAt, Expr::value(Utc::now()))
+        .filter(refresh_token::Column::Id.eq(row.id))
+        .exec(&*txn)
+        .await?;
+    let actor = Actor {
+        user_id: Some(row.user_id),
+        meta,
+    };
+    audit::record(
+        &*txn,
+        &actor,
+        AuditEntry::new(AuditAction::Logout, EntityType::User, row.user_id).summary("logged out"),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(true)
+}
+
+/// Checks the current password, stores the new hash and ends every session.
+pub async fn change_password(
+    state: &AppState,
+    current: &CurrentUser,
+    current_password: &str,
+    new_password: &str,
+    meta: RequestMeta,
+) -> AppResult<()> {
+    validate_new_password("newPassword", new_password)?;
+    state
+        .limiters
+        .check_login(meta.ip.as_deref(), &current.email)?;
+    let user = user::Entity::find_by_id(current.id)
+        .one(state.db.conn())
+        .await?
+        .ok_or_else(|| AppError::Unauthenticated(INVALID_ACCESS.into()))?;
+    if !verify_password(&user.password_hash, current_password).await? {
+        return Err(AppError::bad_input(
+            "currentPassword",
+            "current password is incorrect",
+        ));
+    }
+    if current_password == new_password {
+        return Err(AppError::bad_input(
+            "newPassword",
+            "newPassword must differ from the current password",
+        ));
+    }
+    let hash = hash_password(new_password).await?;
+    let txn = state.db.begin_write().await?;
+    let mut active: user::ActiveModel = user.into();
+    active.password_hash = Set(hash);
+    active.updated_at = Set(Utc::now());
+    let user = active.update(&*txn).await?;
+    let revoked = revoke_all_refresh_tokens(&*txn, user.id).await?;
+    audit::record(
+        &*txn,
+        &Actor::new(Some(current), meta),
+        AuditEntry::new(AuditAction::PasswordChange, EntityType::User, user.id).summary(format!(
+            "{} changed their password; {revoked} session(s) revoked",
+            user.email
+        )),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(())
+}

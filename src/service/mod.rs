@@ -1,0 +1,154 @@
+//! Domain logic, one module per area. Services own the rules and the
+//! transactions; data-access helpers take `&impl ConnectionTrait` so they work
+//! inside a caller's transaction.
+
+pub mod audit;
+pub mod auth;
+pub mod health;
+pub mod products;
+pub mod stock;
+pub mod users;
+
+use sea_orm::sea_query::{Expr, ExprTrait, Func, IntoColumnRef, LikeExpr, SimpleExpr};
+use uuid::Uuid;
+
+use crate::entity::user::Role;
+use crate::error::{AppError, AppResult};
+
+/// Where a request came from, recorded with every audit row.
+#[derive(Clone, Debug, Default)]
+pub struct RequestMeta {
+    pub request_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// The authenticated user a command runs as.
+#[derive(Clone, Debug)]
+pub struct CurrentUser {
+    pub id: Uuid,
+    pub email: String,
+    pub role: Role,
+}
+
+/// Who did something, and from where.
+#[derive(Clone, Debug, Default)]
+pub struct Actor {
+    pub user_id: Option<Uuid>,
+    pub meta: RequestMeta,
+}
+
+impl Actor {
+    pub fn new(user: Option<&CurrentUser>, meta: RequestMeta) -> Self {
+        Self {
+            user_id: user.map(|u| u.id),
+            meta,
+        }
+    }
+
+    /// The process itself (CLI, seeding).
+    pub fn system() -> Self {
+        Self::default()
+    }
+}
+
+pub const DEFAULT_PAGE_SIZE: u64 = 20;
+pub const MAX_PAGE_SIZE: u64 = 100;
+
+/// A validated forward page request over rows keyed by time-ordered UUIDs.
+#[derive(Clone, Copy, Debug)]
+pub struct PageRequest {
+    pub first: u64,
+    pub after: Option<Uuid>,
+}
+
+impl PageRequest {
+    pub fn new(first: Option<i32>, after: Option<Uuid>) -> AppResult<Self> {
+        let first = match first {
+            None => DEFAULT_PAGE_SIZE,
+            Some(n) if n >= 1 && (n as u64) <= MAX_PAGE_SIZE => n as u64,
+            Some(n) => {
+                return Err(AppError::bad_input(
+                    "first",
+                    format!("first must be between 1 and {MAX_PAGE_SIZE}, got {n}"),
+                ));
+            }
+        };
+        Ok(Self { first, after })
+    }
+}
+
+/// One page of rows, plus what a Relay connection needs.
+#[derive(Clone, Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub has_next_page: bool,
+    pub has_previous_page: bool,
+    pub total_count: u64,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from `first + 1` fetched rows.
+    pub fn from_rows(mut rows: Vec<T>, request: PageRequest, total_count: u64) -> Self {
+        let has_next_page = rows.len() as u64 > request.first;
+        rows.truncate(request.first as usize);
+        Self {
+            items: rows,
+            has_next_page,
+            has_previous_page: request.after.is_some(),
+            total_count,
+        }
+    }
+}
+
+/// Checks a required text field: trimmed, non-empty, at most `max` characters,
+/// no control characters.
+pub fn required_text(field: &str, value: &str, max: usize) -> AppResult<String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(AppError::bad_input(
+            field,
+            format!("{field} must not be empty"),
+        ));
+    }
+    checked_text(field, value, max)
+}
+
+/// Checks an optional text field; blank becomes `None`.
+pub fn optional_text(field: &str, value: Option<&str>, max: usize) -> AppResult<Option<String>> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) => checked_text(field, v, max).map(Some),
+    }
+}
+
+fn checked_text(field: &str, value: &str, max: usize) -> AppResult<String> {
+    if value.chars().count() > max {
+        return Err(AppError::bad_input(
+            field,
+            format!("{field} must be at most {max} characters"),
+        ));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(AppError::bad_input(
+            field,
+            format!("{field} must not contain control characters"),
+        ));
+    }
+    Ok(value.to_string())
+}
+
+/// `lower(column) LIKE pattern` for a case-insensitive substring match, with
+/// the user's `%`, `_` and `\` taken literally.
+pub fn contains_ci(column: impl IntoColumnRef, needle: &str) -> SimpleExpr {
+    let escaped = needle
+        .to_lowercase()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    Expr::expr(Func::lower(Expr::col(column)))
+        .like(LikeExpr::new(format!("%{escaped}%")).escape('\\'))
+}

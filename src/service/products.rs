@@ -1,0 +1,354 @@
+//! Products: the catalogue side. Stock itself only changes through
+//! [`super::stock`].
+
+use chrono::Utc;
+use sea_orm::sea_query::{Expr, ExprTrait, Func};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::audit::{self, AuditEntry};
+use super::stock::{self, MovementInput};
+use super::{Actor, Page, PageRequest, contains_ci, optional_text, required_text};
+use crate::db::Db;
+use crate::entity::audit_log::{AuditAction, EntityType};
+use crate::entity::product;
+use crate::entity::stock_movement::MovementKind;
+use crate::error::{AppError, AppResult, on_unique_violation};
+
+pub const MAX_SKU: usize = 64;
+pub const MAX_NAME: usize = 200;
+pub const MAX_DESCRIPTION: usize = 2000;
+pub const MAX_CATEGORY: usize = 100;
+pub const MAX_UNIT: usize = 20;
+pub const DEFAULT_UNIT: &str = "ea";
+
+/// SKUs are trimmed printable ASCII without spaces, so that "case-insensitive"
+/// means the same thing on SQLite and PostgreSQL.
+pub fn normalize_sku(field: &str, sku: &str) -> AppResult<String> {
+    let sku = required_text(field, sku, MAX_SKU)?;
+    if !sku.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(AppError::bad_input(
+            field,
+            format!("{field} may only contain printable ASCII characters without spaces"),
+        ));
+    }
+    Ok(sku)
+}
+
+fn threshold(value: Option<i32>) -> AppResult<Option<i32>> {
+    match value {
+        Some(n) if n < 0 => Err(AppError::bad_input(
+            "lowStockThreshold",
+            "lowStockThreshold must not be negative",
+        )),
+        other => Ok(other),
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct NewProduct {
+    pub sku: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub category: Option<String>,
+    pub unit: Option<String>,
+    pub low_stock_threshold: Option<i32>,
+    pub initial_stock: Option<i32>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ProductPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub category: Option<String>,
+    pub unit: Option<String>,
+    pub low_stock_threshold: Option<i32>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ProductFilter {
+    pub search: Option<String>,
+    pub category: Option<String>,
+    pub low_stock_only: bool,
+    pub include_archived: bool,
+}
+
+/// The audited fields of a product.
+fn snapshot(p: &product::Model) -> Value {
+    json!({
+        "sku": p.sku,
+        "name": p.name,
+        "description": p.description,
+        "category": p.category,
+        "unit": p.unit,
+        "stock": p.stock,
+        "lowStockThreshold": p.low_stock_threshold,
+        "version": p.version,
+        "archivedAt": p.archived_at,
+    })
+}
+
+/// Only the fields that changed, as (before, after).
+fn diff(before: &product::Model, after: &product::Model) -> (Value, Value) {
+    let (b, a) = (snapshot(before), snapshot(after));
+    let (mut bm, mut am) = (Map::new(), Map::new());
+    if let (Value::Object(b), Value::Object(a)) = (b, a) {
+        for (k, av) in a {
+            let bv = b.get(&k).cloned().unwrap_or(Value::Null);
+            if bv != av {
+                bm.insert(k.clone(), bv);
+                am.insert(k, av);
+            }
+        }
+    }
+    (Value::Object(bm), Value::Object(am))
+}
+
+/// Creates a product; `initial_stock` is recorded as an INBOUND movement in
+/// the same transaction.
+pub async fn create(db: &Db, actor: &Actor, input: NewProduct) -> AppResult<product::Model> {
+    let sku = normalize_sku("sku", &input.sku)?;
+    let name = required_text("name", &input.name, MAX_NAME)?;
+    let description = optional_text("description", input.description.as_deref(), MAX_DESCRIPTION)?;
+    let category = optional_text("category", input.category.as_deref(), MAX_CATEGORY)?;
+    let unit = match input.unit.as_deref() {
+        None => DEFAULT_UNIT.to_string(),
+        Some(u) => required_text("unit", u, MAX_UNIT)?,
+    };
+    let low_stock_threshold = threshold(input.low_stock_threshold)?.unwrap_or(0);
+    let initial_stock = match input.initial_stock {
+        None | Some(0) => None,
+        Some(n) if n < 0 => {
+            return Err(AppError::bad_input(
+                "initialStock",
+                "initialStock must not be negative",
+            ));
+        }
+        Some(n) => Some(n),
+    };
+
+    let txn = db.begin_write().await?;
+    let now = Utc::now();
+    let created = product::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        sku: Set(sku.clone()),
+        name: Set(name),
+        description: Set(description),
+        category: Set(category),
+        unit: Set(unit),
+        stock: Set(0),
+        low_stock_threshold: Set(low_stock_threshold),
+        version: Set(1),
+        archived_at: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(&*txn)
+    .await
+    .map_err(|e| {
+        on_unique_violation(
+            e,
+            AppError::conflict(format!("a product with SKU {sku} already exists")),
+        )
+    })?;
+    audit::record(
+        &*txn,
+        actor,
+        AuditEntry::new(AuditAction::Create, EntityType::Product, created.id)
+            .summary(format!("created product {}", created.sku))
+            .changes(None, Some(snapshot(&created))),
+    )
+    .await?;
+    let product = match initial_stock {
+        Some(quantity) => {
+            let input = MovementInput {
+                product_id: created.id,
+                kind: MovementKind::Inbound,
+                quantity,
+                note: Some("initial stock".into()),
+                reference: None,
+                idempotency_key: None,
+            };
+            let validated = stock::validate(&input)?;
+            stock::apply(&*txn, actor, &validated).await?.1
+        }
+        None => created,
+    };
+    txn.commit().await?;
+    Ok(product)
+}
+
+/// Updates catalogue fields. With `expected_version`, a stale version is a CONFLICT.
+pub async fn update(
+    db: &Db,
+    actor: &Actor,
+    id: Uuid,
+    patch: ProductPatch,
+    expected_version: Option<i32>,
+) -> AppResult<product::Model> {
+    let name = match &patch.name {
+        Some(n) => Some(required_text("name", n, MAX_NAME)?),
+        None => None,
+    };
+    let description = match &patch.description {
+        Some(d) => Some(optional_text("description", Some(d), MAX_DESCRIPTION)?),
+        None => None,
+    };
+    let category = match &patch.category {
+        Some(c) => Some(optional_text("category", Some(c), MAX_CATEGORY)?),
+        None => None,
+    };
+    let unit = match &patch.unit {
+        Some(u) => Some(required_text("unit", u, MAX_UNIT)?),
+        None => None,
+    };
+    let low_stock_threshold = threshold(patch.low_stock_threshold)?;
+
+    let txn = db.begin_write().await?;
+    let before = live_for_update(&*txn, id).await?;
+    if let Some(expected) = expected_version
+        && expected != before.version
+    {
+        return Err(AppError::conflict(format!(
+            "product was changed by someone else (version {}, expected {expected})",
+            before.version
+        )));
+    }
+    let mut active: product::ActiveModel = before.clone().into();
+    if let Some(v) = name {
+        active.name = Set(v);
+    }
+    if let Some(v) = description {
+        active.description = Set(v);
+    }
+    if let Some(v) = category {
+        active.category = Set(v);
+    }
+    if let Some(v) = unit {
+        active.unit = Set(v);
+    }
+    if let Some(v) = low_stock_threshold {
+        active.low_stock_threshold = Set(v);
+    }
+    active.version = Set(before.version + 1);
+    active.updated_at = Set(Utc::now());
+    let after = active.update(&*txn).await?;
+    let (b, a) = diff(&before, &after);
+    audit::record(
+        &*txn,
+        actor,
+        AuditEntry::new(AuditAction::Update, EntityType::Product, after.id)
+            .summary(format!("updated product {}", after.sku))
+            .changes(Some(b), Some(a)),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(after)
+}
+
+/// Archives a product: it keeps its history and its SKU, and leaves the
+/// default listing.
+pub async fn archive(db: &Db, actor: &Actor, id: Uuid) -> AppResult<product::Model> {
+    let txn = db.begin_write().await?;
+    let before = live_for_update(&*txn, id).await?;
+    let mut active: product::ActiveModel = before.clone().into();
+    let now = Utc::now();
+    active.archived_at = Set(Some(now));
+    active.version = Set(before.version + 1);
+    active.updated_at = Set(now);
+    let after = active.update(&*txn).await?;
+    let (b, a) = diff(&before, &after);
+    audit::record(
+        &*txn,
+        actor,
+        AuditEntry::new(AuditAction::Delete, EntityType::Product, after.id)
+            .summary(format!("archived product {}", after.sku))
+            .changes(Some(b), Some(a)),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(after)
+}
+
+/// The product row, locked for the rest of the transaction; archived counts
+/// as not found.
+async fn live_for_update(conn: &impl ConnectionTrait, id: Uuid) -> AppResult<product::Model> {
+    product::Entity::find_by_id(id)
+        .filter(product::Column::ArchivedAt.is_null())
+        .lock_exclusive()
+        .one(conn)
+        .await?
+        .ok_or_else(|| AppError::not_found("product not found"))
+}
+
+pub async fn get(conn: &impl ConnectionTrait, id: Uuid) -> AppResult<Option<product::Model>> {
+    Ok(product::Entity::find_by_id(id).one(conn).await?)
+}
+
+/// Case-insensitive; uses the `lower(sku)` unique index.
+pub async fn get_by_sku(
+    conn: &impl ConnectionTrait,
+    sku: &str,
+) -> AppResult<Option<product::Model>> {
+    let sku = sku.trim().to_ascii_lowercase();
+    Ok(product::Entity::find()
+        .filter(Expr::expr(Func::lower(Expr::col(product::Column::Sku))).eq(sku))
+        .one(conn)
+        .await?)
+}
+
+fn filtered(filter: &ProductFilter) -> Select<product::Entity> {
+    let mut q = product::Entity::find();
+    if !filter.include_archived {
+        q = q.filter(product::Column::ArchivedAt.is_null());
+    }
+    if let Some(search) = filter
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        q = q.filter(
+            Condition::any()
+                .add(contains_ci(product::Column::Sku, search))
+                .add(contains_ci(product::Column::Name, search)),
+        );
+    }
+    if let Some(category) = filter
+        .category
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        q = q.filter(product::Column::Category.eq(category));
+    }
+    if filter.low_stock_only {
+        q = q.filter(
+            Expr::col(product::Column::Stock).lte(Expr::col(product::Column::LowStockThreshold)),
+        );
+    }
+    q
+}
+
+/// Oldest first (ids are time-ordered), so pages stay stable while rows are added.
+pub async fn list(
+    conn: &impl ConnectionTrait,
+    filter: &ProductFilter,
+    page: PageRequest,
+) -> AppResult<Page<product::Model>> {
+    let total = filtered(filter).count(conn).await?;
+    let mut q = filtered(filter);
+    if let Some(after) = page.after {
+        q = q.filter(product::Column::Id.gt(after));
+    }
+    let rows = q
+        .order_by_asc(product::Column::Id)
+        .limit(page.first + 1)
+        .all(conn)
+        .await?;
+    Ok(Page::from_rows(rows, page, total))
+}

@@ -1,0 +1,391 @@
+//! The stock ledger. Stock changes only here, and only through one conditional
+//! UPDATE per movement: no read-modify-write, no negative stock, and a ledger
+//! row with the balance after every change.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Select, Statement, Value,
+};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::audit::{self, AuditEntry};
+use super::{Actor, Page, PageRequest, optional_text};
+use crate::db::Db;
+use crate::entity::audit_log::{AuditAction, EntityType};
+use crate::entity::product;
+use crate::entity::stock_movement::{self, MovementKind};
+use crate::error::{AppError, AppResult, on_unique_violation};
+
+pub const MAX_NOTE: usize = 500;
+pub const MAX_REFERENCE: usize = 100;
+pub const MAX_IDEMPOTENCY_KEY: usize = 100;
+
+#[derive(Clone, Debug)]
+pub struct MovementInput {
+    pub product_id: Uuid,
+    pub kind: MovementKind,
+    pub quantity: i32,
+    pub note: Option<String>,
+    pub reference: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// A movement that passed validation, with its signed delta.
+#[derive(Clone, Debug)]
+pub struct ValidMovement {
+    pub product_id: Uuid,
+    pub kind: MovementKind,
+    pub delta: i64,
+    pub note: Option<String>,
+    pub reference: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+impl ValidMovement {
+    /// Fingerprint of what the request asks for, to tell a replay of an
+    /// idempotency key from a different request reusing it.
+    fn request_hash(&self) -> String {
+        let canonical = json!([
+            self.product_id,
+            self.kind,
+            self.delta,
+            self.note,
+            self.reference
+        ]);
+        Sha256::digest(canonical.to_string().as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+pub fn validate(input: &MovementInput) -> AppResult<ValidMovement> {
+    let q = i64::from(input.quantity);
+    let delta = match input.kind {
+        MovementKind::Inbound | MovementKind::Return if q > 0 => q,
+        MovementKind::Outbound if q > 0 => -q,
+        MovementKind::Adjustment if q != 0 => q,
+        MovementKind::Adjustment => {
+            return Err(AppError::bad_input(
+                "quantity",
+                "quantity of an ADJUSTMENT must be a non-zero signed delta",
+            ));
+        }
+        _ => {
+            return Err(AppError::bad_input(
+                "quantity",
+                "quantity must be greater than zero",
+            ));
+        }
+    };
+    let idempotency_key = match input.idempotency_key.as_deref().map(str::trim) {
+        None => None,
+        Some("") => {
+            return Err(AppError::bad_input(
+                "idempotencyKey",
+                "idempotencyKey must not be empty",
+            ));
+        }
+        Some(k) => optional_text("idempotencyKey", Some(k), MAX_IDEMPOTENCY_KEY)?,
+    };
+    Ok(ValidMovement {
+        product_id: input.product_id,
+        kind: input.kind,
+        delta,
+        note: optional_text("note", input.note.as_deref(), MAX_NOTE)?,
+        reference: optional_text("reference", input.reference.as_deref(), MAX_REFERENCE)?,
+        idempotency_key,
+    })
+}
+
+fn audit_action(kind: MovementKind) -> AuditAction {
+    match kind {
+        MovementKind::Inbound => AuditAction::StockInbound,
+        MovementKind::Outbound => AuditAction::StockOutbound,
+        MovementKind::Return => AuditAction::StockReturn,
+        MovementKind::Adjustment => AuditAction::StockAdjustment,
+    }
+}
+
+/// Records a movement in its own transaction. With an idempotency key, a
+/// repeat of the same request returns the first movement and applies nothing;
+/// the same key with a different request is a CONFLICT.
+pub async fn record(
+    db: &Db,
+    actor: &Actor,
+    input: MovementInput,
+) -> AppResult<stock_movement::Model> {
+    let movement = validate(&input)?;
+    let hash = movement.request_hash();
+
+    let txn = db.begin_write().await?;
+    if let Some(key) = &movement.idempotency_key
+        && let Some(existing) = find_by_key(&*txn, actor.user_id, key).await?
+    {
+        return replay(existing, &hash);
+    }
+    let applied = apply_hashed(&*txn, actor, &movement, Some(hash.clone())).await;
+    let result = match applied {
+        Ok((m, _)) => txn.commit().await.map(|_| m).map_err(AppError::from),
+        Err(e) => Err(e),
+    };
+    match (result, &movement.idempotency_key) {
+        // A racing request with the same key committed first (PostgreSQL):
+        // ours was rolled back, so answer with theirs.
+        (Err(AppError::Conflict(_)), Some(key)) => {
+            match find_by_key(db.conn(), actor.user_id, key).await? {
+                Some(existing) => replay(existing, &hash),
+                None => Err(AppError::conflict("idempotency key is in use")),
+            }
+        }
+        (result, _) => result,
+    }
+}
+
+fn replay(existing: stock_movement::Model, hash: &str) -> AppResult<stock_movement::Model> {
+    if existing.request_hash.as_deref() == Some(hash) {
+        Ok(existing)
+    } else {
+        Err(AppError::conflict(
+            "idempotencyKey was already used for a different movement",
+        ))
+    }
+}
+
+async fn find_by_key(
+    conn: &impl ConnectionTrait,
+    user_id: Option<Uuid>,
+    key: &str,
+) -> AppResult<Option<stock_movement::Model>> {
+    let mut q =
+        stock_movement::Entity::find().filter(stock_movement::Column::IdempotencyKey.eq(key));
+    q = match user_id {
+        Some(id) => q.filter(stock_movement::Column::CreatedBy.eq(id)),
+        None => q.filter(stock_movement::Column::CreatedBy.is_null()),
+    };
+    Ok(q.one(conn).await?)
+}
+
+/// Applies a validated movement on the caller's transaction: the conditional
+/// stock update, the ledger row and the audit row. Returns the movement and
+/// the product as it is afterwards.
+pub async fn apply(
+    conn: &impl ConnectionTrait,
+    actor: &Actor,
+    movement: &ValidMovement,
+) -> AppResult<(stock_movement::Model, product::Model)> {
+    apply_hashed(conn, actor, movement, None).await
+}
+
+async fn apply_hashed(
+    conn: &impl ConnectionTrait,
+    actor: &Actor,
+    movement: &ValidMovement,
+    request_hash: Option<String>,
+) -> AppResult<(stock_movement::Model, product::Model)> {
+    let now = Utc::now();
+    let backend = conn.get_database_backend();
+    let update = Statement::from_sql_and_values(
+        backend,
+        "UPDATE products SET stock = stock + $1, version = version + 1, updated_at = $2 \
+         WHERE id = $3 AND archived_at IS NULL \
+         AND stock + $1 >= 0 AND stock + $1 <= 2147483647 \
+         RETURNING id, sku, name, description, category, unit, stock, \
+         low_stock_threshold, version, archived_at, created_at, updated_at",
+        [
+            Value::from(movement.delta),
+            Value::from(now),
+            Value::from(movement.product_id),
+        ],
+    );
+    let mut updated = conn.query_one_raw(update.clone()).await?;
+    if updated.is_none() {
+        // Find out why with the row locked, so the answer cannot be overtaken
+        // by a concurrent movement; if the movement fits now, apply it.
+        refusal(conn, movement).await?;
+        updated = conn.query_one_raw(update).await?;
+    }
+    let product = match updated {
+        Some(row) => <product::Model as sea_orm::FromQueryResult>::from_query_result(&row, "")?,
+        None => {
+            return Err(AppError::internal(anyhow::anyhow!(
+                "stock update matched no row while the product was locked"
+            )));
+        }
+    };
+
+    let kind_word = format!("{:?}", movement.kind).to_lowercase();
+    let row = stock_movement::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        product_id: Set(product.id),
+        kind: Set(movement.kind),
+        quantity: Set(movement.delta as i32),
+        balance_after: Set(product.stock),
+        product_version: Set(product.version),
+        note: Set(movement.note.clone()),
+        reference: Set(movement.reference.clone()),
+        idempotency_key: Set(movement.idempotency_key.clone()),
+        request_hash: Set(request_hash),
+        created_by: Set(actor.user_id),
+        created_at: Set(now),
+    };
+    let saved = stock_movement::Entity::insert(row)
+        .exec_with_returning(conn)
+        .await
+        .map_err(|e| on_unique_violation(e, AppError::conflict("idempotency key is in use")))?;
+    audit::record(
+        conn,
+        actor,
+        AuditEntry::new(
+            audit_action(movement.kind),
+            EntityType::StockMovement,
+            saved.id,
+        )
+        .summary(format!(
+            "{kind_word} {:+} of {}: stock {} -> {}",
+            movement.delta,
+            product.sku,
+            i64::from(product.stock) - movement.delta,
+            product.stock
+        ))
+        .changes(
+            Some(json!({ "stock": i64::from(product.stock) - movement.delta })),
+            Some(json!({
+                "productId": product.id,
+                "sku": product.sku,
+                "kind": movement.kind,
+                "quantity": movement.delta,
+                "balanceAfter": product.stock,
+                "stock": product.stock,
+                "reference": movement.reference,
+            })),
+        ),
+    )
+    .await?;
+    Ok((saved, product))
+}
+
+/// Why the conditional update matched no row, judged on the locked row.
+/// `Ok` means the movement fits now (a concurrent movement changed the stock
+/// between the update and this read).
+async fn refusal(conn: &impl ConnectionTrait, movement: &ValidMovement) -> AppResult<()> {
+    let current = product::Entity::find_by_id(movement.product_id)
+        .lock_exclusive()
+        .one(conn)
+        .await?;
+    let p = match current {
+        Some(p) if p.archived_at.is_none() => p,
+        _ => return Err(AppError::not_found("product not found")),
+    };
+    let after = i64::from(p.stock) + movement.delta;
+    if after < 0 {
+        Err(AppError::InsufficientStock {
+            available: i64::from(p.stock),
+            requested: -movement.delta,
+        })
+    } else if after > i64::from(i32::MAX) {
+        Err(AppError::bad_input(
+            "quantity",
+            format!("stock would exceed the maximum of {}", i32::MAX),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct MovementFilter {
+    pub product_id: Option<Uuid>,
+    pub kind: Option<MovementKind>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+fn filtered(filter: &MovementFilter) -> Select<stock_movement::Entity> {
+    let mut q = stock_movement::Entity::find();
+    if let Some(id) = filter.product_id {
+        q = q.filter(stock_movement::Column::ProductId.eq(id));
+    }
+    if let Some(kind) = filter.kind {
+        q = q.filter(stock_movement::Column::Kind.eq(kind));
+    }
+    if let Some(from) = filter.from {
+        q = q.filter(stock_movement::Column::CreatedAt.gte(from));
+    }
+    if let Some(to) = filter.to {
+        q = q.filter(stock_movement::Column::CreatedAt.lt(to));
+    }
+    q
+}
+
+/// Newest first.
+pub async fn list(
+    conn: &impl ConnectionTrait,
+    filter: &MovementFilter,
+    page: PageRequest,
+) -> AppResult<Page<stock_movement::Model>> {
+    let total = filtered(filter).count(conn).await?;
+    let mut q = filtered(filter);
+    if let Some(after) = page.after {
+        q = q.filter(stock_movement::Column::Id.lt(after));
+    }
+    let rows = q
+        .order_by_desc(stock_movement::Column::Id)
+        .limit(page.first + 1)
+        .all(conn)
+        .await?;
+    Ok(Page::from_rows(rows, page, total))
+}
+
+/// A product whose stock does not match its ledger.
+#[derive(Clone, Debug)]
+pub struct Drift {
+    pub product_id: Uuid,
+    pub sku: String,
+    pub stock: i64,
+    pub ledger_sum: i64,
+    /// Movements whose balance_after does not follow from the one before.
+    pub broken_links: i64,
+}
+
+/// Checks, for every product, that stock equals the sum of its movements and
+/// that each movement's balance_after follows from the previous one.
+pub async fn verify_ledger(conn: &impl ConnectionTrait) -> AppResult<(u64, Vec<Drift>)> {
+    let backend = conn.get_database_backend();
+    let products = product::Entity::find().count(conn).await?;
+    let rows = conn
+        .query_all_raw(Statement::from_string(
+            backend,
+            "WITH sums AS ( \
+               SELECT product_id, SUM(quantity) AS total FROM stock_movements GROUP BY product_id \
+             ), chain AS ( \
+               SELECT product_id, balance_after, quantity, \
+                 LAG(balance_after, 1, 0) OVER (PARTITION BY product_id ORDER BY product_version) AS prev \
+               FROM stock_movements \
+             ), broken AS ( \
+               SELECT product_id, COUNT(*) AS n FROM chain \
+               WHERE balance_after <> prev + quantity GROUP BY product_id \
+             ) \
+             SELECT p.id, p.sku, p.stock, COALESCE(s.total, 0) AS total, COALESCE(b.n, 0) AS broken \
+             FROM products p \
+             LEFT JOIN sums s ON s.product_id = p.id \
+             LEFT JOIN broken b ON b.product_id = p.id \
+             WHERE p.stock <> COALESCE(s.total, 0) OR COALESCE(b.n, 0) > 0 \
+             ORDER BY p.sku",
+        ))
+        .await?;
+    let mut drift = Vec::with_capacity(rows.len());
+    for row in rows {
+        drift.push(Drift {
+            product_id: row.try_get("", "id")?,
+            sku: row.try_get("", "sku")?,
+            stock: i64::from(row.try_get::<i32>("", "stock")?),
+            ledger_sum: row.try_get("", "total")?,
+            broken_links: row.try_get("", "broken")?,
+        });
+    }
+    Ok((products, drift))
+}

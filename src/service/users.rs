@@ -1,0 +1,257 @@
+//! User accounts: creation, updates, listing, and seeding the first admin.
+
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::audit::{self, AuditEntry};
+use super::{Actor, Page, PageRequest, auth, required_text};
+use crate::db::Db;
+use crate::entity::audit_log::{AuditAction, EntityType};
+use crate::entity::user::{self, Role};
+use crate::error::{AppError, AppResult, on_unique_violation};
+
+const MAX_EMAIL: usize = 254;
+const MAX_DISPLAY_NAME: usize = 100;
+
+/// A light syntactic check: one `@`, a dot in the domain, no spaces.
+pub fn check_email(email: &str) -> Result<(), String> {
+    let ok = email.len() <= MAX_EMAIL
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && match email.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+            }
+            None => false,
+        };
+    if ok {
+        Ok(())
+    } else {
+        Err("must be a valid email address".into())
+    }
+}
+
+fn normalized_email(field: &str, email: &str) -> AppResult<String> {
+    let email = email.trim().to_lowercase();
+    check_email(&email).map_err(|m| AppError::bad_input(field, format!("{field} {m}")))?;
+    Ok(email)
+}
+
+pub struct NewUser {
+    pub email: String,
+    pub display_name: String,
+    pub password: String,
+    pub role: Role,
+}
+
+#[derive(Default)]
+pub struct UserPatch {
+    pub display_name: Option<String>,
+    pub role: Option<Role>,
+    pub is_active: Option<bool>,
+}
+
+/// The audited view of a user: never the password hash.
+fn snapshot(u: &user::Model) -> serde_json::Value {
+    json!({
+        "email": u.email,
+        "displayName": u.display_name,
+        "role": u.role,
+        "isActive": u.is_active,
+    })
+}
+
+async fn insert_user(
+    conn: &impl ConnectionTrait,
+    email: String,
+    display_name: String,
+    password_hash: String,
+    role: Role,
+) -> AppResult<user::Model> {
+    let now = Utc::now();
+    user::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        email: Set(email.clone()),
+        display_name: Set(display_name),
+        password_hash: Set(password_hash),
+        role: Set(role),
+        is_active: Set(true),
+        created_at: Set(now),
+        updated_at: Set(now),
+        last_login_at: Set(None),
+    }
+    .insert(conn)
+    .await
+    .map_err(|e| {
+        on_unique_violation(
+            e,
+            AppError::conflict(format!("a user with email {email} already exists")),
+        )
+    })
+}
+
+pub async fn create(db: &Db, actor: &Actor, input: NewUser) -> AppResult<user::Model> {
+    let email = normalized_email("email", &input.email)?;
+    let display_name = required_text("displayName", &input.display_name, MAX_DISPLAY_NAME)?;
+    auth::validate_new_password("password", &input.password)?;
+    let hash = auth::hash_password(&input.password).await?;
+
+    let txn = db.begin_write().await?;
+    let user = insert_user(&*txn, email, display_name, hash, input.role).await?;
+    audit::record(
+        &*txn,
+        actor,
+        AuditEntry::new(AuditAction::Create, EntityType::User, user.id)
+            .summary(format!("created user {} ({:?})", user.email, user.role))
+            .changes(None, Some(snapshot(&user))),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(user)
+}
+
+/// Updates a user. Deactivation ends their sessions; the last active admin
+/// cannot be demoted or deactivated.
+pub async fn update(db: &Db, actor: &Actor, id: Uuid, patch: UserPatch) -> AppResult<user::Model> {
+    let display_name = match &patch.display_name {
+        Some(n) => Some(required_text("displayName", n, MAX_DISPLAY_NAME)?),
+        None => None,
+    };
+    let txn = db.begin_write().await?;
+    let before = user::Entity::find_by_id(id)
+        .lock_exclusive()
+        .one(&*txn)
+        .await?
+        .ok_or_else(|| AppError::not_found("user not found"))?;
+
+    let loses_admin = before.role == Role::Admin
+        && before.is_active
+        && (patch.role.is_some_and(|r| r != Role::Admin) || patch.is_active == Some(false));
+    if loses_admin {
+        let admins = user::Entity::find()
+            .filter(user::Column::Role.eq(Role::Admin))
+            .filter(user::Column::IsActive.eq(true))
+            .count(&*txn)
+            .await?;
+        if admins <= 1 {
+            return Err(AppError::conflict(
+                "the last active admin cannot be demoted or deactivated",
+            ));
+        }
+    }
+
+    let mut active: user::ActiveModel = before.clone().into();
+    if let Some(n) = display_name {
+        active.display_name = Set(n);
+    }
+    if let Some(r) = patch.role {
+        active.role = Set(r);
+    }
+    if let Some(a) = patch.is_active {
+        active.is_active = Set(a);
+    }
+    active.updated_at = Set(Utc::now());
+    let after = active.update(&*txn).await?;
+    let mut revoked = 0;
+    if before.is_active && !after.is_active {
+        revoked = auth::revoke_all_refresh_tokens(&*txn, after.id).await?;
+    }
+    let mut summary = format!("updated user {}", after.email);
+    if revoked > 0 {
+        summary.push_str(&format!("; {revoked} session(s) revoked"));
+    }
+    audit::record(
+        &*txn,
+        actor,
+        AuditEntry::new(AuditAction::Update, EntityType::User, after.id)
+            .summary(summary)
+            .changes(Some(snapshot(&before)), Some(snapshot(&after))),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(after)
+}
+
+pub async fn get(conn: &impl ConnectionTrait, id: Uuid) -> AppResult<Option<user::Model>> {
+    Ok(user::Entity::find_by_id(id).one(conn).await?)
+}
+
+/// Oldest first.
+pub async fn list(conn: &impl ConnectionTrait, page: PageRequest) -> AppResult<Page<user::Model>> {
+    let total = user::Entity::find().count(conn).await?;
+    let mut q = user::Entity::find();
+    if let Some(after) = page.after {
+        q = q.filter(user::Column::Id.gt(after));
+    }
+    let rows = q
+        .order_by_asc(user::Column::Id)
+        .limit(page.first + 1)
+        .all(conn)
+        .await?;
+    Ok(Page::from_rows(rows, page, total))
+}
+
+/// What seeding did.
+pub enum Seeded {
+    /// An admin was created; `generated_password` is set when none was configured.
+    Created {
+        email: String,
+        generated_password: Option<String>,
+    },
+    /// The database already has users; nothing changed.
+    AlreadySeeded,
+}
+
+/// Creates the admin account when the database has no user at all. Running it
+/// again changes nothing. `password` None generates one (development only).
+pub async fn seed_admin(
+    db: &Db,
+    email: &str,
+    password: Option<&str>,
+    allow_generated: bool,
+) -> AppResult<Seeded> {
+    if user::Entity::find().count(db.conn()).await? > 0 {
+        return Ok(Seeded::AlreadySeeded);
+    }
+    let (password, generated) = match password {
+        Some(p) => (p.to_string(), false),
+        None if allow_generated => (crate::config::generate_secret()[..20].to_string(), true),
+        None => {
+            return Err(AppError::bad_input(
+                "ADMIN_PASSWORD",
+                "ADMIN_PASSWORD is required to seed the admin when APP_ENV=production",
+            ));
+        }
+    };
+    let email = normalized_email("ADMIN_EMAIL", email)?;
+    let hash = auth::hash_password(&password).await?;
+
+    let txn = db.begin_write().await?;
+    // Re-checked inside the write transaction: two instances starting at once
+    // must not both seed.
+    if user::Entity::find().count(&*txn).await? > 0 {
+        return Ok(Seeded::AlreadySeeded);
+    }
+    let admin = insert_user(&*txn, email, "Administrator".into(), hash, Role::Admin).await?;
+    audit::record(
+        &*txn,
+        &Actor::system(),
+        AuditEntry::new(AuditAction::Create, EntityType::User, admin.id)
+            .summary(format!("seeded admin {}", admin.email))
+            .changes(None, Some(snapshot(&admin))),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(Seeded::Created {
+        email: admin.email,
+        generated_password: generated.then_some(password),
+    })
+}

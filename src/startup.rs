@@ -1,0 +1,148 @@
+//! Building and running the application: database, migrations, seeding, the
+//! HTTP listener, background tasks and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, SecretSource};
+use crate::db::Db;
+use crate::graphql::build_schema;
+use crate::service::users::{self, Seeded};
+use crate::state::AppState;
+
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    state: AppState,
+    router: axum::Router,
+}
+
+impl Application {
+    /// Connects, migrates and seeds (unless `AUTO_MIGRATE=false`), and binds
+    /// the listener; port 0 picks a free port, reported by [`Self::port`].
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        if config.jwt_secret_source == SecretSource::Generated {
+            tracing::warn!(
+                "JWT_SECRET is not set: using a random secret for this process; tokens will not survive a restart"
+            );
+        }
+        let db = Db::connect(&config).await?;
+        if config.auto_migrate {
+            Migrator::up(db.conn(), None).await?;
+            seed(&db, &config).await?;
+        }
+        let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
+        let port = listener.local_addr()?.port();
+        let state = AppState::new(config, db);
+        let schema = build_schema(Some(state.clone()));
+        let router = crate::http::router(state.clone(), schema);
+        Ok(Self {
+            listener,
+            port,
+            state,
+            router,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then drains in-flight requests,
+    /// stops the background tasks and closes the pool.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let tasks = vec![spawn_limiter_upkeep(self.state.clone(), stop_rx.clone())];
+
+        tracing::info!(port = self.port, "listening");
+        let served = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+
+        let _ = stop_tx.send(true);
+        for task in tasks {
+            if let Err(err) = task.await {
+                tracing::error!(error = %err, "background task failed");
+            }
+        }
+        self.state.db.close().await?;
+        tracing::info!("stopped");
+        served.map_err(Into::into)
+    }
+}
+
+/// Seeds the admin into an empty database, printing a generated password once.
+pub async fn seed(db: &Db, config: &Config) -> anyhow::Result<()> {
+    let password = config.admin_password.as_ref().map(|s| s.expose());
+    match users::seed_admin(db, &config.admin_email, password, !config.is_production()).await {
+        Ok(Seeded::Created {
+            email,
+            generated_password: Some(pw),
+        }) => {
+            // Printed, not logged: shown once to the operator who started it.
+            eprintln!(
+                "\n  Seeded admin account {email} with generated password: {pw}\n  \
+                 Set ADMIN_PASSWORD to choose it; change it after first login.\n"
+            );
+            Ok(())
+        }
+        Ok(Seeded::Created { email, .. }) => {
+            tracing::info!(%email, "seeded admin account");
+            Ok(())
+        }
+        Ok(Seeded::AlreadySeeded) => Ok(()),
+        Err(err) => Err(anyhow::anyhow!("seeding the admin failed: {err}")),
+    }
+}
+
+fn spawn_limiter_upkeep(state: AppState, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => state.limiters.retain_recent(),
+                _ = stop.changed() => break,
+            }
+        }
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,30 @@
+//! Shared application state: cheap to clone, one per running application.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::limits::Limiters;
+use crate::service::auth::JwtKeys;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub config: Arc<Config>,
+    pub jwt: Arc<JwtKeys>,
+    pub limiters: Arc<Limiters>,
+    pub started_at: Instant,
+}
+
+impl AppState {
+    pub fn new(config: Config, db: Db) -> Self {
+        Self {
+            jwt: Arc::new(JwtKeys::new(&config)),
+            limiters: Arc::new(Limiters::new(&config)),
+            config: Arc::new(config),
+            db,
+            started_at: Instant::now(),
+        }
+    }
+}

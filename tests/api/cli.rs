@@ -1,0 +1,144 @@
+use crate::helpers::{ADMIN_EMAIL, spawn_app, stockroom_bin};
+
+#[test]
+fn check_config_in_production_without_jwt_secret_exits_1() {
+    let out = stockroom_bin()
+        .args(["check-config"])
+        .env("APP_ENV", "production")
+        .env("ADMIN_PASSWORD", "a-long-admin-password")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("JWT_SECRET"));
+}
+
+#[test]
+fn check_config_prints_every_setting_with_secrets_masked() {
+    let secret = "a-production-secret-of-at-least-32-bytes";
+    let out = stockroom_bin()
+        .args(["check-config"])
+        .env("APP_ENV", "production")
+        .env("JWT_SECRET", secret)
+        .env("ADMIN_PASSWORD", "a-long-admin-password")
+        .env("DATABASE_URL", "postgres://app:db-password@db:5432/stock")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for name in stockroom::config::VARIABLES.iter().map(|v| v.name) {
+        assert!(stdout.contains(name), "{name} missing from:\n{stdout}");
+    }
+    assert!(!stdout.contains(secret));
+    assert!(!stdout.contains("a-long-admin-password"));
+    assert!(!stdout.contains("db-password"));
+}
+
+#[test]
+fn check_config_reports_an_invalid_value() {
+    let out = stockroom_bin()
+        .args(["check-config"])
+        .env("PORT", "not-a-port")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PORT"));
+}
+
+#[test]
+fn export_schema_check_passes_on_the_committed_file() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql");
+    let out = stockroom_bin()
+        .args(["export-schema", "--check", "--path", path])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let stale = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(stale.path(), "type Query { old: Int }").unwrap();
+    let out = stockroom_bin()
+        .args(["export-schema", "--check", "--path"])
+        .arg(stale.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn seed_twice_creates_one_admin() {
+    // The app seeds on start; seeding twice more from the CLI changes nothing.
+    let app = spawn_app().await;
+    for _ in 0..2 {
+        let out = stockroom_bin()
+            .arg("seed")
+            .env("DATABASE_URL", &app.database_url)
+            .env("ADMIN_EMAIL", "other-admin@test.local")
+            .env("ADMIN_PASSWORD", "another-password-1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 1);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM users WHERE email = '{ADMIN_EMAIL}'"
+        ))
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn seed_on_an_empty_database_creates_the_admin_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/seed.db?mode=rwc", dir.path().display());
+    for _ in 0..2 {
+        let out = stockroom_bin()
+            .arg("seed")
+            .env("DATABASE_URL", &url)
+            .env("ADMIN_PASSWORD", "seeded-password-1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let status = stockroom_bin()
+        .args(["migrate", "status"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    assert!(String::from_utf8_lossy(&status.stdout).contains("0 pending"));
+    let db = sea_orm::Database::connect(&url).await.unwrap();
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    let users = stockroom::entity::user::Entity::find()
+        .count(&db)
+        .await
+        .unwrap();
+    assert_eq!(users, 1);
+}
+
+#[test]
+fn seed_in_production_without_admin_password_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/prod.db?mode=rwc", dir.path().display());
+    let out = stockroom_bin()
+        .arg("seed")
+        .env("APP_ENV", "production")
+        .env("JWT_SECRET", "a-production-secret-of-at-least-32-bytes")
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ADMIN_PASSWORD"));
+}

@@ -1,0 +1,330 @@
+use std::collections::HashMap;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+use stockroom::config::Config;
+use stockroom::startup::Application;
+use stockroom::state::AppState;
+use tokio::sync::oneshot;
+
+pub const ADMIN_EMAIL: &str = "admin@test.local";
+pub const ADMIN_PASSWORD: &str = "admin-password-123";
+pub const JWT_SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
+
+/// Where a test's database lives; dropped with the test.
+enum TestDb {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { admin_url: String, name: String },
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let TestDb::Postgres { admin_url, name } = self {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Drop runs inside the test's runtime: use a thread of our own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok(db) = Database::connect(&admin_url).await {
+                        let _ = db
+                            .execute_unprepared(&format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ))
+                            .await;
+                        let _ = db.close().await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// The database URL a new test gets, and the guard that removes it.
+async fn fresh_database() -> (String, TestDb) {
+    match std::env::var("STOCKROOM_TEST_POSTGRES_URL") {
+        Ok(admin_url) if !admin_url.is_empty() => {
+            let name = format!("stockroom_test_{}", uuid::Uuid::new_v4().simple());
+            let db = Database::connect(&admin_url)
+                .await
+                .expect("STOCKROOM_TEST_POSTGRES_URL is set but PostgreSQL is unreachable");
+            db.execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create test database");
+            db.close().await.ok();
+            let base = admin_url
+                .rsplit_once('/')
+                .map(|(b, _)| b.to_string())
+                .expect("database URL has a path");
+            (
+                format!("{base}/{name}"),
+                TestDb::Postgres { admin_url, name },
+            )
+        }
+        _ => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}/test.db?mode=rwc", dir.path().display());
+            (url, TestDb::Sqlite(dir))
+        }
+    }
+}
+
+pub fn is_postgres() -> bool {
+    std::env::var("STOCKROOM_TEST_POSTGRES_URL").is_ok_and(|v| !v.is_empty())
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub database_url: String,
+    pub state: AppState,
+    pub client: reqwest::Client,
+    _stop: oneshot::Sender<()>,
+    _db: TestDb,
+}
+
+/// Settings every test app gets; a test overrides what it is about.
+fn base_vars(database_url: &str) -> HashMap<String, String> {
+    [
+        ("APP_ENV", "development"),
+        ("HOST", "127.0.0.1"),
+        ("PORT", "0"),
+        ("DATABASE_URL", database_url),
+        ("JWT_SECRET", JWT_SECRET),
+        ("ADMIN_EMAIL", ADMIN_EMAIL),
+        ("ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ("THROTTLE_DEFAULT_LIMIT", "1000000"),
+        ("THROTTLE_LOGIN_LIMIT", "100000"),
+        ("DB_MAX_CONNECTIONS", "10"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    let (database_url, guard) = fresh_database().await;
+    let mut vars = base_vars(&database_url);
+    for (k, v) in overrides {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    start(vars, database_url, guard).await
+}
+
+async fn start(vars: HashMap<String, String>, database_url: String, guard: TestDb) -> TestApp {
+    let config = Config::from_vars(vars).expect("test config is valid");
+    let app = Application::build(config).await.expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        database_url,
+        state,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+        _stop: stop,
+        _db: guard,
+    }
+}
+
+/// An app whose database cannot be reached (nothing listens on port 1).
+pub async fn spawn_app_without_database() -> TestApp {
+    let url = "postgres://postgres@127.0.0.1:1/none".to_string();
+    let mut vars = base_vars(&url);
+    vars.insert("AUTO_MIGRATE".into(), "false".into());
+    vars.insert("DB_ACQUIRE_TIMEOUT_MS".into(), "500".into());
+    vars.insert("HEALTH_DB_TIMEOUT_MS".into(), "500".into());
+    let dir = tempfile::tempdir().unwrap();
+    start(vars, url, TestDb::Sqlite(dir)).await
+}
+
+/// A GraphQL response, with helpers for the parts tests look at.
+#[derive(Debug)]
+pub struct Gql {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Gql {
+    pub fn data(&self) -> &Value {
+        assert!(
+            self.body.get("errors").is_none(),
+            "unexpected errors: {}",
+            self.body
+        );
+        &self.body["data"]
+    }
+
+    pub fn error_code(&self) -> Option<&str> {
+        self.body["errors"][0]["extensions"]["code"].as_str()
+    }
+
+    pub fn error(&self) -> &Value {
+        &self.body["errors"][0]
+    }
+
+    /// Asserts the first error's code and returns the error.
+    pub fn expect_code(&self, code: &str) -> &Value {
+        assert_eq!(
+            self.error_code(),
+            Some(code),
+            "expected {code}, got: {}",
+            self.body
+        );
+        self.error()
+    }
+}
+
+impl TestApp {
+    pub async fn post_graphql(
+        &self,
+        token: Option<&str>,
+        query: &str,
+        variables: Value,
+        headers: &[(&str, &str)],
+    ) -> Gql {
+        let mut req = self
+            .client
+            .post(format!("{}/graphql", self.address))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let body = resp.json::<Value>().await.expect("JSON body");
+        Gql { status, body }
+    }
+
+    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Gql {
+        self.post_graphql(token, query, variables, &[]).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Gql {
+        self.gql(
+            None,
+            "mutation($i: LoginInput!) { login(input: $i) { accessToken accessTokenExpiresAt refreshToken user { id email role } } }",
+            json!({ "i": { "email": email, "password": password } }),
+        )
+        .await
+    }
+
+    pub async fn admin_token(&self) -> String {
+        let r = self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        r.data()["login"]["accessToken"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Creates a user with `role` (as the admin) and returns (id, token).
+    pub async fn user_with_role(&self, admin: &str, role: &str) -> (String, String) {
+        let email = format!(
+            "{}-{}@test.local",
+            role.to_lowercase(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let password = "user-password-123";
+        let r = self
+            .gql(
+                Some(admin),
+                "mutation($i: CreateUserInput!) { createUser(input: $i) { id } }",
+                json!({ "i": { "email": email, "displayName": role, "password": password, "role": role } }),
+            )
+            .await;
+        let id = r.data()["createUser"]["id"].as_str().unwrap().to_string();
+        let token = self.login(&email, password).await.data()["login"]["accessToken"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (id, token)
+    }
+
+    /// Creates a product and returns its id.
+    pub async fn create_product(&self, token: &str, sku: &str, initial_stock: i32) -> String {
+        let r = self
+            .gql(
+                Some(token),
+                "mutation($i: CreateProductInput!) { createProduct(input: $i) { id } }",
+                json!({ "i": { "sku": sku, "name": format!("Product {sku}"), "initialStock": initial_stock } }),
+            )
+            .await;
+        r.data()["createProduct"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub async fn record_movement(&self, token: &str, input: Value) -> Gql {
+        self.gql(
+            Some(token),
+            "mutation($i: StockMovementInput!) { recordStockMovement(input: $i) { id kind quantity balanceAfter createdBy { id } product { id stock version } } }",
+            json!({ "i": input }),
+        )
+        .await
+    }
+
+    pub async fn product(&self, token: &str, id: &str) -> Value {
+        let r = self
+            .gql(
+                Some(token),
+                "query($id: ID!) { product(id: $id) { id sku name stock version lowStockThreshold archivedAt } }",
+                json!({ "id": id }),
+            )
+            .await;
+        r.data()["product"].clone()
+    }
+
+    /// Runs a count over one table on the app's own database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let db = self.state.db.conn();
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                sql.to_string(),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get_by_index::<i64>(0).unwrap()
+    }
+
+    pub async fn exec(&self, sql: &str) {
+        self.state.db.conn().execute_unprepared(sql).await.unwrap();
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{}", self.address, path))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// The stockroom binary built for this test run.
+pub fn stockroom_bin() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stockroom"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .current_dir(std::env::temp_dir());
+    cmd
+}

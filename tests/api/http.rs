@@ -1,0 +1,136 @@
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{spawn_app, spawn_app_with, spawn_app_without_database};
+
+#[tokio::test]
+async fn health_is_ok_with_database_latency() {
+    let app = spawn_app().await;
+    let resp = app.get("/api/v1/health").await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["services"]["database"]["status"], "up");
+    assert!(body["services"]["database"]["latencyMs"].as_f64().is_some());
+    assert!(body["version"].is_string());
+    assert!(body["uptimeSeconds"].is_u64());
+
+    let live = app.get("/api/v1/health/live").await;
+    assert_eq!(live.status(), 200);
+}
+
+#[tokio::test]
+async fn health_is_degraded_quickly_when_the_database_is_unreachable() {
+    let app = spawn_app_without_database().await;
+    let started = Instant::now();
+    let resp = app.get("/api/v1/health").await;
+    let elapsed = started.elapsed();
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["services"]["database"]["status"], "down");
+    // Generous bound: the ping has a 500 ms timeout; this only guards against hanging.
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+
+    let gql = app
+        .gql(
+            None,
+            "{ health { status database { status error } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(gql.data()["health"]["status"], "DEGRADED");
+    assert_eq!(gql.data()["health"]["database"]["status"], "DOWN");
+    // The server itself keeps serving.
+    assert_eq!(app.get("/api/v1/health/live").await.status(), 200);
+}
+
+#[tokio::test]
+async fn oversized_body_is_refused_with_413() {
+    let app = spawn_app_with(&[("REQUEST_BODY_LIMIT_BYTES", "2048")]).await;
+    let query = format!("{{ health {{ status }} }} # {}", "x".repeat(4096));
+    let resp = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE");
+}
+
+#[tokio::test]
+async fn request_id_is_generated_or_propagated() {
+    let app = spawn_app().await;
+    let resp = app.get("/api/v1/health").await;
+    let generated = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(!generated.is_empty());
+
+    let resp = app
+        .client
+        .get(format!("{}/api/v1/health", app.address))
+        .header("x-request-id", "trace-abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "trace-abc-123");
+}
+
+#[tokio::test]
+async fn default_rate_limit_answers_429_with_retry_after() {
+    let app = spawn_app_with(&[
+        ("THROTTLE_DEFAULT_LIMIT", "5"),
+        ("THROTTLE_DEFAULT_TTL", "60"),
+    ])
+    .await;
+    for _ in 0..5 {
+        assert_eq!(app.get("/api/v1/health/live").await.status(), 200);
+    }
+    let limited = app.get("/api/v1/health/live").await;
+    assert_eq!(limited.status(), 429);
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry));
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "RATE_LIMITED");
+
+    let gql = app.gql(None, "{ health { status } }", json!({})).await;
+    assert_eq!(gql.status, 429);
+    let err = gql.expect_code("RATE_LIMITED");
+    assert!(err["extensions"]["retryAfterSeconds"].as_u64().unwrap() >= 1);
+}
+
+#[tokio::test]
+async fn graphiql_is_served_on_get() {
+    let app = spawn_app().await;
+    let resp = app.get("/graphql").await;
+    assert_eq!(resp.status(), 200);
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("graphiql"), "GraphiQL page");
+}
+
+#[tokio::test]
+async fn graphql_errors_from_the_engine_carry_a_code() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let syntax = app.gql(Some(&admin), "{ products { ", json!({})).await;
+    syntax.expect_code("BAD_USER_INPUT");
+    let unknown = app.gql(Some(&admin), "{ noSuchField }", json!({})).await;
+    unknown.expect_code("BAD_USER_INPUT");
+}
+
+#[tokio::test]
+async fn depth_limit_refuses_deep_queries() {
+    let app = spawn_app_with(&[("GRAPHQL_MAX_DEPTH", "4")]).await;
+    let admin = app.admin_token().await;
+    let deep =
+        "{ stockMovements { nodes { product { movements { nodes { product { id } } } } } } }";
+    let r = app.gql(Some(&admin), deep, json!({})).await;
+    r.expect_code("BAD_USER_INPUT");
+}

@@ -1,0 +1,14 @@
+//! The one integration test binary: every test starts the real application on
+//! 127.0.0.1:0 against a fresh, migrated database (SQLite by default,
+//! PostgreSQL when STOCKROOM_TEST_POSTGRES_URL is set) and talks HTTP to it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod audit;
+mod auth;
+mod cli;
+mod http;
+mod products;
+mod roles;
+mod stock;

@@ -1,0 +1,327 @@
+use std::collections::HashSet;
+
+use serde_json::json;
+
+use crate::helpers::spawn_app;
+
+const CREATE: &str = "mutation($i: CreateProductInput!) { createProduct(input: $i) { id sku name description category unit stock lowStockThreshold isLowStock version archivedAt } }";
+const UPDATE: &str = "mutation($id: ID!, $i: UpdateProductInput!, $v: Int) { updateProduct(id: $id, input: $i, expectedVersion: $v) { id name category lowStockThreshold version } }";
+const DELETE: &str = "mutation($id: ID!) { deleteProduct(id: $id) { id archivedAt version } }";
+const LIST: &str = "query($first: Int, $after: String, $f: ProductFilter) { products(first: $first, after: $after, filter: $f) { totalCount pageInfo { hasNextPage hasPreviousPage startCursor endCursor } edges { cursor node { id sku } } nodes { id sku stock } } }";
+
+#[tokio::test]
+async fn product_crud_round_trip() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let created = app
+        .gql(
+            Some(&admin),
+            CREATE,
+            json!({ "i": { "sku": "  WID-001 ", "name": "Widget", "description": "A widget", "category": "parts", "unit": "box", "lowStockThreshold": 5 } }),
+        )
+        .await;
+    let p = &created.data()["createProduct"];
+    assert_eq!(p["sku"], "WID-001", "sku is trimmed");
+    assert_eq!(p["unit"], "box");
+    assert_eq!(p["stock"], 0);
+    assert_eq!(p["version"], 1);
+    assert_eq!(p["isLowStock"], true);
+    let id = p["id"].as_str().unwrap();
+
+    let by_sku = app
+        .gql(
+            Some(&admin),
+            "{ productBySku(sku: \"wid-001\") { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(by_sku.data()["productBySku"]["id"], id);
+
+    let updated = app
+        .gql(
+            Some(&admin),
+            UPDATE,
+            json!({ "id": id, "i": { "name": "Widget v2", "category": "tools" }, "v": 1 }),
+        )
+        .await;
+    let u = &updated.data()["updateProduct"];
+    assert_eq!(u["name"], "Widget v2");
+    assert_eq!(u["category"], "tools");
+    assert_eq!(u["version"], 2);
+
+    let deleted = app.gql(Some(&admin), DELETE, json!({ "id": id })).await;
+    assert!(deleted.data()["deleteProduct"]["archivedAt"].is_string());
+
+    let listed = app.gql(Some(&admin), LIST, json!({})).await;
+    assert_eq!(
+        listed.data()["products"]["totalCount"],
+        0,
+        "archived products are hidden"
+    );
+    let with_archived = app
+        .gql(
+            Some(&admin),
+            LIST,
+            json!({ "f": { "includeArchived": true } }),
+        )
+        .await;
+    assert_eq!(with_archived.data()["products"]["totalCount"], 1);
+    let still_there = app.product(&admin, id).await;
+    assert!(still_there["archivedAt"].is_string());
+
+    app.gql(Some(&admin), DELETE, json!({ "id": id }))
+        .await
+        .expect_code("NOT_FOUND");
+}
+
+#[tokio::test]
+async fn duplicate_sku_in_another_case_is_a_conflict() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    app.create_product(&admin, "ABC-1", 0).await;
+    let r = app
+        .gql(
+            Some(&admin),
+            CREATE,
+            json!({ "i": { "sku": "abc-1", "name": "Other" } }),
+        )
+        .await;
+    r.expect_code("CONFLICT");
+    assert!(
+        !r.error()["message"]
+            .as_str()
+            .unwrap()
+            .contains("constraint"),
+        "no SQL leaks: {}",
+        r.body
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM products").await, 1);
+}
+
+#[tokio::test]
+async fn bad_product_input_names_the_field_and_writes_nothing() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let long = "x".repeat(201);
+    let cases = [
+        (json!({ "sku": "", "name": "N" }), "sku"),
+        (json!({ "sku": "   ", "name": "N" }), "sku"),
+        (json!({ "sku": "HAS SPACE", "name": "N" }), "sku"),
+        (json!({ "sku": "x".repeat(65), "name": "N" }), "sku"),
+        (json!({ "sku": "OK-1", "name": "" }), "name"),
+        (json!({ "sku": "OK-1", "name": long }), "name"),
+        (
+            json!({ "sku": "OK-1", "name": "N", "lowStockThreshold": -1 }),
+            "lowStockThreshold",
+        ),
+        (
+            json!({ "sku": "OK-1", "name": "N", "initialStock": -5 }),
+            "initialStock",
+        ),
+        (json!({ "sku": "OK-1", "name": "N", "unit": "" }), "unit"),
+        (
+            json!({ "sku": "OK-1", "name": "N", "description": "d".repeat(2001) }),
+            "description",
+        ),
+    ];
+    for (input, field) in cases {
+        let r = app.gql(Some(&admin), CREATE, json!({ "i": input })).await;
+        assert_eq!(
+            r.expect_code("BAD_USER_INPUT")["extensions"]["field"],
+            field,
+            "input {input}"
+        );
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM products").await, 0);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_logs WHERE entity_type = 'PRODUCT'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn bad_update_input_and_unknown_ids_write_nothing() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let id = app.create_product(&admin, "UPD-1", 0).await;
+    let r = app
+        .gql(
+            Some(&admin),
+            UPDATE,
+            json!({ "id": id, "i": { "lowStockThreshold": -3 } }),
+        )
+        .await;
+    assert_eq!(
+        r.expect_code("BAD_USER_INPUT")["extensions"]["field"],
+        "lowStockThreshold"
+    );
+    let r = app
+        .gql(
+            Some(&admin),
+            UPDATE,
+            json!({ "id": id, "i": { "name": " " } }),
+        )
+        .await;
+    assert_eq!(
+        r.expect_code("BAD_USER_INPUT")["extensions"]["field"],
+        "name"
+    );
+    let r = app
+        .gql(
+            Some(&admin),
+            UPDATE,
+            json!({ "id": "not-a-uuid", "i": { "name": "x" } }),
+        )
+        .await;
+    assert_eq!(r.expect_code("BAD_USER_INPUT")["extensions"]["field"], "id");
+    app.gql(
+        Some(&admin),
+        UPDATE,
+        json!({ "id": uuid::Uuid::now_v7().to_string(), "i": { "name": "x" } }),
+    )
+    .await
+    .expect_code("NOT_FOUND");
+    let p = app.product(&admin, &id).await;
+    assert_eq!(p["version"], 1);
+    assert_eq!(p["lowStockThreshold"], 0);
+}
+
+#[tokio::test]
+async fn stale_expected_version_is_a_conflict_and_changes_nothing() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let id = app.create_product(&admin, "VER-1", 0).await;
+    app.gql(
+        Some(&admin),
+        UPDATE,
+        json!({ "id": id, "i": { "name": "First" }, "v": 1 }),
+    )
+    .await
+    .data();
+    let stale = app
+        .gql(
+            Some(&admin),
+            UPDATE,
+            json!({ "id": id, "i": { "name": "Second" }, "v": 1 }),
+        )
+        .await;
+    stale.expect_code("CONFLICT");
+    let p = app.product(&admin, &id).await;
+    assert_eq!(p["name"], "First");
+    assert_eq!(p["version"], 2);
+}
+
+#[tokio::test]
+async fn pagination_walks_every_row_exactly_once() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let mut expected = HashSet::new();
+    for i in 0..23 {
+        expected.insert(app.create_product(&admin, &format!("PAGE-{i:02}"), 0).await);
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let r = app
+            .gql(Some(&admin), LIST, json!({ "first": 5, "after": after }))
+            .await;
+        let conn = &r.data()["products"];
+        assert_eq!(conn["totalCount"], 23);
+        assert_eq!(conn["pageInfo"]["hasPreviousPage"], after.is_some());
+        for edge in conn["edges"].as_array().unwrap() {
+            seen.push(edge["node"]["id"].as_str().unwrap().to_string());
+        }
+        assert_eq!(
+            conn["edges"].as_array().unwrap().len(),
+            conn["nodes"].as_array().unwrap().len()
+        );
+        pages += 1;
+        if conn["pageInfo"]["hasNextPage"] == false {
+            break;
+        }
+        after = conn["pageInfo"]["endCursor"].as_str().map(String::from);
+    }
+    assert_eq!(pages, 5);
+    assert_eq!(seen.len(), 23);
+    assert_eq!(seen.iter().cloned().collect::<HashSet<_>>(), expected);
+}
+
+#[tokio::test]
+async fn page_size_and_cursor_are_validated() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    for first in [0, -1, 101, 1000] {
+        let r = app.gql(Some(&admin), LIST, json!({ "first": first })).await;
+        assert_eq!(
+            r.expect_code("BAD_USER_INPUT")["extensions"]["field"],
+            "first"
+        );
+    }
+    let r = app
+        .gql(Some(&admin), LIST, json!({ "after": "!!bogus!!" }))
+        .await;
+    assert_eq!(
+        r.expect_code("BAD_USER_INPUT")["extensions"]["field"],
+        "after"
+    );
+    let r = app.gql(Some(&admin), LIST, json!({ "first": 100 })).await;
+    r.data();
+}
+
+#[tokio::test]
+async fn filters_match_search_category_and_low_stock() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    for (sku, name, category, threshold, stock) in [
+        ("BOLT-1", "Steel bolt", "hardware", 10, 5),
+        ("NUT-1", "Steel nut", "hardware", 0, 50),
+        ("TAPE-1", "Duct tape 50%", "supplies", 2, 20),
+    ] {
+        app.gql(
+            Some(&admin),
+            CREATE,
+            json!({ "i": { "sku": sku, "name": name, "category": category, "lowStockThreshold": threshold, "initialStock": stock } }),
+        )
+        .await
+        .data();
+    }
+    let skus = |r: &crate::helpers::Gql| -> Vec<String> {
+        r.data()["products"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["sku"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let r = app
+        .gql(Some(&admin), LIST, json!({ "f": { "search": "STEEL" } }))
+        .await;
+    assert_eq!(skus(&r), ["BOLT-1", "NUT-1"]);
+    let r = app
+        .gql(Some(&admin), LIST, json!({ "f": { "search": "nut-" } }))
+        .await;
+    assert_eq!(skus(&r), ["NUT-1"]);
+    let r = app
+        .gql(Some(&admin), LIST, json!({ "f": { "search": "50%" } }))
+        .await;
+    assert_eq!(skus(&r), ["TAPE-1"], "% is literal");
+    let r = app
+        .gql(Some(&admin), LIST, json!({ "f": { "search": "%" } }))
+        .await;
+    assert_eq!(skus(&r), ["TAPE-1"], "% alone is literal too");
+    let r = app
+        .gql(
+            Some(&admin),
+            LIST,
+            json!({ "f": { "category": "hardware" } }),
+        )
+        .await;
+    assert_eq!(skus(&r), ["BOLT-1", "NUT-1"]);
+    let r = app
+        .gql(Some(&admin), LIST, json!({ "f": { "lowStockOnly": true } }))
+        .await;
+    assert_eq!(skus(&r), ["BOLT-1"]);
+    assert_eq!(r.data()["products"]["totalCount"], 1);
+}

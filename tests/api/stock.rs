@@ -1,0 +1,459 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, is_postgres, spawn_app, stockroom_bin};
+
+async fn ledger_is_clean(app: &TestApp) {
+    let (_, drift) = stockroom::service::stock::verify_ledger(app.state.db.conn())
+        .await
+        .unwrap();
+    assert!(drift.is_empty(), "ledger drift: {drift:?}");
+}
+
+#[tokio::test]
+async fn fifty_racing_outbounds_never_oversell() {
+    let app = Arc::new(spawn_app().await);
+    let admin = app.admin_token().await;
+    let (_, staff) = app.user_with_role(&admin, "STAFF").await;
+    let product = app.create_product(&admin, "RACE-1", 100).await;
+
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (app, staff, product) = (app.clone(), staff.clone(), product.clone());
+        tasks.push(tokio::spawn(async move {
+            app.record_movement(
+                &staff,
+                json!({ "productId": product, "kind": "OUTBOUND", "quantity": 3 }),
+            )
+            .await
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        let r = t.await.unwrap();
+        match r.error_code() {
+            None => ok += 1,
+            Some("INSUFFICIENT_STOCK") => refused += 1,
+            other => panic!("unexpected outcome {other:?}: {}", r.body),
+        }
+    }
+    assert_eq!((ok, refused), (33, 17));
+    assert_eq!(app.product(&admin, &product).await["stock"], 1);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM stock_movements WHERE kind = 'OUTBOUND'")
+            .await,
+        33
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_logs WHERE action = 'STOCK_OUTBOUND'")
+            .await,
+        33
+    );
+    ledger_is_clean(&app).await;
+}
+
+/// A small deterministic generator, so a failure can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[tokio::test]
+async fn two_hundred_mixed_racing_movements_keep_every_ledger_exact() {
+    let app = Arc::new(spawn_app().await);
+    let admin = app.admin_token().await;
+    let (_, staff) = app.user_with_role(&admin, "STAFF").await;
+    let mut products = Vec::new();
+    for i in 0..5 {
+        products.push(app.create_product(&admin, &format!("MIX-{i}"), 20).await);
+    }
+    let mut rng = Lcg(42);
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let product = products[rng.next(5) as usize].clone();
+        let (kind, quantity) = match rng.next(3) {
+            0 => ("INBOUND", 1 + rng.next(5) as i64),
+            1 => ("OUTBOUND", 1 + rng.next(8) as i64),
+            _ => {
+                let q = rng.next(13) as i64 - 8;
+                ("ADJUSTMENT", if q == 0 { -1 } else { q })
+            }
+        };
+        let (app, staff) = (app.clone(), staff.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = app
+                .record_movement(
+                    &staff,
+                    json!({ "productId": product, "kind": kind, "quantity": quantity }),
+                )
+                .await;
+            (product, r)
+        }));
+    }
+    let mut applied: HashMap<String, i64> = HashMap::new();
+    let mut refused = 0;
+    for t in tasks {
+        let (product, r) = t.await.unwrap();
+        match r.error_code() {
+            None => {
+                let q = r.data()["recordStockMovement"]["quantity"]
+                    .as_i64()
+                    .unwrap();
+                *applied.entry(product).or_default() += q;
+            }
+            Some("INSUFFICIENT_STOCK") => refused += 1,
+            other => panic!("unexpected outcome {other:?}: {}", r.body),
+        }
+    }
+    assert!(refused > 0, "the mix should run some products dry");
+    for product in &products {
+        let stock = app.product(&admin, product).await["stock"]
+            .as_i64()
+            .unwrap();
+        assert_eq!(
+            stock,
+            20 + applied.get(product).copied().unwrap_or(0),
+            "product {product}"
+        );
+    }
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM stock_movements WHERE balance_after < 0")
+            .await,
+        0
+    );
+    ledger_is_clean(&app).await;
+}
+
+#[tokio::test]
+async fn one_idempotency_key_applies_once_even_when_racing() {
+    let app = Arc::new(spawn_app().await);
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "IDEM-1", 10).await;
+    let input = json!({ "productId": product, "kind": "INBOUND", "quantity": 4, "idempotencyKey": "po-778" });
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let (app, admin, input) = (app.clone(), admin.clone(), input.clone());
+        tasks.push(tokio::spawn(async move {
+            app.record_movement(&admin, input).await
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        ids.push(
+            r.data()["recordStockMovement"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "every request returns the same movement");
+    assert_eq!(app.product(&admin, &product).await["stock"], 14);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM stock_movements WHERE idempotency_key = 'po-778'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_logs WHERE action = 'STOCK_INBOUND'")
+            .await,
+        2,
+        "initial stock + one applied movement"
+    );
+
+    let different = json!({ "productId": product, "kind": "INBOUND", "quantity": 5, "idempotencyKey": "po-778" });
+    app.record_movement(&admin, different)
+        .await
+        .expect_code("CONFLICT");
+    assert_eq!(app.product(&admin, &product).await["stock"], 14);
+}
+
+#[tokio::test]
+async fn refused_movements_write_nothing() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "REF-1", 10).await;
+    let archived = app.create_product(&admin, "REF-ARCH", 5).await;
+    app.gql(
+        Some(&admin),
+        "mutation($id: ID!) { deleteProduct(id: $id) { id } }",
+        json!({ "id": archived }),
+    )
+    .await
+    .data();
+    let movements_before = app.count("SELECT COUNT(*) FROM stock_movements").await;
+    let audit_before = app.count("SELECT COUNT(*) FROM audit_logs").await;
+    let version_before = app.product(&admin, &product).await["version"].clone();
+
+    let bad: Vec<(Value, &str, Option<&str>)> = vec![
+        (
+            json!({ "productId": product, "kind": "INBOUND", "quantity": 0 }),
+            "BAD_USER_INPUT",
+            Some("quantity"),
+        ),
+        (
+            json!({ "productId": product, "kind": "RETURN", "quantity": -2 }),
+            "BAD_USER_INPUT",
+            Some("quantity"),
+        ),
+        (
+            json!({ "productId": product, "kind": "OUTBOUND", "quantity": -1 }),
+            "BAD_USER_INPUT",
+            Some("quantity"),
+        ),
+        (
+            json!({ "productId": product, "kind": "ADJUSTMENT", "quantity": 0 }),
+            "BAD_USER_INPUT",
+            Some("quantity"),
+        ),
+        (
+            json!({ "productId": product, "kind": "INBOUND", "quantity": 1, "note": "n".repeat(501) }),
+            "BAD_USER_INPUT",
+            Some("note"),
+        ),
+        (
+            json!({ "productId": product, "kind": "INBOUND", "quantity": 1, "reference": "r".repeat(101) }),
+            "BAD_USER_INPUT",
+            Some("reference"),
+        ),
+        (
+            json!({ "productId": product, "kind": "INBOUND", "quantity": 1, "idempotencyKey": " " }),
+            "BAD_USER_INPUT",
+            Some("idempotencyKey"),
+        ),
+        (
+            json!({ "productId": product, "kind": "INBOUND", "quantity": 2147483647 }),
+            "BAD_USER_INPUT",
+            Some("quantity"),
+        ),
+        (
+            json!({ "productId": "nope", "kind": "INBOUND", "quantity": 1 }),
+            "BAD_USER_INPUT",
+            Some("productId"),
+        ),
+        (
+            json!({ "productId": uuid::Uuid::now_v7().to_string(), "kind": "INBOUND", "quantity": 1 }),
+            "NOT_FOUND",
+            None,
+        ),
+        (
+            json!({ "productId": archived, "kind": "INBOUND", "quantity": 1 }),
+            "NOT_FOUND",
+            None,
+        ),
+        (
+            json!({ "productId": product, "kind": "OUTBOUND", "quantity": 11 }),
+            "INSUFFICIENT_STOCK",
+            None,
+        ),
+        (
+            json!({ "productId": product, "kind": "ADJUSTMENT", "quantity": -11 }),
+            "INSUFFICIENT_STOCK",
+            None,
+        ),
+    ];
+    for (input, code, field) in bad {
+        let r = app.record_movement(&admin, input.clone()).await;
+        let err = r.expect_code(code);
+        if let Some(field) = field {
+            assert_eq!(err["extensions"]["field"], field, "input {input}");
+        }
+        if code == "INSUFFICIENT_STOCK" {
+            assert_eq!(err["extensions"]["available"], 10);
+            assert_eq!(err["extensions"]["requested"], 11);
+        }
+    }
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM stock_movements").await,
+        movements_before
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_logs").await,
+        audit_before
+    );
+    let after = app.product(&admin, &product).await;
+    assert_eq!(after["version"], version_before);
+    assert_eq!(after["stock"], 10);
+}
+
+#[tokio::test]
+async fn each_kind_moves_stock_by_its_signed_quantity() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "KIND-1", 10).await;
+    for (kind, quantity, signed, balance) in [
+        ("INBOUND", 5, 5, 15),
+        ("OUTBOUND", 3, -3, 12),
+        ("RETURN", 2, 2, 14),
+        ("ADJUSTMENT", -4, -4, 10),
+        ("ADJUSTMENT", 1, 1, 11),
+    ] {
+        let r = app
+            .record_movement(&admin, json!({ "productId": product, "kind": kind, "quantity": quantity, "reference": "PO-1" }))
+            .await;
+        let m = &r.data()["recordStockMovement"];
+        assert_eq!(m["quantity"], signed, "{kind}");
+        assert_eq!(m["balanceAfter"], balance, "{kind}");
+        assert_eq!(m["product"]["stock"], balance);
+        assert!(m["createdBy"]["id"].is_string());
+    }
+    let outbound_to_zero = app
+        .record_movement(
+            &admin,
+            json!({ "productId": product, "kind": "OUTBOUND", "quantity": 11 }),
+        )
+        .await;
+    assert_eq!(
+        outbound_to_zero.data()["recordStockMovement"]["balanceAfter"],
+        0
+    );
+    ledger_is_clean(&app).await;
+}
+
+#[tokio::test]
+async fn initial_stock_is_an_inbound_movement_and_lists_newest_first() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "INIT-1", 7).await;
+    app.record_movement(
+        &admin,
+        json!({ "productId": product, "kind": "OUTBOUND", "quantity": 2 }),
+    )
+    .await
+    .data();
+    let r = app
+        .gql(
+            Some(&admin),
+            "query($id: ID!) { product(id: $id) { stock movements(first: 10) { totalCount nodes { kind quantity balanceAfter createdBy { email } product { id } } } } }",
+            json!({ "id": product }),
+        )
+        .await;
+    let p = &r.data()["product"];
+    assert_eq!(p["stock"], 5);
+    let nodes = p["movements"]["nodes"].as_array().unwrap();
+    assert_eq!(p["movements"]["totalCount"], 2);
+    assert_eq!(nodes[0]["kind"], "OUTBOUND");
+    assert_eq!(nodes[1]["kind"], "INBOUND");
+    assert_eq!(nodes[1]["quantity"], 7);
+    assert_eq!(nodes[1]["balanceAfter"], 7);
+    assert_eq!(nodes[1]["createdBy"]["email"], crate::helpers::ADMIN_EMAIL);
+    assert_eq!(nodes[1]["product"]["id"], product.as_str());
+
+    let filtered = app
+        .gql(
+            Some(&admin),
+            "query($f: StockMovementFilter) { stockMovements(filter: $f) { totalCount nodes { kind } } }",
+            json!({ "f": { "productId": product, "kind": "INBOUND" } }),
+        )
+        .await;
+    assert_eq!(filtered.data()["stockMovements"]["totalCount"], 1);
+}
+
+#[tokio::test]
+async fn a_failure_after_the_stock_update_rolls_everything_back() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "FAIL-1", 10).await;
+    if is_postgres() {
+        app.exec(
+            "CREATE FUNCTION fail_audit() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'audit store down'; END $$ LANGUAGE plpgsql",
+        )
+        .await;
+        app.exec("CREATE TRIGGER fail_audit BEFORE INSERT ON audit_logs FOR EACH ROW EXECUTE FUNCTION fail_audit()")
+            .await;
+    } else {
+        app.exec(
+            "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_logs BEGIN SELECT RAISE(ABORT, 'audit store down'); END",
+        )
+        .await;
+    }
+    let r = app
+        .record_movement(
+            &admin,
+            json!({ "productId": product, "kind": "OUTBOUND", "quantity": 4 }),
+        )
+        .await;
+    let err = r.expect_code("INTERNAL");
+    assert!(
+        !err["message"]
+            .as_str()
+            .unwrap()
+            .contains("audit store down"),
+        "cause is hidden"
+    );
+    app.exec(if is_postgres() {
+        "DROP TRIGGER fail_audit ON audit_logs"
+    } else {
+        "DROP TRIGGER fail_audit"
+    })
+    .await;
+    let p = app.product(&admin, &product).await;
+    assert_eq!(p["stock"], 10);
+    assert_eq!(p["version"], 2, "only the initial-stock movement bumped it");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM stock_movements WHERE kind = 'OUTBOUND'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn verify_ledger_finds_drift_and_exits_1() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    app.create_product(&admin, "LEDGER-OK", 3).await;
+    let drifting = app.create_product(&admin, "LEDGER-BAD", 10).await;
+    app.record_movement(
+        &admin,
+        json!({ "productId": drifting, "kind": "OUTBOUND", "quantity": 4 }),
+    )
+    .await
+    .data();
+
+    let clean = stockroom_bin()
+        .arg("verify-ledger")
+        .env("DATABASE_URL", &app.database_url)
+        .output()
+        .unwrap();
+    assert!(
+        clean.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clean.stdout)
+    );
+
+    app.exec("UPDATE products SET stock = stock + 5 WHERE sku = 'LEDGER-BAD'")
+        .await;
+    let drift = stockroom_bin()
+        .arg("verify-ledger")
+        .env("DATABASE_URL", &app.database_url)
+        .output()
+        .unwrap();
+    assert_eq!(drift.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&drift.stdout);
+    assert!(out.contains("LEDGER-BAD"), "{out}");
+    assert!(!out.contains("LEDGER-OK"), "{out}");
+
+    // A broken balance chain is found even when the sum still matches.
+    app.exec("UPDATE products SET stock = stock - 5 WHERE sku = 'LEDGER-BAD'")
+        .await;
+    app.exec(
+        "UPDATE stock_movements SET balance_after = balance_after + 1 WHERE kind = 'OUTBOUND'",
+    )
+    .await;
+    let (_, drift) = stockroom::service::stock::verify_ledger(app.state.db.conn())
+        .await
+        .unwrap();
+    assert_eq!(drift.len(), 1);
+    assert_eq!(drift[0].sku, "LEDGER-BAD");
+    assert!(drift[0].broken_links > 0);
+}
