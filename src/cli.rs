@@ -182,6 +182,11 @@ fn check_config(config: &Config) -> ExitCode {
     for ((name, value), var) in config.effective_values().into_iter().zip(VARIABLES) {
         println!("{name:<26} {value:<40} # {}", var.meaning);
     }
+    if config.is_production() && config.admin_password.is_none() {
+        println!(
+            "note: ADMIN_PASSWORD is unset; serve and seed will refuse to seed an admin into an empty database"
+        );
+    }
     println!("configuration ok");
     ExitCode::SUCCESS
 }

@@ -153,7 +153,7 @@ pub const VARIABLES: &[Variable] = &[
         "AUTO_MIGRATE",
         "true",
         false,
-        "serve applies pending migrations at start",
+        "serve applies pending migrations and seeds the admin at start; false skips both",
     ),
     var(
         "JWT_SECRET",

@@ -9,10 +9,22 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
 use crate::db::Db;
-use crate::entity::{product, user};
+use crate::entity::{product, stock_movement, user};
+use crate::error::AppError;
+use crate::service::{Page, PageRequest, stock};
 
 pub struct ProductLoader(Db);
 pub struct UserLoader(Db);
+/// Movements of many products in one go, keyed by product and page.
+pub struct MovementPageLoader(Db);
+
+/// One product's page of movements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MovementPageKey {
+    pub product_id: Uuid,
+    pub first: u64,
+    pub after: Option<Uuid>,
+}
 
 impl Loader<Uuid> for ProductLoader {
     type Value = product::Model;
@@ -42,9 +54,47 @@ impl Loader<Uuid> for UserLoader {
     }
 }
 
+impl Loader<MovementPageKey> for MovementPageLoader {
+    type Value = Page<stock_movement::Model>;
+    type Error = Arc<AppError>;
+
+    async fn load(
+        &self,
+        keys: &[MovementPageKey],
+    ) -> Result<HashMap<MovementPageKey, Self::Value>, Self::Error> {
+        // Keys of one request normally share one page shape; group by it.
+        let mut shapes: HashMap<(u64, Option<Uuid>), Vec<Uuid>> = HashMap::new();
+        for k in keys {
+            shapes
+                .entry((k.first, k.after))
+                .or_default()
+                .push(k.product_id);
+        }
+        let mut out = HashMap::with_capacity(keys.len());
+        for ((first, after), ids) in shapes {
+            let page = PageRequest { first, after };
+            let pages = stock::list_for_products(self.0.conn(), &ids, page)
+                .await
+                .map_err(Arc::new)?;
+            for (product_id, rows) in pages {
+                out.insert(
+                    MovementPageKey {
+                        product_id,
+                        first,
+                        after,
+                    },
+                    rows,
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
 pub struct Loaders {
     pub products: DataLoader<ProductLoader>,
     pub users: DataLoader<UserLoader>,
+    pub movements: DataLoader<MovementPageLoader>,
 }
 
 impl Loaders {
@@ -52,6 +102,7 @@ impl Loaders {
         Self {
             products: DataLoader::new(ProductLoader(db.clone()), tokio::spawn),
             users: DataLoader::new(UserLoader(db.clone()), tokio::spawn),
+            movements: DataLoader::new(MovementPageLoader(db.clone()), tokio::spawn),
         }
     }
 }

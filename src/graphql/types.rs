@@ -8,13 +8,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{current_user, gql, state};
+use super::{current_user, gql};
 use crate::entity::audit_log::{AuditAction, EntityType};
 use crate::entity::stock_movement::MovementKind;
 use crate::entity::user::Role;
 use crate::entity::{audit_log, product, stock_movement, user};
 use crate::error::{AppError, AppResult};
-use crate::service::{Page, PageRequest, stock};
+use crate::service::{Page, PageRequest};
 
 /// Parses a GraphQL `ID` into a UUID; a malformed one names its field.
 pub fn parse_id(field: &str, id: &ID) -> AppResult<Uuid> {
@@ -186,13 +186,22 @@ impl Product {
         after: Option<String>,
     ) -> async_graphql::Result<Conn<StockMovement>> {
         let page = page_request(first, after).map_err(gql)?;
-        let filter = stock::MovementFilter {
-            product_id: Some(self.uuid),
-            ..Default::default()
+        let key = super::loaders::MovementPageKey {
+            product_id: self.uuid,
+            first: page.first,
+            after: page.after,
         };
-        let rows = stock::list(state(ctx).db.conn(), &filter, page)
+        let rows = ctx
+            .data_unchecked::<super::loaders::Loaders>()
+            .movements
+            .load_one(key)
             .await
-            .map_err(gql)?;
+            .map_err(|e| {
+                gql(AppError::internal(anyhow::anyhow!(
+                    "loading movements: {e:?}"
+                )))
+            })?
+            .unwrap_or_else(|| Page::from_rows(Vec::new(), page, 0));
         Ok(connection(rows, |m| m.id, StockMovement::from))
     }
 }
@@ -238,7 +247,7 @@ async fn load_user(ctx: &Context<'_>, id: Option<Uuid>) -> async_graphql::Result
         .users
         .load_one(id)
         .await
-        .map_err(|e| gql(AppError::internal(anyhow::anyhow!("loading user: {e}"))))?;
+        .map_err(|e| gql(AppError::internal(anyhow::anyhow!("loading user: {e:?}"))))?;
     Ok(user.map(User::from))
 }
 
@@ -250,7 +259,11 @@ impl StockMovement {
             .products
             .load_one(self.product_id)
             .await
-            .map_err(|e| gql(AppError::internal(anyhow::anyhow!("loading product: {e}"))))?
+            .map_err(|e| {
+                gql(AppError::internal(anyhow::anyhow!(
+                    "loading product: {e:?}"
+                )))
+            })?
             .map(Product::from)
             .ok_or_else(|| gql(AppError::not_found("product not found")))
     }

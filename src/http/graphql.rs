@@ -49,6 +49,15 @@ pub async fn graphql_handler(
         .data(Loaders::new(&state.app.db));
     let mut resp = state.schema.execute(req).await;
     ensure_error_codes(&mut resp.errors);
+    if let Some(retry) = resp.errors.iter().find_map(|e| {
+        let ext = e.extensions.as_ref()?;
+        (ext.get("code")? == &async_graphql::Value::from("RATE_LIMITED"))
+            .then(|| ext.get("retryAfterSeconds").map(ToString::to_string))
+            .flatten()
+    }) && let Ok(v) = header::HeaderValue::from_str(&retry)
+    {
+        resp.http_headers.insert(header::RETRY_AFTER, v);
+    }
     resp.into()
 }
 

@@ -2,6 +2,8 @@
 //! UPDATE per movement: no read-modify-write, no negative stock, and a ledger
 //! row with the balance after every change.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
@@ -338,6 +340,73 @@ pub async fn list(
         .all(conn)
         .await?;
     Ok(Page::from_rows(rows, page, total))
+}
+
+/// The first page of movements of several products at once (newest first),
+/// in two queries whatever the number of products: what `Product.movements`
+/// needs when a list of products is shown with their movements.
+pub async fn list_for_products(
+    conn: &impl ConnectionTrait,
+    product_ids: &[Uuid],
+    page: PageRequest,
+) -> AppResult<HashMap<Uuid, Page<stock_movement::Model>>> {
+    if product_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let backend = conn.get_database_backend();
+    let mut values: Vec<Value> = product_ids.iter().map(|id| Value::from(*id)).collect();
+    let placeholders = (1..=product_ids.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut after_clause = String::new();
+    if let Some(after) = page.after {
+        values.push(Value::from(after));
+        after_clause = format!(" AND id < ${}", values.len());
+    }
+    values.push(Value::from(page.first as i64 + 1));
+    let limit = values.len();
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "SELECT * FROM ( \
+                   SELECT m.*, ROW_NUMBER() OVER (PARTITION BY product_id ORDER BY id DESC) AS rn \
+                   FROM stock_movements m WHERE product_id IN ({placeholders}){after_clause} \
+                 ) ranked WHERE rn <= ${limit} ORDER BY product_id, id DESC"
+            ),
+            values,
+        ))
+        .await?;
+    let counts = conn
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "SELECT product_id, COUNT(*) AS n FROM stock_movements \
+                 WHERE product_id IN ({placeholders}) GROUP BY product_id"
+            ),
+            product_ids.iter().map(|id| Value::from(*id)),
+        ))
+        .await?;
+    let mut totals: HashMap<Uuid, u64> = HashMap::new();
+    for row in counts {
+        let id: Uuid = row.try_get("", "product_id")?;
+        let n: i64 = row.try_get("", "n")?;
+        totals.insert(id, u64::try_from(n).unwrap_or(0));
+    }
+    let mut grouped: HashMap<Uuid, Vec<stock_movement::Model>> = HashMap::new();
+    for row in rows {
+        let m = <stock_movement::Model as sea_orm::FromQueryResult>::from_query_result(&row, "")?;
+        grouped.entry(m.product_id).or_default().push(m);
+    }
+    Ok(product_ids
+        .iter()
+        .map(|id| {
+            let rows = grouped.remove(id).unwrap_or_default();
+            let total = totals.get(id).copied().unwrap_or(0);
+            (*id, Page::from_rows(rows, page, total))
+        })
+        .collect())
 }
 
 /// A product whose stock does not match its ledger.

@@ -352,4 +352,23 @@ async fn login_is_rate_limited_per_email() {
     let err = limited.expect_code("RATE_LIMITED");
     let retry = err["extensions"]["retryAfterSeconds"].as_u64().unwrap();
     assert!((1..=60).contains(&retry), "retryAfterSeconds = {retry}");
+    // Only audited attempts count: the refused one wrote nothing.
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_logs WHERE action = 'LOGIN_FAILED'")
+            .await,
+        3
+    );
+}
+
+#[tokio::test]
+async fn login_is_rate_limited_per_client_ip_across_emails() {
+    let app = spawn_app_with(&[("THROTTLE_LOGIN_LIMIT", "3"), ("THROTTLE_LOGIN_TTL", "60")]).await;
+    for i in 0..3 {
+        app.login(&format!("user{i}@test.local"), "wrong-password")
+            .await
+            .expect_code("UNAUTHENTICATED");
+    }
+    app.login("user9@test.local", "wrong-password")
+        .await
+        .expect_code("RATE_LIMITED");
 }

@@ -83,7 +83,8 @@ pub struct TestApp {
     pub database_url: String,
     pub state: AppState,
     pub client: reqwest::Client,
-    _stop: oneshot::Sender<()>,
+    stop: oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
     _db: TestDb,
 }
 
@@ -125,7 +126,7 @@ async fn start(vars: HashMap<String, String>, database_url: String, guard: TestD
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async {
+    let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
     TestApp {
@@ -136,7 +137,8 @@ async fn start(vars: HashMap<String, String>, database_url: String, guard: TestD
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap(),
-        _stop: stop,
+        stop,
+        server,
         _db: guard,
     }
 }
@@ -190,6 +192,14 @@ impl Gql {
 }
 
 impl TestApp {
+    /// Sends the shutdown signal and waits (bounded) for the server to stop.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(10), self.server)
+            .await
+            .map_err(|_| anyhow::anyhow!("server did not stop within 10 s"))??
+    }
+
     pub async fn post_graphql(
         &self,
         token: Option<&str>,

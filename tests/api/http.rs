@@ -134,3 +134,103 @@ async fn depth_limit_refuses_deep_queries() {
     let r = app.gql(Some(&admin), deep, json!({})).await;
     r.expect_code("BAD_USER_INPUT");
 }
+
+async fn next_json<S>(ws: &mut S) -> Value
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).unwrap(),
+            Some(Ok(_)) => continue,
+            other => panic!("socket ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn websocket_authenticates_with_connection_init() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let url = app.address.replace("http://", "ws://") + "/graphql/ws";
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+    ws.send(Message::Text(init.to_string().into()))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "connection_ack");
+
+    let subscribe =
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": "{ me { email } }" } });
+    ws.send(Message::Text(subscribe.to_string().into()))
+        .await
+        .unwrap();
+    let msg = next_json(&mut ws).await;
+    assert_eq!(msg["type"], "next", "{msg}");
+    assert_eq!(
+        msg["payload"]["data"]["me"]["email"],
+        crate::helpers::ADMIN_EMAIL
+    );
+}
+
+#[tokio::test]
+async fn cors_allows_only_configured_origins() {
+    let app = spawn_app_with(&[("CORS_ORIGINS", "https://app.example.com")]).await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, format!("{}/graphql", app.address))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let denied = preflight("https://evil.example.com").await.unwrap();
+    assert!(
+        denied
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_server_and_its_tasks() {
+    let app = crate::helpers::spawn_app().await;
+    let address = app.address.clone();
+    let client = app.client.clone();
+    assert_eq!(app.get("/api/v1/health/live").await.status(), 200);
+    let stopped = app.shutdown().await;
+    assert!(stopped.is_ok(), "run_until_stopped returned {stopped:?}");
+    let after = client
+        .get(format!("{address}/api/v1/health/live"))
+        .send()
+        .await;
+    assert!(after.is_err(), "the listener is closed");
+}

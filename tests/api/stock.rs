@@ -457,3 +457,40 @@ async fn verify_ledger_finds_drift_and_exits_1() {
     assert_eq!(drift[0].sku, "LEDGER-BAD");
     assert!(drift[0].broken_links > 0);
 }
+
+#[tokio::test]
+async fn products_listed_with_their_movements_get_their_own_pages() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let mut expected = HashMap::new();
+    for i in 0..4 {
+        let id = app.create_product(&admin, &format!("LIST-{i}"), 10).await;
+        for _ in 0..i {
+            app.record_movement(
+                &admin,
+                json!({ "productId": id, "kind": "OUTBOUND", "quantity": 1 }),
+            )
+            .await
+            .data();
+        }
+        expected.insert(id, i + 1);
+    }
+    let r = app
+        .gql(
+            Some(&admin),
+            "{ products(first: 10) { nodes { id stock movements(first: 2) { totalCount pageInfo { hasNextPage } nodes { kind balanceAfter product { id } } } } } }",
+            json!({}),
+        )
+        .await;
+    for p in r.data()["products"]["nodes"].as_array().unwrap() {
+        let id = p["id"].as_str().unwrap();
+        let total = expected[id];
+        let movements = &p["movements"];
+        assert_eq!(movements["totalCount"], total, "{id}");
+        assert_eq!(movements["pageInfo"]["hasNextPage"], total > 2);
+        let nodes = movements["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), total.min(2) as usize);
+        assert_eq!(nodes[0]["balanceAfter"], p["stock"], "newest first");
+        assert!(nodes.iter().all(|n| n["product"]["id"] == id));
+    }
+}
