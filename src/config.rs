@@ -74,6 +74,7 @@ pub struct Config {
     pub jwt_audience: String,
     pub jwt_access_ttl: Duration,
     pub jwt_refresh_ttl: Duration,
+    pub auth_cache_ttl: Duration,
     pub admin_email: String,
     pub admin_password: Option<Secret>,
     pub throttle_default_ttl: Duration,
@@ -184,6 +185,12 @@ pub const VARIABLES: &[Variable] = &[
         "1209600",
         false,
         "refresh token lifetime",
+    ),
+    var(
+        "AUTH_CACHE_SECONDS",
+        "5",
+        false,
+        "how long a verified user (role, active) is reused across requests; 0 reads it every request",
     ),
     var(
         "ADMIN_EMAIL",
@@ -394,6 +401,7 @@ impl Config {
             jwt_audience: p.raw("JWT_AUDIENCE"),
             jwt_access_ttl: p.seconds("JWT_ACCESS_TTL_SECONDS"),
             jwt_refresh_ttl: p.seconds("JWT_REFRESH_TTL_SECONDS"),
+            auth_cache_ttl: Duration::from_secs(p.number("AUTH_CACHE_SECONDS", 0, 3600)),
             admin_email,
             admin_password,
             throttle_default_ttl: p.seconds("THROTTLE_DEFAULT_TTL"),
@@ -463,6 +471,7 @@ impl Config {
                     "JWT_AUDIENCE" => self.jwt_audience.clone(),
                     "JWT_ACCESS_TTL_SECONDS" => secs(self.jwt_access_ttl),
                     "JWT_REFRESH_TTL_SECONDS" => secs(self.jwt_refresh_ttl),
+                    "AUTH_CACHE_SECONDS" => secs(self.auth_cache_ttl),
                     "ADMIN_EMAIL" => self.admin_email.clone(),
                     "ADMIN_PASSWORD" => match &self.admin_password {
                         Some(s) => masked(s),

@@ -6,7 +6,7 @@ use std::time::Instant;
 use crate::config::Config;
 use crate::db::Db;
 use crate::limits::Limiters;
-use crate::service::auth::JwtKeys;
+use crate::service::auth::{JwtKeys, UserCache};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -14,6 +14,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub jwt: Arc<JwtKeys>,
     pub limiters: Arc<Limiters>,
+    pub users: Arc<UserCache>,
     pub started_at: Instant,
 }
 
@@ -22,6 +23,7 @@ impl AppState {
         Self {
             jwt: Arc::new(JwtKeys::new(&config)),
             limiters: Arc::new(Limiters::new(&config)),
+            users: Arc::new(UserCache::new(config.auth_cache_ttl)),
             config: Arc::new(config),
             db,
             started_at: Instant::now(),

@@ -93,7 +93,7 @@ pub async fn current_user(ctx: &Context<'_>) -> AppResult<CurrentUser> {
     };
     let state = state(ctx);
     req.user
-        .get_or_try_init(|| auth::authenticate(state.db.conn(), &state.jwt, token))
+        .get_or_try_init(|| auth::authenticate(state.db.conn(), &state.jwt, &state.users, token))
         .await
         .cloned()
 }

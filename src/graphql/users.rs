@@ -117,6 +117,7 @@ impl AuthMutation {
         )
         .await
         .map_err(gql)?;
+        state(ctx).users.invalidate(me.id);
         Ok(true)
     }
 }
@@ -158,8 +159,9 @@ impl UsersMutation {
     ) -> async_graphql::Result<User> {
         let id = parse_id("id", &id).map_err(gql)?;
         let actor = actor(ctx).await.map_err(gql)?;
+        let state = state(ctx);
         let user = users::update(
-            &state(ctx).db,
+            &state.db,
             &actor,
             id,
             users::UserPatch {
@@ -170,6 +172,7 @@ impl UsersMutation {
         )
         .await
         .map_err(gql)?;
+        state.users.invalidate(user.id);
         Ok(user.into())
     }
 }

@@ -53,7 +53,7 @@ pub async fn record(
     conn: &impl ConnectionTrait,
     actor: &Actor,
     entry: AuditEntry,
-) -> AppResult<audit_log::Model> {
+) -> AppResult<()> {
     let summary: String = entry.summary.chars().take(MAX_SUMMARY).collect();
     let clip = |s: &Option<String>, n: usize| s.as_ref().map(|v| v.chars().take(n).collect());
     let row = audit_log::ActiveModel {
@@ -69,9 +69,10 @@ pub async fn record(
         ip: Set(clip(&actor.meta.ip, 64)),
         user_agent: Set(clip(&actor.meta.user_agent, 512)),
     };
-    Ok(audit_log::Entity::insert(row)
-        .exec_with_returning(conn)
-        .await?)
+    audit_log::Entity::insert(row)
+        .exec_without_returning(conn)
+        .await?;
+    Ok(())
 }
 
 /// The fields of an `AuditLogFilter`, already parsed.

@@ -147,22 +147,54 @@ impl JwtKeys {
     }
 }
 
-/// Resolves a bearer token to the user it was issued to. The user row is read
-/// on every request, so a deactivated user or a changed role takes effect at once.
+/// Recently verified users, so that every request does not read the user row.
+/// Changes made through this instance invalidate their entry at once; other
+/// instances see a role change or a deactivation within the TTL.
+pub struct UserCache(Option<moka::sync::Cache<Uuid, CurrentUser>>);
+
+impl UserCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self((!ttl.is_zero()).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build()
+        }))
+    }
+
+    pub fn invalidate(&self, user_id: Uuid) {
+        if let Some(cache) = &self.0 {
+            cache.invalidate(&user_id);
+        }
+    }
+}
+
+/// Resolves a bearer token to the active user it was issued to, with the
+/// user's current role (read from the database, or from the short cache).
 pub async fn authenticate(
     conn: &impl ConnectionTrait,
     keys: &JwtKeys,
+    cache: &UserCache,
     token: &str,
 ) -> AppResult<CurrentUser> {
     let claims = keys.verify(token)?;
     let id = Uuid::parse_str(&claims.sub)
         .map_err(|_| AppError::Unauthenticated(INVALID_ACCESS.into()))?;
+    if let Some(user) = cache.0.as_ref().and_then(|c| c.get(&id)) {
+        return Ok(user);
+    }
     match user::Entity::find_by_id(id).one(conn).await? {
-        Some(u) if u.is_active => Ok(CurrentUser {
-            id: u.id,
-            email: u.email,
-            role: u.role,
-        }),
+        Some(u) if u.is_active => {
+            let user = CurrentUser {
+                id: u.id,
+                email: u.email,
+                role: u.role,
+            };
+            if let Some(c) = &cache.0 {
+                c.insert(id, user.clone());
+            }
+            Ok(user)
+        }
         _ => Err(AppError::Unauthenticated(INVALID_ACCESS.into())),
     }
 }

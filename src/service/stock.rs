@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Select, Statement, Value,
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Select, Statement, Value,
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -220,22 +220,23 @@ async fn apply_hashed(
     };
 
     let kind_word = format!("{:?}", movement.kind).to_lowercase();
-    let row = stock_movement::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        product_id: Set(product.id),
-        kind: Set(movement.kind),
-        quantity: Set(movement.delta as i32),
-        balance_after: Set(product.stock),
-        product_version: Set(product.version),
-        note: Set(movement.note.clone()),
-        reference: Set(movement.reference.clone()),
-        idempotency_key: Set(movement.idempotency_key.clone()),
-        request_hash: Set(request_hash),
-        created_by: Set(actor.user_id),
-        created_at: Set(now),
+    let saved = stock_movement::Model {
+        id: Uuid::now_v7(),
+        product_id: product.id,
+        kind: movement.kind,
+        quantity: movement.delta as i32,
+        balance_after: product.stock,
+        product_version: product.version,
+        note: movement.note.clone(),
+        reference: movement.reference.clone(),
+        idempotency_key: movement.idempotency_key.clone(),
+        request_hash,
+        created_by: actor.user_id,
+        created_at: now,
     };
-    let saved = stock_movement::Entity::insert(row)
-        .exec_with_returning(conn)
+    let row: stock_movement::ActiveModel = saved.clone().into();
+    stock_movement::Entity::insert(row)
+        .exec_without_returning(conn)
         .await
         .map_err(|e| on_unique_violation(e, AppError::conflict("idempotency key is in use")))?;
     audit::record(
