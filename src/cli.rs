@@ -9,7 +9,7 @@ use migration::{Migrator, MigratorTrait};
 
 use crate::config::{Config, VARIABLES};
 use crate::db::Db;
-use crate::startup::{Application, seed, shutdown_signal};
+use crate::startup::{Application, migrate_and_seed, shutdown_signal};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -101,8 +101,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
         Command::Migrate { action } => migrate(action, &config).await,
         Command::Seed => {
             let db = Db::connect(&config).await?;
-            Migrator::up(db.conn(), None).await?;
-            seed(&db, &config).await?;
+            migrate_and_seed(&db, &config).await?;
             println!("seed: done (admin {})", config.admin_email);
             db.close().await?;
             Ok(ExitCode::SUCCESS)
@@ -134,7 +133,8 @@ async fn migrate(action: MigrateAction, config: &Config) -> anyhow::Result<ExitC
     let db = Db::connect(config).await?;
     let code = match action {
         MigrateAction::Up => {
-            Migrator::up(db.conn(), None).await?;
+            db.with_schema_lock(async { Ok(Migrator::up(db.conn(), None).await?) })
+                .await?;
             println!("migrations applied");
             ExitCode::SUCCESS
         }

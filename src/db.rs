@@ -22,6 +22,9 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::config::Config;
 
+/// Advisory lock id for schema changes ("stockroom" in ASCII, truncated).
+const SCHEMA_LOCK_KEY: i64 = 0x73746f636b726f6f;
+
 /// The pool plus, on SQLite, the in-process writer queue.
 #[derive(Clone, Debug)]
 pub struct Db {
@@ -82,6 +85,33 @@ impl Db {
             txn,
             _permit: permit,
         })
+    }
+
+    /// Runs `work` (migrations, seeding) while holding a PostgreSQL advisory
+    /// lock on its own connection, so instances starting together take turns
+    /// instead of racing on the schema. On SQLite it just runs `work`.
+    pub async fn with_schema_lock<T, F>(&self, work: F) -> anyhow::Result<T>
+    where
+        F: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        if self.backend() != DbBackend::Postgres {
+            return work.await;
+        }
+        use sea_orm::sqlx::{Connection as _, PgConnection};
+        let options = self.conn.get_postgres_connection_pool().connect_options();
+        let mut lock = PgConnection::connect_with(&options).await?;
+        sea_orm::sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(SCHEMA_LOCK_KEY)
+            .execute(&mut lock)
+            .await?;
+        let result = work.await;
+        // Closing the session releases the lock even if the unlock fails.
+        let _ = sea_orm::sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(SCHEMA_LOCK_KEY)
+            .execute(&mut lock)
+            .await;
+        let _ = lock.close().await;
+        result
     }
 
     pub async fn close(self) -> Result<(), DbErr> {

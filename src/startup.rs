@@ -34,8 +34,7 @@ impl Application {
         }
         let db = Db::connect(&config).await?;
         if config.auto_migrate {
-            Migrator::up(db.conn(), None).await?;
-            seed(&db, &config).await?;
+            migrate_and_seed(&db, &config).await?;
         }
         let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
         let port = listener.local_addr()?.port();
@@ -86,6 +85,15 @@ impl Application {
         tracing::info!("stopped");
         served.map_err(Into::into)
     }
+}
+
+/// Applies pending migrations and seeds the admin, one instance at a time.
+pub async fn migrate_and_seed(db: &Db, config: &Config) -> anyhow::Result<()> {
+    db.with_schema_lock(async {
+        Migrator::up(db.conn(), None).await?;
+        seed(db, config).await
+    })
+    .await
 }
 
 /// Seeds the admin into an empty database, printing a generated password once.

@@ -2,7 +2,7 @@ use async_graphql::{Context, ID, InputObject, Object};
 use chrono::{DateTime, Utc};
 
 use super::guards::RoleGuard;
-use super::types::{AuditLog, Conn, connection, page_request, parse_id};
+use super::types::{AuditLog, Conn, connection, connection_page, parse_id};
 use super::{gql, state};
 use crate::entity::audit_log::{AuditAction, EntityType};
 use crate::entity::user::Role;
@@ -32,7 +32,7 @@ impl AuditQuery {
         after: Option<String>,
         filter: Option<AuditLogFilter>,
     ) -> async_graphql::Result<Conn<AuditLog>> {
-        let page = page_request(first, after).map_err(gql)?;
+        let page = connection_page(ctx, first, after)?;
         let f = filter.unwrap_or_default();
         let filter = audit::AuditFilter {
             action: f.action,

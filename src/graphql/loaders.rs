@@ -72,7 +72,11 @@ impl Loader<MovementPageKey> for MovementPageLoader {
         }
         let mut out = HashMap::with_capacity(keys.len());
         for ((first, after), ids) in shapes {
-            let page = PageRequest { first, after };
+            let page = PageRequest {
+                first,
+                after,
+                with_total: true,
+            };
             let pages = stock::list_for_products(self.0.conn(), &ids, page)
                 .await
                 .map_err(Arc::new)?;

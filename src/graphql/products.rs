@@ -1,7 +1,7 @@
 use async_graphql::{Context, ID, InputObject, Object};
 
 use super::guards::RoleGuard;
-use super::types::{Conn, Product, connection, page_request, parse_id};
+use super::types::{Conn, Product, connection, connection_page, parse_id};
 use super::{actor, gql, state};
 use crate::entity::user::Role;
 use crate::service::products;
@@ -70,7 +70,7 @@ impl ProductsQuery {
         after: Option<String>,
         filter: Option<ProductFilter>,
     ) -> async_graphql::Result<Conn<Product>> {
-        let page = page_request(first, after).map_err(gql)?;
+        let page = connection_page(ctx, first, after)?;
         let f = filter.unwrap_or_default();
         let filter = products::ProductFilter {
             search: f.search,

@@ -2,7 +2,7 @@ use async_graphql::{Context, ID, InputObject, Object};
 use chrono::{DateTime, Utc};
 
 use super::guards::RoleGuard;
-use super::types::{Conn, StockMovement, connection, page_request, parse_id};
+use super::types::{Conn, StockMovement, connection, connection_page, parse_id};
 use super::{actor, gql, state};
 use crate::entity::stock_movement::MovementKind;
 use crate::entity::user::Role;
@@ -42,7 +42,7 @@ impl StockQuery {
         after: Option<String>,
         filter: Option<StockMovementFilter>,
     ) -> async_graphql::Result<Conn<StockMovement>> {
-        let page = page_request(first, after).map_err(gql)?;
+        let page = connection_page(ctx, first, after)?;
         let f = filter.unwrap_or_default();
         let filter = stock::MovementFilter {
             product_id: f

@@ -43,6 +43,18 @@ impl CursorType for IdCursor {
     }
 }
 
+/// Validates `first` / `after` of a connection; `totalCount` is counted only
+/// when the query selects it.
+pub fn connection_page(
+    ctx: &Context<'_>,
+    first: Option<i32>,
+    after: Option<String>,
+) -> async_graphql::Result<PageRequest> {
+    let mut page = page_request(first, after).map_err(gql)?;
+    page.with_total = ctx.look_ahead().field("totalCount").exists();
+    Ok(page)
+}
+
 /// Validates `first` / `after` of a connection.
 pub fn page_request(first: Option<i32>, after: Option<String>) -> AppResult<PageRequest> {
     let after = match after {

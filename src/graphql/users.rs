@@ -1,7 +1,7 @@
 use async_graphql::{Context, ID, InputObject, Object};
 
 use super::guards::RoleGuard;
-use super::types::{AuthPayload, Conn, User, connection, page_request, parse_id};
+use super::types::{AuthPayload, Conn, User, connection, connection_page, parse_id};
 use super::{actor, current_user, gql, request, state};
 use crate::entity::user::Role;
 use crate::error::AppError;
@@ -50,7 +50,7 @@ impl UsersQuery {
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<Conn<User>> {
-        let page = page_request(first, after).map_err(gql)?;
+        let page = connection_page(ctx, first, after)?;
         let rows = users::list(state(ctx).db.conn(), page).await.map_err(gql)?;
         Ok(connection(rows, |u| u.id, User::from))
     }

@@ -115,7 +115,7 @@ pub async fn list(
     filter: &AuditFilter,
     page: PageRequest,
 ) -> AppResult<Page<audit_log::Model>> {
-    let total = filtered(filter).count(conn).await?;
+    let total = page.total(filtered(filter).count(conn)).await?;
     let mut q = filtered(filter);
     if let Some(after) = page.after {
         q = q.filter(audit_log::Column::Id.lt(after));

@@ -259,6 +259,7 @@ fn normalize_email(email: &str) -> String {
 
 /// Checks the login rate limits, verifies the password, and on success
 /// records the login and opens a session. Every attempt is audited.
+#[tracing::instrument(skip_all)]
 pub async fn login(
     state: &AppState,
     email: &str,
@@ -343,6 +344,7 @@ pub async fn login(
 /// Rotates a refresh token: the presented one stops working and a new one is
 /// issued. Presenting a token that was already rotated is treated as theft:
 /// every session of its user is revoked.
+#[tracing::instrument(skip_all)]
 pub async fn refresh(state: &AppState, token: &str) -> AppResult<Session> {
     let txn = state.db.begin_write().await?;
     let Some(row) = refresh_token::Entity::find()
@@ -391,6 +393,7 @@ pub async fn refresh(state: &AppState, token: &str) -> AppResult<Session> {
 }
 
 /// Revokes one refresh token. Logging out twice is not an error.
+#[tracing::instrument(skip_all)]
 pub async fn logout(state: &AppState, token: &str, meta: RequestMeta) -> AppResult<bool> {
     let txn = state.db.begin_write().await?;
     let Some(row) = refresh_token::Entity::find()
@@ -423,6 +426,7 @@ pub async fn logout(state: &AppState, token: &str, meta: RequestMeta) -> AppResu
 }
 
 /// Checks the current password, stores the new hash and ends every session.
+#[tracing::instrument(skip_all, fields(user_id = %current.id))]
 pub async fn change_password(
     state: &AppState,
     current: &CurrentUser,

@@ -60,6 +60,8 @@ pub const MAX_PAGE_SIZE: u64 = 100;
 pub struct PageRequest {
     pub first: u64,
     pub after: Option<Uuid>,
+    /// Whether the caller wants `totalCount` (it costs a COUNT query).
+    pub with_total: bool,
 }
 
 impl PageRequest {
@@ -74,7 +76,25 @@ impl PageRequest {
                 ));
             }
         };
-        Ok(Self { first, after })
+        Ok(Self {
+            first,
+            after,
+            with_total: true,
+        })
+    }
+}
+
+impl PageRequest {
+    /// The total, counted only when it was asked for.
+    pub async fn total<F>(&self, count: F) -> AppResult<u64>
+    where
+        F: std::future::Future<Output = Result<u64, sea_orm::DbErr>>,
+    {
+        if self.with_total {
+            Ok(count.await?)
+        } else {
+            Ok(0)
+        }
     }
 }
 

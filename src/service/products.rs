@@ -110,6 +110,7 @@ fn diff(before: &product::Model, after: &product::Model) -> (Value, Value) {
 
 /// Creates a product; `initial_stock` is recorded as an INBOUND movement in
 /// the same transaction.
+#[tracing::instrument(skip_all, fields(sku = %input.sku))]
 pub async fn create(db: &Db, actor: &Actor, input: NewProduct) -> AppResult<product::Model> {
     let sku = normalize_sku("sku", &input.sku)?;
     let name = required_text("name", &input.name, MAX_NAME)?;
@@ -183,6 +184,7 @@ pub async fn create(db: &Db, actor: &Actor, input: NewProduct) -> AppResult<prod
 }
 
 /// Updates catalogue fields. With `expected_version`, a stale version is a CONFLICT.
+#[tracing::instrument(skip_all, fields(product_id = %id))]
 pub async fn update(
     db: &Db,
     actor: &Actor,
@@ -252,6 +254,7 @@ pub async fn update(
 
 /// Archives a product: it keeps its history and its SKU, and leaves the
 /// default listing.
+#[tracing::instrument(skip_all, fields(product_id = %id))]
 pub async fn archive(db: &Db, actor: &Actor, id: Uuid) -> AppResult<product::Model> {
     let txn = db.begin_write().await?;
     let before = live_for_update(&*txn, id).await?;
@@ -340,7 +343,7 @@ pub async fn list(
     filter: &ProductFilter,
     page: PageRequest,
 ) -> AppResult<Page<product::Model>> {
-    let total = filtered(filter).count(conn).await?;
+    let total = page.total(filtered(filter).count(conn)).await?;
     let mut q = filtered(filter);
     if let Some(after) = page.after {
         q = q.filter(product::Column::Id.gt(after));

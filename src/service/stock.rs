@@ -115,6 +115,7 @@ fn audit_action(kind: MovementKind) -> AuditAction {
 /// Records a movement in its own transaction. With an idempotency key, a
 /// repeat of the same request returns the first movement and applies nothing;
 /// the same key with a different request is a CONFLICT.
+#[tracing::instrument(skip_all, fields(product_id = %input.product_id, kind = ?input.kind))]
 pub async fn record(
     db: &Db,
     actor: &Actor,
@@ -330,7 +331,7 @@ pub async fn list(
     filter: &MovementFilter,
     page: PageRequest,
 ) -> AppResult<Page<stock_movement::Model>> {
-    let total = filtered(filter).count(conn).await?;
+    let total = page.total(filtered(filter).count(conn)).await?;
     let mut q = filtered(filter);
     if let Some(after) = page.after {
         q = q.filter(stock_movement::Column::Id.lt(after));

@@ -98,6 +98,7 @@ async fn insert_user(
     })
 }
 
+#[tracing::instrument(skip_all, fields(role = ?input.role))]
 pub async fn create(db: &Db, actor: &Actor, input: NewUser) -> AppResult<user::Model> {
     let email = normalized_email("email", &input.email)?;
     let display_name = required_text("displayName", &input.display_name, MAX_DISPLAY_NAME)?;
@@ -120,6 +121,7 @@ pub async fn create(db: &Db, actor: &Actor, input: NewUser) -> AppResult<user::M
 
 /// Updates a user. Deactivation ends their sessions; the last active admin
 /// cannot be demoted or deactivated.
+#[tracing::instrument(skip_all, fields(user_id = %id))]
 pub async fn update(db: &Db, actor: &Actor, id: Uuid, patch: UserPatch) -> AppResult<user::Model> {
     let display_name = match &patch.display_name {
         Some(n) => Some(required_text("displayName", n, MAX_DISPLAY_NAME)?),
@@ -186,7 +188,7 @@ pub async fn get(conn: &impl ConnectionTrait, id: Uuid) -> AppResult<Option<user
 
 /// Oldest first.
 pub async fn list(conn: &impl ConnectionTrait, page: PageRequest) -> AppResult<Page<user::Model>> {
-    let total = user::Entity::find().count(conn).await?;
+    let total = page.total(user::Entity::find().count(conn)).await?;
     let mut q = user::Entity::find();
     if let Some(after) = page.after {
         q = q.filter(user::Column::Id.gt(after));

@@ -338,3 +338,15 @@ pub fn stockroom_bin() -> std::process::Command {
         .current_dir(std::env::temp_dir());
     cmd
 }
+
+/// Two applications started at the same moment on one fresh database, as two
+/// instances of a deployment would be.
+pub async fn spawn_pair_on_one_database() -> (TestApp, TestApp) {
+    let (database_url, guard) = fresh_database().await;
+    let spare = TestDb::Sqlite(tempfile::tempdir().unwrap());
+    let (a, b) = tokio::join!(
+        start(base_vars(&database_url), database_url.clone(), spare),
+        start(base_vars(&database_url), database_url.clone(), guard),
+    );
+    (a, b)
+}

@@ -234,3 +234,16 @@ async fn shutdown_stops_the_server_and_its_tasks() {
         .await;
     assert!(after.is_err(), "the listener is closed");
 }
+
+#[tokio::test]
+async fn instances_starting_together_migrate_and_seed_once() {
+    if !crate::helpers::is_postgres() {
+        // Several instances share a database only on PostgreSQL.
+        return;
+    }
+    let (a, b) = crate::helpers::spawn_pair_on_one_database().await;
+    assert_eq!(a.count("SELECT COUNT(*) FROM users").await, 1);
+    assert_eq!(a.get("/api/v1/health").await.status(), 200);
+    assert_eq!(b.get("/api/v1/health").await.status(), 200);
+    b.admin_token().await;
+}
