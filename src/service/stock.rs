@@ -124,26 +124,28 @@ pub async fn record(
     let movement = validate(&input)?;
     let hash = movement.request_hash();
 
-    let txn = db.begin_write().await?;
-    if let Some(key) = &movement.idempotency_key
-        && let Some(existing) = find_by_key(&*txn, actor.user_id, key).await?
-    {
-        return replay(existing, &hash);
-    }
-    let applied = apply_hashed(&*txn, actor, &movement, Some(hash.clone())).await;
-    let result = match applied {
-        Ok((m, _)) => txn.commit().await.map(|_| m).map_err(AppError::from),
-        Err(e) => Err(e),
-    };
-    match (result, &movement.idempotency_key) {
-        // A racing request with the same key committed first (PostgreSQL):
-        // ours was rolled back, so answer with theirs.
-        (Err(AppError::Conflict(_)), Some(key)) => {
-            match find_by_key(db.conn(), actor.user_id, key).await? {
-                Some(existing) => replay(existing, &hash),
-                None => Err(AppError::conflict("idempotency key is in use")),
-            }
+    // The transaction lives only inside this block: on any error it is
+    // rolled back and its connection returned before the replay lookup below.
+    let result = async {
+        let txn = db.begin_write().await?;
+        if let Some(key) = &movement.idempotency_key
+            && let Some(existing) = find_by_key(&*txn, actor.user_id, key).await?
+        {
+            return replay(existing, &hash);
         }
+        let (saved, _) = apply_hashed(&*txn, actor, &movement, Some(hash.clone())).await?;
+        txn.commit().await?;
+        Ok(saved)
+    }
+    .await;
+    match (result, &movement.idempotency_key) {
+        // On PostgreSQL a request racing one with the same key may have waited
+        // on the product row and then failed (the unique key, or the stock the
+        // first one used up): if the first one committed, answer with it.
+        (Err(err), Some(key)) => match find_by_key(db.conn(), actor.user_id, key).await? {
+            Some(existing) => replay(existing, &hash),
+            None => Err(err),
+        },
         (result, _) => result,
     }
 }

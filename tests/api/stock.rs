@@ -494,3 +494,38 @@ async fn products_listed_with_their_movements_get_their_own_pages() {
         assert!(nodes.iter().all(|n| n["product"]["id"] == id));
     }
 }
+
+#[tokio::test]
+async fn racing_replays_of_an_outbound_that_empties_stock_all_get_the_first_movement() {
+    // More racers than pooled connections, and an outbound that uses up the
+    // stock: a replay must not see INSUFFICIENT_STOCK, nor starve the pool.
+    let app = Arc::new(spawn_app().await);
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "IDEM-OUT", 3).await;
+    let input = json!({ "productId": product, "kind": "OUTBOUND", "quantity": 3, "idempotencyKey": "so-1" });
+    let mut tasks = Vec::new();
+    for _ in 0..25 {
+        let (app, admin, input) = (app.clone(), admin.clone(), input.clone());
+        tasks.push(tokio::spawn(async move {
+            app.record_movement(&admin, input).await
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        ids.insert(
+            r.data()["recordStockMovement"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(ids.len(), 1);
+    assert_eq!(app.product(&admin, &product).await["stock"], 0);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM stock_movements WHERE kind = 'OUTBOUND'")
+            .await,
+        1
+    );
+    ledger_is_clean(&app).await;
+}
