@@ -232,7 +232,7 @@ pub const VARIABLES: &[Variable] = &[
         "TRUST_PROXY",
         "false",
         false,
-        "take the client IP from X-Forwarded-For (only behind a trusted proxy)",
+        "take the client IP from the last X-Forwarded-For entry (only behind a trusted proxy that appends it)",
     ),
     var(
         "CORS_ORIGINS",
@@ -278,7 +278,7 @@ pub const VARIABLES: &[Variable] = &[
     ),
     var(
         "GRAPHQL_MAX_COMPLEXITY",
-        "1000",
+        "10000",
         false,
         "highest accepted GraphQL query complexity",
     ),

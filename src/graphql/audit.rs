@@ -24,11 +24,14 @@ pub struct AuditQuery;
 #[Object]
 impl AuditQuery {
     /// Newest first. Read-only: nothing in the API edits or deletes audit rows.
-    #[graphql(guard = "RoleGuard(Role::Manager)")]
+    #[graphql(
+        guard = "RoleGuard(Role::Manager)",
+        complexity = "super::types::page_cost(first, child_complexity)"
+    )]
     async fn audit_logs(
         &self,
         ctx: &Context<'_>,
-        first: Option<i32>,
+        first: Option<i64>,
         after: Option<String>,
         filter: Option<AuditLogFilter>,
     ) -> async_graphql::Result<Conn<AuditLog>> {

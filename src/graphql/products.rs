@@ -13,9 +13,9 @@ pub struct CreateProductInput {
     pub description: Option<String>,
     pub category: Option<String>,
     pub unit: Option<String>,
-    pub low_stock_threshold: Option<i32>,
+    pub low_stock_threshold: Option<i64>,
     /// Recorded as an INBOUND movement, not written raw.
-    pub initial_stock: Option<i32>,
+    pub initial_stock: Option<i64>,
 }
 
 #[derive(InputObject)]
@@ -24,7 +24,7 @@ pub struct UpdateProductInput {
     pub description: Option<String>,
     pub category: Option<String>,
     pub unit: Option<String>,
-    pub low_stock_threshold: Option<i32>,
+    pub low_stock_threshold: Option<i64>,
 }
 
 #[derive(InputObject, Default)]
@@ -62,11 +62,14 @@ impl ProductsQuery {
     }
 
     /// Oldest first; archived products only with `includeArchived`.
-    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    #[graphql(
+        guard = "RoleGuard(Role::Viewer)",
+        complexity = "super::types::page_cost(first, child_complexity)"
+    )]
     async fn products(
         &self,
         ctx: &Context<'_>,
-        first: Option<i32>,
+        first: Option<i64>,
         after: Option<String>,
         filter: Option<ProductFilter>,
     ) -> async_graphql::Result<Conn<Product>> {

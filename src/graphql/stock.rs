@@ -13,7 +13,7 @@ pub struct StockMovementInput {
     pub product_id: ID,
     pub kind: MovementKind,
     /// > 0, except ADJUSTMENT: non-zero signed delta.
-    pub quantity: i32,
+    pub quantity: i64,
     pub note: Option<String>,
     pub reference: Option<String>,
     /// The same key again returns the first movement and applies nothing.
@@ -34,11 +34,14 @@ pub struct StockQuery;
 #[Object]
 impl StockQuery {
     /// Newest first.
-    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    #[graphql(
+        guard = "RoleGuard(Role::Viewer)",
+        complexity = "super::types::page_cost(first, child_complexity)"
+    )]
     async fn stock_movements(
         &self,
         ctx: &Context<'_>,
-        first: Option<i32>,
+        first: Option<i64>,
         after: Option<String>,
         filter: Option<StockMovementFilter>,
     ) -> async_graphql::Result<Conn<StockMovement>> {

@@ -43,11 +43,21 @@ impl CursorType for IdCursor {
     }
 }
 
+/// Complexity of a connection field: what one row costs, times the rows it
+/// may return, so nested pages multiply (a page of 100 under a page of 100 is
+/// 10,000 rows, not 200).
+pub fn page_cost(first: Option<i64>, child_complexity: usize) -> usize {
+    let rows = first
+        .unwrap_or(crate::service::DEFAULT_PAGE_SIZE as i64)
+        .clamp(1, crate::service::MAX_PAGE_SIZE as i64) as usize;
+    rows.saturating_mul(child_complexity).saturating_add(1)
+}
+
 /// Validates `first` / `after` of a connection; `totalCount` is counted only
 /// when the query selects it.
 pub fn connection_page(
     ctx: &Context<'_>,
-    first: Option<i32>,
+    first: Option<i64>,
     after: Option<String>,
 ) -> async_graphql::Result<PageRequest> {
     let mut page = page_request(first, after).map_err(gql)?;
@@ -56,7 +66,7 @@ pub fn connection_page(
 }
 
 /// Validates `first` / `after` of a connection.
-pub fn page_request(first: Option<i32>, after: Option<String>) -> AppResult<PageRequest> {
+pub fn page_request(first: Option<i64>, after: Option<String>) -> AppResult<PageRequest> {
     let after = match after {
         Some(s) => Some(
             IdCursor::decode_cursor(&s)
@@ -191,10 +201,11 @@ impl Product {
     }
 
     /// This product's movements, newest first.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn movements(
         &self,
         ctx: &Context<'_>,
-        first: Option<i32>,
+        first: Option<i64>,
         after: Option<String>,
     ) -> async_graphql::Result<Conn<StockMovement>> {
         let page = page_request(first, after).map_err(gql)?;

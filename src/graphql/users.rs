@@ -43,11 +43,14 @@ impl UsersQuery {
             .ok_or_else(|| gql(AppError::Unauthenticated("user no longer exists".into())))
     }
 
-    #[graphql(guard = "RoleGuard(Role::Admin)")]
+    #[graphql(
+        guard = "RoleGuard(Role::Admin)",
+        complexity = "super::types::page_cost(first, child_complexity)"
+    )]
     async fn users(
         &self,
         ctx: &Context<'_>,
-        first: Option<i32>,
+        first: Option<i64>,
         after: Option<String>,
     ) -> async_graphql::Result<Conn<User>> {
         let page = connection_page(ctx, first, after)?;

@@ -1,9 +1,10 @@
 use async_graphql::Data;
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
+use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::Extension;
 use axum::extract::{State, WebSocketUpgrade};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::{ClientIp, HttpState, REQUEST_ID};
@@ -33,12 +34,44 @@ fn request_meta(headers: &HeaderMap, ip: &ClientIp) -> RequestMeta {
     }
 }
 
+/// A request async-graphql could not even parse, in the contract's error shape
+/// (its own answer is a bare Debug string).
+fn rejection(rejection: GraphQLRejection) -> Response {
+    use async_graphql::ParseRequestError as E;
+    let too_large = match &rejection.0 {
+        E::PayloadTooLarge => true,
+        E::Io(err) => err.to_string().contains("length limit exceeded"),
+        _ => false,
+    };
+    let (status, code, message) = if too_large {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            "request body is too large".to_string(),
+        )
+    } else {
+        (
+            StatusCode::BAD_REQUEST,
+            "BAD_USER_INPUT",
+            format!("malformed GraphQL request: {}", rejection.0),
+        )
+    };
+    let body = serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": code } }]
+    });
+    (status, axum::Json(body)).into_response()
+}
+
 pub async fn graphql_handler(
     State(state): State<HttpState>,
     Extension(ip): Extension<ClientIp>,
     headers: HeaderMap,
-    req: GraphQLRequest,
-) -> GraphQLResponse {
+    req: Result<GraphQLRequest, GraphQLRejection>,
+) -> Response {
+    let req = match req {
+        Ok(req) => req,
+        Err(r) => return rejection(r),
+    };
     let context = RequestContext::new(
         request_meta(&headers, &ip),
         header_str(&headers, header::AUTHORIZATION).and_then(|v| bearer(&v)),
@@ -58,7 +91,7 @@ pub async fn graphql_handler(
     {
         resp.http_headers.insert(header::RETRY_AFTER, v);
     }
-    resp.into()
+    GraphQLResponse::from(resp).into_response()
 }
 
 pub async fn graphiql() -> impl IntoResponse {

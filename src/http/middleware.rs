@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Response};
 use super::{HttpState, REQUEST_ID};
 use crate::error::AppError;
 
-/// The client's address as the rate limiter and the audit log see it.
+/// The client's address as the rate limiter and the audit log see it. Behind a
+/// trusted proxy it is the last `X-Forwarded-For` entry: the one that proxy
+/// appended. Earlier entries come from the client and prove nothing.
 #[derive(Clone, Debug)]
 pub struct ClientIp(pub String);
 
@@ -19,7 +21,7 @@ fn client_ip(req: &Request, trust_proxy: bool) -> String {
             .headers()
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.rsplit(',').next())
             .map(str::trim)
             .filter(|s| !s.is_empty())
     {

@@ -25,6 +25,8 @@ use crate::state::AppState;
 
 pub const MIN_PASSWORD_CHARS: usize = 8;
 pub const MAX_PASSWORD_CHARS: usize = 128;
+/// Longer login passwords cannot match any stored one; they are not hashed.
+const MAX_PASSWORD_BYTES: usize = MAX_PASSWORD_CHARS * 4;
 const INVALID_CREDENTIALS: &str = "invalid email or password";
 const INVALID_REFRESH: &str = "invalid or expired refresh token";
 const INVALID_ACCESS: &str = "invalid or expired access token";
@@ -266,13 +268,26 @@ pub async fn login(
     password: &str,
     meta: RequestMeta,
 ) -> AppResult<Session> {
-    let email = normalize_email(email);
+    let normalized = normalize_email(email);
+    // What is limited, looked up and audited is bounded and printable, so an
+    // absurd "email" can neither bloat the audit log nor reach the database.
+    let well_formed = normalized.chars().count() <= super::users::MAX_EMAIL
+        && !normalized.chars().any(char::is_control);
+    let email: String = normalized
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(super::users::MAX_EMAIL)
+        .collect();
     state.limiters.check_login(meta.ip.as_deref(), &email)?;
 
-    let found = user::Entity::find()
-        .filter(user::Column::Email.eq(email.as_str()))
-        .one(state.db.conn())
-        .await?;
+    let found = if well_formed && password.len() <= MAX_PASSWORD_BYTES {
+        user::Entity::find()
+            .filter(user::Column::Email.eq(email.as_str()))
+            .one(state.db.conn())
+            .await?
+    } else {
+        None
+    };
     let failure = match &found {
         None => {
             verify_password(dummy_hash().await?, password).await?;

@@ -65,7 +65,7 @@ pub struct PageRequest {
 }
 
 impl PageRequest {
-    pub fn new(first: Option<i32>, after: Option<Uuid>) -> AppResult<Self> {
+    pub fn new(first: Option<i64>, after: Option<Uuid>) -> AppResult<Self> {
         let first = match first {
             None => DEFAULT_PAGE_SIZE,
             Some(n) if n >= 1 && (n as u64) <= MAX_PAGE_SIZE => n as u64,

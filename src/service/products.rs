@@ -39,13 +39,19 @@ pub fn normalize_sku(field: &str, sku: &str) -> AppResult<String> {
     Ok(sku)
 }
 
-fn threshold(value: Option<i32>) -> AppResult<Option<i32>> {
+fn threshold(value: Option<i64>) -> AppResult<Option<i32>> {
     match value {
-        Some(n) if n < 0 => Err(AppError::bad_input(
-            "lowStockThreshold",
-            "lowStockThreshold must not be negative",
-        )),
-        other => Ok(other),
+        None => Ok(None),
+        Some(n) => i32::try_from(n)
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(Some)
+            .ok_or_else(|| {
+                AppError::bad_input(
+                    "lowStockThreshold",
+                    format!("lowStockThreshold must be between 0 and {}", i32::MAX),
+                )
+            }),
     }
 }
 
@@ -56,8 +62,8 @@ pub struct NewProduct {
     pub description: Option<String>,
     pub category: Option<String>,
     pub unit: Option<String>,
-    pub low_stock_threshold: Option<i32>,
-    pub initial_stock: Option<i32>,
+    pub low_stock_threshold: Option<i64>,
+    pub initial_stock: Option<i64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -66,7 +72,7 @@ pub struct ProductPatch {
     pub description: Option<String>,
     pub category: Option<String>,
     pub unit: Option<String>,
-    pub low_stock_threshold: Option<i32>,
+    pub low_stock_threshold: Option<i64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -123,10 +129,10 @@ pub async fn create(db: &Db, actor: &Actor, input: NewProduct) -> AppResult<prod
     let low_stock_threshold = threshold(input.low_stock_threshold)?.unwrap_or(0);
     let initial_stock = match input.initial_stock {
         None | Some(0) => None,
-        Some(n) if n < 0 => {
+        Some(n) if n < 0 || n > i64::from(i32::MAX) => {
             return Err(AppError::bad_input(
                 "initialStock",
-                "initialStock must not be negative",
+                format!("initialStock must be between 0 and {}", i32::MAX),
             ));
         }
         Some(n) => Some(n),
@@ -219,6 +225,17 @@ pub async fn update(
             "product was changed by someone else (version {}, expected {expected})",
             before.version
         )));
+    }
+    let unchanged = name.as_ref().is_none_or(|v| *v == before.name)
+        && description
+            .as_ref()
+            .is_none_or(|v| *v == before.description)
+        && category.as_ref().is_none_or(|v| *v == before.category)
+        && unit.as_ref().is_none_or(|v| *v == before.unit)
+        && low_stock_threshold.is_none_or(|v| v == before.low_stock_threshold);
+    if unchanged {
+        // Nothing to write: the version stays, so other clients' expectedVersion stays valid.
+        return Ok(before);
     }
     let mut active: product::ActiveModel = before.clone().into();
     if let Some(v) = name {

@@ -29,7 +29,7 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 100;
 pub struct MovementInput {
     pub product_id: Uuid,
     pub kind: MovementKind,
-    pub quantity: i32,
+    pub quantity: i64,
     pub note: Option<String>,
     pub reference: Option<String>,
     pub idempotency_key: Option<String>,
@@ -65,7 +65,13 @@ impl ValidMovement {
 }
 
 pub fn validate(input: &MovementInput) -> AppResult<ValidMovement> {
-    let q = i64::from(input.quantity);
+    let q = input.quantity;
+    if q.unsigned_abs() > i32::MAX as u64 {
+        return Err(AppError::bad_input(
+            "quantity",
+            format!("quantity must be between -{0} and {0}", i32::MAX),
+        ));
+    }
     let delta = match input.kind {
         MovementKind::Inbound | MovementKind::Return if q > 0 => q,
         MovementKind::Outbound if q > 0 => -q,

@@ -15,7 +15,7 @@ use crate::entity::audit_log::{AuditAction, EntityType};
 use crate::entity::user::{self, Role};
 use crate::error::{AppError, AppResult, on_unique_violation};
 
-const MAX_EMAIL: usize = 254;
+pub const MAX_EMAIL: usize = 254;
 const MAX_DISPLAY_NAME: usize = 100;
 
 /// A light syntactic check: one `@`, a dot in the domain, no spaces.
@@ -138,18 +138,29 @@ pub async fn update(db: &Db, actor: &Actor, id: Uuid, patch: UserPatch) -> AppRe
         && before.is_active
         && (patch.role.is_some_and(|r| r != Role::Admin) || patch.is_active == Some(false));
     if loses_admin {
+        // Locks every active admin, so two admins demoting each other at
+        // once cannot both pass this check.
         let admins = user::Entity::find()
             .filter(user::Column::Role.eq(Role::Admin))
             .filter(user::Column::IsActive.eq(true))
-            .count(&*txn)
+            .lock_exclusive()
+            .all(&*txn)
             .await?;
-        if admins <= 1 {
+        if admins.len() <= 1 {
             return Err(AppError::conflict(
                 "the last active admin cannot be demoted or deactivated",
             ));
         }
     }
 
+    let unchanged = display_name
+        .as_ref()
+        .is_none_or(|n| *n == before.display_name)
+        && patch.role.is_none_or(|r| r == before.role)
+        && patch.is_active.is_none_or(|a| a == before.is_active);
+    if unchanged {
+        return Ok(before);
+    }
     let mut active: user::ActiveModel = before.clone().into();
     if let Some(n) = display_name {
         active.display_name = Set(n);

@@ -372,3 +372,62 @@ async fn login_is_rate_limited_per_client_ip_across_emails() {
         .await
         .expect_code("RATE_LIMITED");
 }
+
+#[tokio::test]
+async fn login_is_rate_limited_per_email_across_client_ips() {
+    let app = spawn_app_with(&[
+        ("THROTTLE_LOGIN_LIMIT", "3"),
+        ("THROTTLE_LOGIN_TTL", "60"),
+        ("TRUST_PROXY", "true"),
+    ])
+    .await;
+    let q = "mutation($i: LoginInput!) { login(input: $i) { accessToken } }";
+    let attempt = |ip: String| {
+        let app = &app;
+        async move {
+            app.post_graphql(
+                None,
+                q,
+                json!({ "i": { "email": ADMIN_EMAIL, "password": "wrong-password" } }),
+                &[("x-forwarded-for", ip.as_str())],
+            )
+            .await
+        }
+    };
+    for i in 0..3 {
+        attempt(format!("198.51.100.{i}"))
+            .await
+            .expect_code("UNAUTHENTICATED");
+    }
+    let limited = attempt("198.51.100.77".into()).await;
+    limited.expect_code("RATE_LIMITED");
+}
+
+#[tokio::test]
+async fn absurd_login_emails_are_refused_without_bloating_the_audit_log() {
+    let app = spawn_app().await;
+    let huge = format!("{}@test.local", "a".repeat(20_000));
+    app.login(&huge, "whatever-password")
+        .await
+        .expect_code("UNAUTHENTICATED");
+    app.login("nul\u{0}byte@test.local", "whatever-password")
+        .await
+        .expect_code("UNAUTHENTICATED");
+    let admin = app.admin_token().await;
+    let rows = app
+        .gql(
+            Some(&admin),
+            "{ auditLogs(filter: { action: LOGIN_FAILED }) { nodes { changes } } }",
+            json!({}),
+        )
+        .await;
+    let nodes = rows.data()["auditLogs"]["nodes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(nodes.len(), 2);
+    for n in nodes {
+        let email = n["changes"]["after"]["email"].as_str().unwrap();
+        assert!(email.chars().count() <= 254 && !email.contains('\u{0}'));
+    }
+}

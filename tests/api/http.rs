@@ -247,3 +247,62 @@ async fn instances_starting_together_migrate_and_seed_once() {
     assert_eq!(b.get("/api/v1/health").await.status(), 200);
     b.admin_token().await;
 }
+
+#[tokio::test]
+async fn nested_pages_are_refused_by_the_complexity_limit() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (_, viewer) = app.user_with_role(&admin, "VIEWER").await;
+    let fan_out = "{ products(first: 100) { nodes { movements(first: 100) { nodes { product { movements(first: 100) { nodes { id } } } } } } } }";
+    app.gql(Some(&viewer), fan_out, json!({}))
+        .await
+        .expect_code("BAD_USER_INPUT");
+    let full_page = "{ products(first: 100) { totalCount nodes { id sku name description category unit stock lowStockThreshold isLowStock version archivedAt createdAt updatedAt movements(first: 5) { nodes { id kind quantity balanceAfter } } } } }";
+    app.gql(Some(&viewer), full_page, json!({})).await.data();
+}
+
+#[tokio::test]
+async fn malformed_requests_get_a_coded_json_error() {
+    let app = spawn_app().await;
+    for body in ["{not json", r#"[{"query":"{ health { status } }"}]"#] {
+        let resp = app
+            .client
+            .post(format!("{}/graphql", app.address))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        let json: Value = resp.json().await.unwrap();
+        assert_eq!(
+            json["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_client_ip_is_the_last_forwarded_entry() {
+    let app = spawn_app_with(&[("TRUST_PROXY", "true")]).await;
+    let r = app
+        .post_graphql(
+            None,
+            "mutation { login(input: { email: \"admin@test.local\", password: \"admin-password-123\" }) { accessToken } }",
+            json!({}),
+            &[("x-forwarded-for", "6.6.6.6, 203.0.113.7")],
+        )
+        .await;
+    let token = r.data()["login"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let logins = app
+        .gql(
+            Some(&token),
+            "{ auditLogs(filter: { action: LOGIN }) { nodes { ip } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(logins.data()["auditLogs"]["nodes"][0]["ip"], "203.0.113.7");
+}

@@ -120,6 +120,14 @@ async fn bad_product_input_names_the_field_and_writes_nothing() {
         ),
         (json!({ "sku": "OK-1", "name": "N", "unit": "" }), "unit"),
         (
+            json!({ "sku": "OK-1", "name": "N", "initialStock": 3_000_000_000i64 }),
+            "initialStock",
+        ),
+        (
+            json!({ "sku": "OK-1", "name": "N", "lowStockThreshold": 3_000_000_000i64 }),
+            "lowStockThreshold",
+        ),
+        (
             json!({ "sku": "OK-1", "name": "N", "description": "d".repeat(2001) }),
             "description",
         ),
@@ -324,4 +332,26 @@ async fn filters_match_search_category_and_low_stock() {
         .await;
     assert_eq!(skus(&r), ["BOLT-1"]);
     assert_eq!(r.data()["products"]["totalCount"], 1);
+}
+
+#[tokio::test]
+async fn an_update_that_changes_nothing_keeps_the_version_and_writes_no_audit_row() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let id = app.create_product(&admin, "NOOP-1", 0).await;
+    let audit_before = app.count("SELECT COUNT(*) FROM audit_logs").await;
+    for input in [json!({}), json!({ "name": "Product NOOP-1" })] {
+        let r = app
+            .gql(
+                Some(&admin),
+                UPDATE,
+                json!({ "id": id, "i": input, "v": 1 }),
+            )
+            .await;
+        assert_eq!(r.data()["updateProduct"]["version"], 1);
+    }
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_logs").await,
+        audit_before
+    );
 }

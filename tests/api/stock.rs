@@ -529,3 +529,30 @@ async fn racing_replays_of_an_outbound_that_empties_stock_all_get_the_first_move
     );
     ledger_is_clean(&app).await;
 }
+
+#[tokio::test]
+async fn a_quantity_beyond_32_bits_names_the_field() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "BIG-1", 0).await;
+    let r = app
+        .record_movement(
+            &admin,
+            json!({ "productId": product, "kind": "INBOUND", "quantity": 3_000_000_000i64 }),
+        )
+        .await;
+    let err = r.expect_code("BAD_USER_INPUT");
+    assert_eq!(err["extensions"]["field"], "quantity", "{err}");
+    let inline = app
+        .gql(
+            Some(&admin),
+            &format!("mutation {{ recordStockMovement(input: {{ productId: \"{product}\", kind: INBOUND, quantity: 3000000000 }}) {{ id }} }}"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        inline.expect_code("BAD_USER_INPUT")["extensions"]["field"],
+        "quantity"
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM stock_movements").await, 0);
+}
