@@ -12,7 +12,6 @@
 
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
 use sea_orm::{
@@ -43,10 +42,6 @@ impl Db {
             .acquire_timeout(config.db_acquire_timeout)
             .connect_timeout(config.db_acquire_timeout)
             .connect_lazy(true)
-            // Pinging every connection on checkout doubles the round trips of
-            // every query; only connections idle long enough to have been
-            // dropped by a server restart, a proxy or a firewall are checked.
-            .test_before_acquire_if_idle_for(Duration::from_secs(30))
             .sqlx_logging(false);
         let sqlite = config.is_sqlite();
         if sqlite {

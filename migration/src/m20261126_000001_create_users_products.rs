@@ -46,6 +46,7 @@ pub enum Products {
     ArchivedAt,
     CreatedAt,
     UpdatedAt,
+    SearchKey,
 }
 
 #[async_trait::async_trait]
@@ -129,6 +130,10 @@ impl MigrationTrait for Migration {
                     .col(timestamp_with_time_zone_null(Products::ArchivedAt))
                     .col(timestamp_with_time_zone(Products::CreatedAt))
                     .col(timestamp_with_time_zone(Products::UpdatedAt))
+                    // Lowercased (Unicode) SKU and name, written by the
+                    // application: SQLite's lower() folds ASCII only, so
+                    // searching lower(name) would differ between databases.
+                    .col(text(Products::SearchKey).default(""))
                     .to_owned(),
             )
             .await?;

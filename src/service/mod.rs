@@ -9,7 +9,7 @@ pub mod products;
 pub mod stock;
 pub mod users;
 
-use sea_orm::sea_query::{Expr, ExprTrait, Func, IntoColumnRef, LikeExpr, SimpleExpr};
+use sea_orm::sea_query::{Expr, ExprTrait, IntoColumnRef, LikeExpr, SimpleExpr};
 use uuid::Uuid;
 
 use crate::entity::user::Role;
@@ -161,14 +161,13 @@ fn checked_text(field: &str, value: &str, max: usize) -> AppResult<String> {
     Ok(value.to_string())
 }
 
-/// `lower(column) LIKE pattern` for a case-insensitive substring match, with
-/// the user's `%`, `_` and `\` taken literally.
+/// A substring match of `needle`, lowercased, against a column that holds
+/// lowercased text; the user's `%`, `_` and `\` are taken literally.
 pub fn contains_ci(column: impl IntoColumnRef, needle: &str) -> SimpleExpr {
     let escaped = needle
         .to_lowercase()
         .replace('\\', "\\\\")
         .replace('%', "\\%")
         .replace('_', "\\_");
-    Expr::expr(Func::lower(Expr::col(column)))
-        .like(LikeExpr::new(format!("%{escaped}%")).escape('\\'))
+    Expr::col(column).like(LikeExpr::new(format!("%{escaped}%")).escape('\\'))
 }

@@ -4,8 +4,8 @@
 use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Select,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -83,6 +83,11 @@ pub struct ProductFilter {
     pub include_archived: bool,
 }
 
+/// What `search` matches against: SKU and name, lowercased with Unicode rules.
+fn search_key(sku: &str, name: &str) -> String {
+    format!("{sku}\n{name}").to_lowercase()
+}
+
 /// The audited fields of a product.
 fn snapshot(p: &product::Model) -> Value {
     json!({
@@ -142,6 +147,7 @@ pub async fn create(db: &Db, actor: &Actor, input: NewProduct) -> AppResult<prod
     let now = Utc::now();
     let created = product::ActiveModel {
         id: Set(Uuid::now_v7()),
+        search_key: Set(search_key(&sku, &name)),
         sku: Set(sku.clone()),
         name: Set(name),
         description: Set(description),
@@ -239,6 +245,7 @@ pub async fn update(
     }
     let mut active: product::ActiveModel = before.clone().into();
     if let Some(v) = name {
+        active.search_key = Set(search_key(&before.sku, &v));
         active.name = Set(v);
     }
     if let Some(v) = description {
@@ -332,11 +339,7 @@ fn filtered(filter: &ProductFilter) -> Select<product::Entity> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
     {
-        q = q.filter(
-            Condition::any()
-                .add(contains_ci(product::Column::Sku, search))
-                .add(contains_ci(product::Column::Name, search)),
-        );
+        q = q.filter(contains_ci(product::Column::SearchKey, search));
     }
     if let Some(category) = filter
         .category

@@ -205,7 +205,7 @@ async fn apply_hashed(
          WHERE id = $3 AND archived_at IS NULL \
          AND stock + $1 >= 0 AND stock + $1 <= 2147483647 \
          RETURNING id, sku, name, description, category, unit, stock, \
-         low_stock_threshold, version, archived_at, created_at, updated_at",
+         low_stock_threshold, version, archived_at, created_at, updated_at, search_key",
         [
             Value::from(movement.delta),
             Value::from(now),

@@ -306,3 +306,35 @@ async fn behind_a_trusted_proxy_the_client_ip_is_the_last_forwarded_entry() {
         .await;
     assert_eq!(logins.data()["auditLogs"]["nodes"][0]["ip"], "203.0.113.7");
 }
+
+#[tokio::test]
+async fn the_server_recovers_when_database_connections_are_cut() {
+    if !crate::helpers::is_postgres() {
+        // SQLite is a file in the process: there is no server to lose.
+        return;
+    }
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    app.create_product(&admin, "CUT-1", 1).await;
+    // What a database restart does to every pooled connection.
+    let name = app.database_url.rsplit('/').next().unwrap().to_string();
+    let killer = sea_orm::Database::connect(std::env::var("STOCKROOM_TEST_POSTGRES_URL").unwrap())
+        .await
+        .unwrap();
+    use sea_orm::ConnectionTrait;
+    killer
+        .execute_unprepared(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(app.get("/api/v1/health").await.status(), 200);
+    let r = app
+        .gql(
+            Some(&admin),
+            "{ productBySku(sku: \"CUT-1\") { stock } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.data()["productBySku"]["stock"], 1);
+}

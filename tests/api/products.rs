@@ -286,6 +286,7 @@ async fn filters_match_search_category_and_low_stock() {
         ("BOLT-1", "Steel bolt", "hardware", 10, 5),
         ("NUT-1", "Steel nut", "hardware", 0, 50),
         ("TAPE-1", "Duct tape 50%", "supplies", 2, 20),
+        ("OEL-1", "Ärger-Öl", "supplies", 0, 1),
     ] {
         app.gql(
             Some(&admin),
@@ -319,6 +320,14 @@ async fn filters_match_search_category_and_low_stock() {
         .gql(Some(&admin), LIST, json!({ "f": { "search": "%" } }))
         .await;
     assert_eq!(skus(&r), ["TAPE-1"], "% alone is literal too");
+    let r = app
+        .gql(Some(&admin), LIST, json!({ "f": { "search": "äRGER-öl" } }))
+        .await;
+    assert_eq!(
+        skus(&r),
+        ["OEL-1"],
+        "Unicode case folding on both databases"
+    );
     let r = app
         .gql(
             Some(&admin),
