@@ -3,14 +3,12 @@
 //! deletes a row.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Select,
-};
+use sea_orm::Order;
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Select};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Actor, Page, PageRequest};
+use super::{Actor, Page, PageRequest, paginate};
 use crate::entity::audit_log::{self, AuditAction, EntityType};
 use crate::error::AppResult;
 
@@ -115,15 +113,12 @@ pub async fn list(
     filter: &AuditFilter,
     page: PageRequest,
 ) -> AppResult<Page<audit_log::Model>> {
-    let total = page.total(filtered(filter).count(conn)).await?;
-    let mut q = filtered(filter);
-    if let Some(after) = page.after {
-        q = q.filter(audit_log::Column::Id.lt(after));
-    }
-    let rows = q
-        .order_by_desc(audit_log::Column::Id)
-        .limit(page.first + 1)
-        .all(conn)
-        .await?;
-    Ok(Page::from_rows(rows, page, total))
+    paginate(
+        conn,
+        filtered(filter),
+        audit_log::Column::Id,
+        Order::Desc,
+        page,
+    )
+    .await
 }

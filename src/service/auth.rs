@@ -356,19 +356,25 @@ pub async fn login(
     })
 }
 
+/// The stored row of a presented refresh token; unknown is UNAUTHENTICATED.
+async fn find_refresh_token(
+    conn: &impl ConnectionTrait,
+    token: &str,
+) -> AppResult<refresh_token::Model> {
+    refresh_token::Entity::find()
+        .filter(refresh_token::Column::TokenHash.eq(token_hash(token)))
+        .one(conn)
+        .await?
+        .ok_or_else(|| AppError::Unauthenticated(INVALID_REFRESH.into()))
+}
+
 /// Rotates a refresh token: the presented one stops working and a new one is
 /// issued. Presenting a token that was already rotated is treated as theft:
 /// every session of its user is revoked.
 #[tracing::instrument(skip_all)]
 pub async fn refresh(state: &AppState, token: &str) -> AppResult<Session> {
     let txn = state.db.begin_write().await?;
-    let Some(row) = refresh_token::Entity::find()
-        .filter(refresh_token::Column::TokenHash.eq(token_hash(token)))
-        .one(&*txn)
-        .await?
-    else {
-        return Err(AppError::Unauthenticated(INVALID_REFRESH.into()));
-    };
+    let row = find_refresh_token(&*txn, token).await?;
     if row.revoked_at.is_some() {
         if row.replaced_by.is_some() {
             let revoked = revoke_all_refresh_tokens(&*txn, row.user_id).await?;
@@ -411,13 +417,7 @@ pub async fn refresh(state: &AppState, token: &str) -> AppResult<Session> {
 #[tracing::instrument(skip_all)]
 pub async fn logout(state: &AppState, token: &str, meta: RequestMeta) -> AppResult<bool> {
     let txn = state.db.begin_write().await?;
-    let Some(row) = refresh_token::Entity::find()
-        .filter(refresh_token::Column::TokenHash.eq(token_hash(token)))
-        .one(&*txn)
-        .await?
-    else {
-        return Err(AppError::Unauthenticated(INVALID_REFRESH.into()));
-    };
+    let row = find_refresh_token(&*txn, token).await?;
     if row.revoked_at.is_some() {
         return Ok(true);
     }

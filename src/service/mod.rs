@@ -10,6 +10,10 @@ pub mod stock;
 pub mod users;
 
 use sea_orm::sea_query::{Expr, ExprTrait, IntoColumnRef, LikeExpr, SimpleExpr};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Select,
+};
 use uuid::Uuid;
 
 use crate::entity::user::Role;
@@ -96,6 +100,36 @@ impl PageRequest {
             Ok(0)
         }
     }
+}
+
+/// Runs one page of `query`, keyed by the time-ordered id column: oldest
+/// first with `Order::Asc`, newest first with `Order::Desc`.
+pub async fn paginate<E, C>(
+    conn: &impl ConnectionTrait,
+    query: Select<E>,
+    id: C,
+    order: Order,
+    page: PageRequest,
+) -> AppResult<Page<E::Model>>
+where
+    E: EntityTrait,
+    E::Model: Sync,
+    C: ColumnTrait,
+{
+    let total = page.total(query.clone().count(conn)).await?;
+    let mut q = query;
+    if let Some(after) = page.after {
+        q = q.filter(match order {
+            Order::Desc => id.lt(after),
+            _ => id.gt(after),
+        });
+    }
+    let rows = q
+        .order_by(id, order)
+        .limit(page.first + 1)
+        .all(conn)
+        .await?;
+    Ok(Page::from_rows(rows, page, total))
 }
 
 /// One page of rows, plus what a Relay connection needs.

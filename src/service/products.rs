@@ -2,17 +2,18 @@
 //! [`super::stock`].
 
 use chrono::Utc;
+use sea_orm::Order;
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Select,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QuerySelect, Select,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
 use super::stock::{self, MovementInput};
-use super::{Actor, Page, PageRequest, contains_ci, optional_text, required_text};
+use super::{Actor, Page, PageRequest, contains_ci, optional_text, paginate, required_text};
 use crate::db::Db;
 use crate::entity::audit_log::{AuditAction, EntityType};
 use crate::entity::product;
@@ -363,15 +364,12 @@ pub async fn list(
     filter: &ProductFilter,
     page: PageRequest,
 ) -> AppResult<Page<product::Model>> {
-    let total = page.total(filtered(filter).count(conn)).await?;
-    let mut q = filtered(filter);
-    if let Some(after) = page.after {
-        q = q.filter(product::Column::Id.gt(after));
-    }
-    let rows = q
-        .order_by_asc(product::Column::Id)
-        .limit(page.first + 1)
-        .all(conn)
-        .await?;
-    Ok(Page::from_rows(rows, page, total))
+    paginate(
+        conn,
+        filtered(filter),
+        product::Column::Id,
+        Order::Asc,
+        page,
+    )
+    .await
 }

@@ -5,16 +5,17 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use sea_orm::Order;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Select, Statement, Value,
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, Select,
+    Statement, Value,
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
-use super::{Actor, Page, PageRequest, optional_text};
+use super::{Actor, Page, PageRequest, optional_text, paginate};
 use crate::db::Db;
 use crate::entity::audit_log::{AuditAction, EntityType};
 use crate::entity::product;
@@ -339,17 +340,14 @@ pub async fn list(
     filter: &MovementFilter,
     page: PageRequest,
 ) -> AppResult<Page<stock_movement::Model>> {
-    let total = page.total(filtered(filter).count(conn)).await?;
-    let mut q = filtered(filter);
-    if let Some(after) = page.after {
-        q = q.filter(stock_movement::Column::Id.lt(after));
-    }
-    let rows = q
-        .order_by_desc(stock_movement::Column::Id)
-        .limit(page.first + 1)
-        .all(conn)
-        .await?;
-    Ok(Page::from_rows(rows, page, total))
+    paginate(
+        conn,
+        filtered(filter),
+        stock_movement::Column::Id,
+        Order::Desc,
+        page,
+    )
+    .await
 }
 
 /// The first page of movements of several products at once (newest first),

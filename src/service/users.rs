@@ -1,15 +1,16 @@
 //! User accounts: creation, updates, listing, and seeding the first admin.
 
 use chrono::Utc;
+use sea_orm::Order;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    QueryFilter, QuerySelect,
 };
 use serde_json::json;
 use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
-use super::{Actor, Page, PageRequest, auth, required_text};
+use super::{Actor, Page, PageRequest, auth, paginate, required_text};
 use crate::db::Db;
 use crate::entity::audit_log::{AuditAction, EntityType};
 use crate::entity::user::{self, Role};
@@ -199,17 +200,14 @@ pub async fn get(conn: &impl ConnectionTrait, id: Uuid) -> AppResult<Option<user
 
 /// Oldest first.
 pub async fn list(conn: &impl ConnectionTrait, page: PageRequest) -> AppResult<Page<user::Model>> {
-    let total = page.total(user::Entity::find().count(conn)).await?;
-    let mut q = user::Entity::find();
-    if let Some(after) = page.after {
-        q = q.filter(user::Column::Id.gt(after));
-    }
-    let rows = q
-        .order_by_asc(user::Column::Id)
-        .limit(page.first + 1)
-        .all(conn)
-        .await?;
-    Ok(Page::from_rows(rows, page, total))
+    paginate(
+        conn,
+        user::Entity::find(),
+        user::Column::Id,
+        Order::Asc,
+        page,
+    )
+    .await
 }
 
 /// What seeding did.
