@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use migration::{Migrator, MigratorTrait};
+use sea_orm::ConnectionTrait as _;
 
 use crate::config::{Config, VARIABLES};
 use crate::db::Db;
@@ -44,6 +45,13 @@ pub enum Command {
     },
     /// Check that every product's stock equals the sum of its movements; exit 1 on drift.
     VerifyLedger,
+    /// SQLite: write a consistent copy of the live database to a new file (VACUUM INTO).
+    /// PostgreSQL deployments use pg_dump.
+    Backup {
+        /// The file to create; an existing file is never overwritten.
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -125,8 +133,31 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             }
             Ok(ExitCode::FAILURE)
         }
+        Command::Backup { to } => backup(&config, &to).await,
         Command::CheckConfig | Command::ExportSchema { .. } => Ok(ExitCode::SUCCESS),
     }
+}
+
+async fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<ExitCode> {
+    if !config.is_sqlite() {
+        eprintln!(
+            "backup copies SQLite databases; for PostgreSQL use: pg_dump -Fc -d \"$DATABASE_URL\" -f FILE"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    if to.exists() {
+        eprintln!("{} exists: choose a new file", to.display());
+        return Ok(ExitCode::FAILURE);
+    }
+    let target = to.to_string_lossy().replace('\'', "''");
+    let db = Db::connect(config).await?;
+    // One consistent snapshot, taken while the server keeps serving (WAL).
+    db.conn()
+        .execute_unprepared(&format!("VACUUM INTO '{target}'"))
+        .await?;
+    db.close().await?;
+    println!("backup written to {}", to.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn migrate(action: MigrateAction, config: &Config) -> anyhow::Result<ExitCode> {

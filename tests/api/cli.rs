@@ -142,3 +142,102 @@ fn seed_in_production_without_admin_password_fails() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ADMIN_PASSWORD"));
 }
+
+#[tokio::test]
+async fn a_backup_restores_whole_and_passes_the_checks() {
+    if crate::helpers::is_postgres() {
+        // PostgreSQL is backed up with pg_dump; `backup` says so and exits 1.
+        return;
+    }
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "BACKUP-1", 12).await;
+    app.record_movement(
+        &admin,
+        serde_json::json!({ "productId": product, "kind": "OUTBOUND", "quantity": 5 }),
+    )
+    .await
+    .data();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("copy.db");
+    let out = stockroom_bin()
+        .args(["backup", "--to"])
+        .arg(&file)
+        .env("DATABASE_URL", &app.database_url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = stockroom_bin()
+        .args(["backup", "--to"])
+        .arg(&file)
+        .env("DATABASE_URL", &app.database_url)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1), "never overwrites");
+
+    let restored = format!("sqlite://{}?mode=rw", file.display());
+    for args in [["migrate", "status"], ["verify-ledger", ""]] {
+        let out = stockroom_bin()
+            .args(args.iter().filter(|a| !a.is_empty()))
+            .env("DATABASE_URL", &restored)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let db = sea_orm::Database::connect(&restored).await.unwrap();
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    assert_eq!(
+        stockroom::entity::product::Entity::find()
+            .count(&db)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        stockroom::entity::stock_movement::Entity::find()
+            .count(&db)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        stockroom::entity::audit_log::Entity::find()
+            .count(&db)
+            .await
+            .unwrap() as i64,
+        app.count("SELECT COUNT(*) FROM audit_logs").await
+    );
+}
+
+#[tokio::test]
+async fn migrate_status_reports_pending_after_a_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/m.db?mode=rwc", dir.path().display());
+    let run = |args: &[&str]| {
+        stockroom_bin()
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["migrate", "up"]).status.success());
+    assert!(run(&["migrate", "down", "--steps", "1"]).status.success());
+    let pending = run(&["migrate", "status"]);
+    assert_eq!(pending.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&pending.stdout).contains("1 pending"));
+    assert_eq!(
+        run(&["migrate", "fresh"]).status.code(),
+        Some(1),
+        "fresh needs --yes"
+    );
+    assert!(run(&["migrate", "up"]).status.success());
+    assert!(run(&["migrate", "status"]).status.success());
+}
