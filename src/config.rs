@@ -67,6 +67,7 @@ pub struct Config {
     pub db_max_connections: u32,
     pub db_acquire_timeout: Duration,
     pub db_busy_timeout: Duration,
+    pub db_slow_query: Duration,
     pub auto_migrate: bool,
     pub jwt_secret: Secret,
     pub jwt_secret_source: SecretSource,
@@ -149,6 +150,12 @@ pub const VARIABLES: &[Variable] = &[
         "5000",
         false,
         "SQLite only: how long a writer waits for the database lock",
+    ),
+    var(
+        "DB_SLOW_QUERY_MS",
+        "500",
+        false,
+        "statements slower than this are logged at WARN with their SQL (never their values)",
     ),
     var(
         "AUTO_MIGRATE",
@@ -394,6 +401,7 @@ impl Config {
             db_max_connections: p.number("DB_MAX_CONNECTIONS", 1, 1000) as u32,
             db_acquire_timeout: p.millis("DB_ACQUIRE_TIMEOUT_MS"),
             db_busy_timeout: p.millis("DB_BUSY_TIMEOUT_MS"),
+            db_slow_query: p.millis("DB_SLOW_QUERY_MS"),
             auto_migrate: p.boolean("AUTO_MIGRATE"),
             jwt_secret,
             jwt_secret_source,
@@ -462,6 +470,7 @@ impl Config {
                     "DB_MAX_CONNECTIONS" => self.db_max_connections.to_string(),
                     "DB_ACQUIRE_TIMEOUT_MS" => millis(self.db_acquire_timeout),
                     "DB_BUSY_TIMEOUT_MS" => millis(self.db_busy_timeout),
+                    "DB_SLOW_QUERY_MS" => millis(self.db_slow_query),
                     "AUTO_MIGRATE" => self.auto_migrate.to_string(),
                     "JWT_SECRET" => match self.jwt_secret_source {
                         SecretSource::Configured => masked(&self.jwt_secret),

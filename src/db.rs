@@ -12,6 +12,7 @@
 
 use std::ops::Deref;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
 use sea_orm::{
@@ -30,6 +31,7 @@ const SCHEMA_LOCK_KEY: i64 = 0x73746f636b726f6f;
 pub struct Db {
     conn: DatabaseConnection,
     write_lock: Option<Arc<Mutex<()>>>,
+    statements: Arc<AtomicU64>,
 }
 
 impl Db {
@@ -53,15 +55,36 @@ impl Db {
                     .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
             });
         }
-        let conn = Database::connect(opts).await?;
+        let mut conn = Database::connect(opts).await?;
+        let statements = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&statements);
+        let slow = config.db_slow_query;
+        conn.set_metric_callback(move |info| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            if info.elapsed >= slow {
+                let sql: String = info.statement.sql.chars().take(300).collect();
+                tracing::warn!(
+                    elapsed_ms = info.elapsed.as_millis() as u64,
+                    failed = info.failed,
+                    sql,
+                    "slow database statement"
+                );
+            }
+        });
         Ok(Self {
             conn,
             write_lock: sqlite.then(|| Arc::new(Mutex::new(()))),
+            statements,
         })
     }
 
     pub fn conn(&self) -> &DatabaseConnection {
         &self.conn
+    }
+
+    /// Statements run through this pool so far, transactions included.
+    pub fn statements_run(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
     }
 
     pub fn backend(&self) -> DbBackend {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
@@ -95,18 +95,31 @@ impl Loader<MovementPageKey> for MovementPageLoader {
     }
 }
 
+/// Per request, with a cache: a key is loaded once per request at most.
 pub struct Loaders {
-    pub products: DataLoader<ProductLoader>,
-    pub users: DataLoader<UserLoader>,
-    pub movements: DataLoader<MovementPageLoader>,
+    pub products: DataLoader<ProductLoader, HashMapCache>,
+    pub users: DataLoader<UserLoader, HashMapCache>,
+    pub movements: DataLoader<MovementPageLoader, HashMapCache>,
 }
 
 impl Loaders {
     pub fn new(db: &Db) -> Self {
         Self {
-            products: DataLoader::new(ProductLoader(db.clone()), tokio::spawn),
-            users: DataLoader::new(UserLoader(db.clone()), tokio::spawn),
-            movements: DataLoader::new(MovementPageLoader(db.clone()), tokio::spawn),
+            products: DataLoader::with_cache(
+                ProductLoader(db.clone()),
+                tokio::spawn,
+                HashMapCache::default(),
+            ),
+            users: DataLoader::with_cache(
+                UserLoader(db.clone()),
+                tokio::spawn,
+                HashMapCache::default(),
+            ),
+            movements: DataLoader::with_cache(
+                MovementPageLoader(db.clone()),
+                tokio::spawn,
+                HashMapCache::default(),
+            ),
         }
     }
 }

@@ -556,3 +556,49 @@ async fn a_quantity_beyond_32_bits_names_the_field() {
     );
     assert_eq!(app.count("SELECT COUNT(*) FROM stock_movements").await, 0);
 }
+
+/// Statements one query costs, read from the pool's own counter.
+async fn statements_for(app: &TestApp, token: &str, query: &str) -> u64 {
+    let before = app.state.db.statements_run();
+    app.gql(Some(token), query, json!({})).await.data();
+    app.state.db.statements_run() - before
+}
+
+#[tokio::test]
+async fn relation_fields_cost_the_same_queries_for_5_rows_as_for_40() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    // Warm the user cache so authentication costs nothing in either count.
+    app.gql(Some(&admin), "{ me { id } }", json!({}))
+        .await
+        .data();
+    let movements =
+        "{ stockMovements(first: 100) { nodes { id product { sku } createdBy { email } } } }";
+    let products = "{ products(first: 100) { nodes { sku movements(first: 3) { totalCount nodes { createdBy { email } } } } } }";
+    let audit = "{ auditLogs(first: 100) { nodes { id actor { email } } } }";
+
+    for i in 0..5 {
+        app.create_product(&admin, &format!("NPLUS-{i}"), 1).await;
+    }
+    let small = (
+        statements_for(&app, &admin, movements).await,
+        statements_for(&app, &admin, products).await,
+        statements_for(&app, &admin, audit).await,
+    );
+    for i in 5..40 {
+        app.create_product(&admin, &format!("NPLUS-{i}"), 1).await;
+    }
+    let large = (
+        statements_for(&app, &admin, movements).await,
+        statements_for(&app, &admin, products).await,
+        statements_for(&app, &admin, audit).await,
+    );
+    // A loader batch may split in two when rows resolve over more than its
+    // 1 ms window; a query per row would add 35.
+    let grew = |s: u64, l: u64| l <= s + 1;
+    assert!(
+        grew(small.0, large.0) && grew(small.1, large.1) && grew(small.2, large.2),
+        "statements for 5 rows {small:?} vs 40 rows {large:?}"
+    );
+    assert!(large.0 <= 4 && large.1 <= 5 && large.2 <= 3, "{large:?}");
+}
