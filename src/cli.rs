@@ -149,13 +149,40 @@ async fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<ExitCod
         eprintln!("{} exists: choose a new file", to.display());
         return Ok(ExitCode::FAILURE);
     }
-    let target = to.to_string_lossy().replace('\'', "''");
+    let Some(target) = std::path::absolute(to)?
+        .to_str()
+        .map(|s| s.replace('\'', "''"))
+    else {
+        eprintln!("{}: the backup path must be valid UTF-8", to.display());
+        return Ok(ExitCode::FAILURE);
+    };
     let db = Db::connect(config).await?;
+    // A wrong DATABASE_URL (or cron in another directory) opens a new, empty
+    // database: refuse to back that up as if it were the real one.
+    let migrated = db
+        .conn()
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.backend(),
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seaql_migrations'",
+        ))
+        .await?
+        .is_some();
+    if !migrated {
+        eprintln!(
+            "no Stockroom database at {}: nothing backed up",
+            crate::config::mask_url(config.database_url.expose())
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     // One consistent snapshot, taken while the server keeps serving (WAL).
     db.conn()
         .execute_unprepared(&format!("VACUUM INTO '{target}'"))
         .await?;
     db.close().await?;
+    if !to.is_file() {
+        eprintln!("backup reported success but {} is missing", to.display());
+        return Ok(ExitCode::FAILURE);
+    }
     println!("backup written to {}", to.display());
     Ok(ExitCode::SUCCESS)
 }

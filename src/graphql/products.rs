@@ -125,7 +125,7 @@ impl ProductsMutation {
         ctx: &Context<'_>,
         id: ID,
         input: UpdateProductInput,
-        expected_version: Option<i32>,
+        expected_version: Option<i64>,
     ) -> async_graphql::Result<Product> {
         let id = parse_id("id", &id).map_err(gql)?;
         let actor = actor(ctx).await.map_err(gql)?;

@@ -11,21 +11,25 @@ use crate::error::AppError;
 
 /// The client's address as the rate limiter and the audit log see it. Behind a
 /// trusted proxy it is the last `X-Forwarded-For` entry: the one that proxy
-/// appended. Earlier entries come from the client and prove nothing.
+/// appended (on the last header line, for proxies that add a line of their
+/// own). Earlier entries come from the client and prove nothing. One trusted
+/// hop is assumed.
 #[derive(Clone, Debug)]
 pub struct ClientIp(pub String);
 
 fn client_ip(req: &Request, trust_proxy: bool) -> String {
     if trust_proxy
-        && let Some(first) = req
+        && let Some(last) = req
             .headers()
-            .get("x-forwarded-for")
+            .get_all("x-forwarded-for")
+            .iter()
+            .next_back()
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').next())
             .map(str::trim)
             .filter(|s| !s.is_empty())
     {
-        return first.to_string();
+        return last.to_string();
     }
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()

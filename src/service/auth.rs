@@ -280,7 +280,7 @@ pub async fn login(
         .collect();
     state.limiters.check_login(meta.ip.as_deref(), &email)?;
 
-    let found = if well_formed && password.len() <= MAX_PASSWORD_BYTES {
+    let found = if well_formed {
         user::Entity::find()
             .filter(user::Column::Email.eq(email.as_str()))
             .one(state.db.conn())
@@ -290,11 +290,15 @@ pub async fn login(
     };
     let failure = match &found {
         None => {
-            verify_password(dummy_hash().await?, password).await?;
+            if password.len() <= MAX_PASSWORD_BYTES {
+                verify_password(dummy_hash().await?, password).await?;
+            }
             Some("unknown email")
         }
         Some(u) => {
-            if !verify_password(&u.password_hash, password).await? {
+            if password.len() > MAX_PASSWORD_BYTES {
+                Some("password too long")
+            } else if !verify_password(&u.password_hash, password).await? {
                 Some("wrong password")
             } else if !u.is_active {
                 Some("account deactivated")

@@ -195,11 +195,16 @@ fn checked_text(field: &str, value: &str, max: usize) -> AppResult<String> {
     Ok(value.to_string())
 }
 
+/// Lowercases character by character (no context rules such as a final
+/// sigma), so a stored key and a search fold the same way.
+pub fn fold_case(text: &str) -> String {
+    text.chars().flat_map(char::to_lowercase).collect()
+}
+
 /// A substring match of `needle`, lowercased, against a column that holds
 /// lowercased text; the user's `%`, `_` and `\` are taken literally.
 pub fn contains_ci(column: impl IntoColumnRef, needle: &str) -> SimpleExpr {
-    let escaped = needle
-        .to_lowercase()
+    let escaped = fold_case(needle)
         .replace('\\', "\\\\")
         .replace('%', "\\%")
         .replace('_', "\\_");

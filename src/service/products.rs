@@ -86,7 +86,7 @@ pub struct ProductFilter {
 
 /// What `search` matches against: SKU and name, lowercased with Unicode rules.
 fn search_key(sku: &str, name: &str) -> String {
-    format!("{sku}\n{name}").to_lowercase()
+    super::fold_case(&format!("{sku}\n{name}"))
 }
 
 /// The audited fields of a product.
@@ -203,7 +203,7 @@ pub async fn update(
     actor: &Actor,
     id: Uuid,
     patch: ProductPatch,
-    expected_version: Option<i32>,
+    expected_version: Option<i64>,
 ) -> AppResult<product::Model> {
     let name = match &patch.name {
         Some(n) => Some(required_text("name", n, MAX_NAME)?),
@@ -226,7 +226,7 @@ pub async fn update(
     let txn = db.begin_write().await?;
     let before = live_for_update(&*txn, id).await?;
     if let Some(expected) = expected_version
-        && expected != before.version
+        && expected != i64::from(before.version)
     {
         return Err(AppError::conflict(format!(
             "product was changed by someone else (version {}, expected {expected})",

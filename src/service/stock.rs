@@ -149,9 +149,16 @@ pub async fn record(
         // On PostgreSQL a request racing one with the same key may have waited
         // on the product row and then failed (the unique key, or the stock the
         // first one used up): if the first one committed, answer with it.
-        (Err(err), Some(key)) => match find_by_key(db.conn(), actor.user_id, key).await? {
-            Some(existing) => replay(existing, &hash),
-            None => Err(err),
+        (
+            Err(
+                err @ (AppError::Conflict(_)
+                | AppError::InsufficientStock { .. }
+                | AppError::NotFound(_)),
+            ),
+            Some(key),
+        ) => match find_by_key(db.conn(), actor.user_id, key).await {
+            Ok(Some(existing)) => replay(existing, &hash),
+            _ => Err(err),
         },
         (result, _) => result,
     }

@@ -431,3 +431,22 @@ async fn absurd_login_emails_are_refused_without_bloating_the_audit_log() {
         assert!(email.chars().count() <= 254 && !email.contains('\u{0}'));
     }
 }
+
+#[tokio::test]
+async fn an_overlong_password_is_refused_and_audited_against_the_account() {
+    let app = spawn_app().await;
+    app.login(ADMIN_EMAIL, &"p".repeat(600))
+        .await
+        .expect_code("UNAUTHENTICATED");
+    let admin = app.admin_token().await;
+    let rows = app
+        .gql(
+            Some(&admin),
+            "{ auditLogs(filter: { action: LOGIN_FAILED }) { nodes { changes actor { email } } } }",
+            json!({}),
+        )
+        .await;
+    let row = &rows.data()["auditLogs"]["nodes"][0];
+    assert_eq!(row["changes"]["after"]["reason"], "password too long");
+    assert_eq!(row["actor"]["email"], ADMIN_EMAIL);
+}

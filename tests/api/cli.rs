@@ -241,3 +241,18 @@ async fn migrate_status_reports_pending_after_a_rollback() {
     assert!(run(&["migrate", "up"]).status.success());
     assert!(run(&["migrate", "status"]).status.success());
 }
+
+#[test]
+fn backup_refuses_a_database_that_is_not_stockroom() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/wrong.db?mode=rwc", dir.path().display());
+    let target = dir.path().join("copy.db");
+    let out = stockroom_bin()
+        .args(["backup", "--to"])
+        .arg(&target)
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!target.exists());
+}

@@ -338,3 +338,30 @@ async fn the_server_recovers_when_database_connections_are_cut() {
         .await;
     assert_eq!(r.data()["productBySku"]["stock"], 1);
 }
+
+#[tokio::test]
+async fn a_second_forwarded_for_line_from_the_proxy_wins_over_the_clients() {
+    let app = spawn_app_with(&[("TRUST_PROXY", "true")]).await;
+    let resp = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-for", "203.0.113.9")
+        .json(&json!({ "query": "mutation { login(input: { email: \"admin@test.local\", password: \"admin-password-123\" }) { accessToken } }" }))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    let token = body["data"]["login"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let logins = app
+        .gql(
+            Some(&token),
+            "{ auditLogs(filter: { action: LOGIN }) { nodes { ip } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(logins.data()["auditLogs"]["nodes"][0]["ip"], "203.0.113.9");
+}
