@@ -256,3 +256,23 @@ fn backup_refuses_a_database_that_is_not_stockroom() {
     assert_eq!(out.status.code(), Some(1));
     assert!(!target.exists());
 }
+
+#[test]
+fn env_example_and_readme_list_every_variable_with_its_default() {
+    let env_example = include_str!("../../.env.example");
+    let readme = include_str!("../../README.md");
+    for v in stockroom::config::VARIABLES {
+        let line = format!("\n{}={}\n", v.name, v.default);
+        assert!(
+            env_example.contains(&line),
+            ".env.example lacks `{}`",
+            line.trim()
+        );
+        let row = format!("| `{}` |", v.name);
+        assert!(
+            readme.contains(&row),
+            "README configuration table lacks {}",
+            v.name
+        );
+    }
+}
