@@ -34,7 +34,15 @@ export APP_ENV=development HOST=127.0.0.1 PORT DATABASE_URL \
   DB_MAX_CONNECTIONS="${DB_MAX_CONNECTIONS:-16}"
 "$BIN" serve >"$WORK/server.log" 2>&1 &
 SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
+cleanup() {
+  kill $SERVER 2>/dev/null || true
+  wait $SERVER 2>/dev/null || true
+  rm -rf "$WORK"
+  if [ "$DB_KIND" = postgres ]; then
+    psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS stockroom_bench WITH (FORCE)" >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT/api/v1/health/live" >/dev/null && break; sleep 0.1; done
 
 gql() {
