@@ -2,8 +2,10 @@
 //! `extensions.code` and HTTP status codes.
 
 use async_graphql::ErrorExtensions;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use sea_orm::DbErr;
+use serde_json::{Map, Value, json};
 
 pub type AppResult<T> = Result<T, AppError>;
 
@@ -119,50 +121,72 @@ pub fn is_check_violation(err: &DbErr) -> bool {
 impl ErrorExtensions for AppError {
     fn extend(&self) -> async_graphql::Error {
         self.log_if_internal();
-        let code = self.code();
         async_graphql::Error::new(self.to_string()).extend_with(|_, ext| {
-            ext.set("code", code);
-            match self {
-                AppError::BadInput { field, .. } => ext.set("field", field.as_str()),
-                AppError::InsufficientStock {
-                    available,
-                    requested,
-                } => {
-                    ext.set("available", *available);
-                    ext.set("requested", *requested);
+            for (key, value) in self.extensions() {
+                if let Ok(value) = async_graphql::Value::from_json(value) {
+                    ext.set(key, value);
                 }
-                AppError::RateLimited { retry_after_secs } => {
-                    ext.set("retryAfterSeconds", *retry_after_secs)
-                }
-                _ => {}
             }
         })
     }
 }
 
-impl axum::response::IntoResponse for AppError {
-    fn into_response(self) -> axum::response::Response {
-        self.log_if_internal();
-        let status = self.status();
-        let mut body = serde_json::json!({
-            "error": { "code": self.code(), "message": self.to_string() }
-        });
-        let mut response = match &self {
-            AppError::RateLimited { retry_after_secs } => {
-                body["error"]["retryAfterSeconds"] = (*retry_after_secs).into();
-                let mut r = (status, axum::Json(body)).into_response();
-                if let Ok(v) = retry_after_secs.to_string().parse() {
-                    r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
-                }
-                r
-            }
+impl AppError {
+    /// The contract's `extensions`: `code`, plus `field` for BAD_USER_INPUT,
+    /// `available`/`requested` for INSUFFICIENT_STOCK and `retryAfterSeconds`
+    /// for RATE_LIMITED. GraphQL errors and REST bodies both use it.
+    pub fn extensions(&self) -> Map<String, Value> {
+        let mut ext = Map::new();
+        ext.insert("code".into(), self.code().into());
+        match self {
             AppError::BadInput { field, .. } => {
-                body["error"]["field"] = field.as_str().into();
-                (status, axum::Json(body)).into_response()
+                ext.insert("field".into(), field.as_str().into());
             }
-            _ => (status, axum::Json(body)).into_response(),
-        };
-        response.extensions_mut().insert(self.code());
+            AppError::InsufficientStock {
+                available,
+                requested,
+            } => {
+                ext.insert("available".into(), (*available).into());
+                ext.insert("requested".into(), (*requested).into());
+            }
+            AppError::RateLimited { retry_after_secs } => {
+                ext.insert("retryAfterSeconds".into(), (*retry_after_secs).into());
+            }
+            _ => {}
+        }
+        ext
+    }
+
+    /// A whole GraphQL response carrying only this error, for requests
+    /// refused before GraphQL runs (rate limit, body limit, unparsable body).
+    pub fn into_graphql_response(self) -> Response {
+        self.log_if_internal();
+        let body = json!({
+            "errors": [{ "message": self.to_string(), "extensions": self.extensions() }]
+        });
+        self.respond(body)
+    }
+
+    /// Status, JSON body and, when rate limited, `Retry-After`.
+    fn respond(&self, body: Value) -> Response {
+        let mut response = (self.status(), axum::Json(body)).into_response();
+        if let AppError::RateLimited { retry_after_secs } = self {
+            set_retry_after(response.headers_mut(), *retry_after_secs);
+        }
         response
+    }
+}
+
+pub fn set_retry_after(headers: &mut HeaderMap, seconds: u64) {
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+}
+
+/// REST errors: `{"error": {"message": ..., "code": ..., <extensions>}}`.
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        self.log_if_internal();
+        let mut error = self.extensions();
+        error.insert("message".into(), self.to_string().into());
+        self.respond(json!({ "error": error }))
     }
 }

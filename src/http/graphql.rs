@@ -4,10 +4,11 @@ use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::Extension;
 use axum::extract::{State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::{ClientIp, HttpState, REQUEST_ID};
+use crate::error::{AppError, set_retry_after};
 use crate::graphql::{RequestContext, ensure_error_codes, loaders::Loaders};
 use crate::service::RequestMeta;
 
@@ -43,23 +44,15 @@ fn rejection(rejection: GraphQLRejection) -> Response {
         E::Io(err) => err.to_string().contains("length limit exceeded"),
         _ => false,
     };
-    let (status, code, message) = if too_large {
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
-            "request body is too large".to_string(),
-        )
+    let err = if too_large {
+        AppError::PayloadTooLarge("request body is too large".into())
     } else {
-        (
-            StatusCode::BAD_REQUEST,
-            "BAD_USER_INPUT",
+        AppError::bad_input(
+            "body",
             format!("malformed GraphQL request: {}", rejection.0),
         )
     };
-    let body = serde_json::json!({
-        "errors": [{ "message": message, "extensions": { "code": code } }]
-    });
-    (status, axum::Json(body)).into_response()
+    err.into_graphql_response()
 }
 
 pub async fn graphql_handler(
@@ -82,14 +75,15 @@ pub async fn graphql_handler(
         .data(Loaders::new(&state.app.db));
     let mut resp = state.schema.execute(req).await;
     ensure_error_codes(&mut resp.errors);
-    if let Some(retry) = resp.errors.iter().find_map(|e| {
-        let ext = e.extensions.as_ref()?;
-        (ext.get("code")? == &async_graphql::Value::from("RATE_LIMITED"))
-            .then(|| ext.get("retryAfterSeconds").map(ToString::to_string))
-            .flatten()
-    }) && let Ok(v) = header::HeaderValue::from_str(&retry)
+    if let Some(seconds) =
+        resp.errors
+            .iter()
+            .find_map(|e| match e.extensions.as_ref()?.get("retryAfterSeconds")? {
+                async_graphql::Value::Number(n) => n.as_u64(),
+                _ => None,
+            })
     {
-        resp.http_headers.insert(header::RETRY_AFTER, v);
+        set_retry_after(&mut resp.http_headers, seconds);
     }
     GraphQLResponse::from(resp).into_response()
 }

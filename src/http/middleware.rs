@@ -1,8 +1,7 @@
 use std::net::SocketAddr;
 
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -43,24 +42,11 @@ fn client_ip(req: &Request, trust_proxy: bool) -> String {
 pub async fn rate_limit(State(state): State<HttpState>, mut req: Request, next: Next) -> Response {
     let ip = client_ip(&req, state.app.config.trust_proxy);
     if let Err(err) = state.app.limiters.check_default(&ip) {
-        if req.uri().path().starts_with("/graphql") {
-            let retry = match &err {
-                AppError::RateLimited { retry_after_secs } => *retry_after_secs,
-                _ => 1,
-            };
-            let body = serde_json::json!({
-                "errors": [{
-                    "message": err.to_string(),
-                    "extensions": { "code": err.code(), "retryAfterSeconds": retry }
-                }]
-            });
-            let mut resp = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
-            if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return resp;
-        }
-        return err.into_response();
+        return if req.uri().path().starts_with("/graphql") {
+            err.into_graphql_response()
+        } else {
+            err.into_response()
+        };
     }
     req.extensions_mut().insert(ClientIp(ip));
     next.run(req).await
@@ -78,19 +64,7 @@ pub async fn json_payload_too_large(resp: Response) -> Response {
     {
         return resp;
     }
-    let body = serde_json::json!({
-        "errors": [{
-            "message": "request body is too large",
-            "extensions": { "code": "PAYLOAD_TOO_LARGE" }
-        }]
-    });
-    let (mut parts, _) = resp.into_parts();
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, Body::from(body.to_string()))
+    AppError::PayloadTooLarge("request body is too large".into()).into_graphql_response()
 }
 
 /// One span per request, carrying its request id.
