@@ -92,6 +92,11 @@ pub struct Config {
     pub graphql_max_depth: usize,
     pub graphql_max_complexity: usize,
     pub graphql_introspection: bool,
+    pub event_bus_capacity: usize,
+    pub ws_max_subscriptions_per_connection: usize,
+    pub ws_max_connections_per_ip: usize,
+    pub ws_init_timeout: Duration,
+    pub ws_keepalive: Duration,
 }
 
 /// One documented variable: its name, default (as written in `.env.example`),
@@ -295,6 +300,36 @@ pub const VARIABLES: &[Variable] = &[
         false,
         "allow schema introspection (GraphiQL needs it)",
     ),
+    var(
+        "EVENT_BUS_CAPACITY",
+        "1024",
+        false,
+        "events a subscriber may fall behind before it is told it lagged and its stream ends",
+    ),
+    var(
+        "WS_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+        "20",
+        false,
+        "open subscriptions allowed on one WebSocket connection",
+    ),
+    var(
+        "WS_MAX_CONNECTIONS_PER_IP",
+        "200",
+        false,
+        "open WebSocket connections allowed per client IP",
+    ),
+    var(
+        "WS_INIT_TIMEOUT_SECONDS",
+        "5",
+        false,
+        "a WebSocket that sends no connection_init within this time is closed (4408)",
+    ),
+    var(
+        "WS_KEEPALIVE_SECONDS",
+        "15",
+        false,
+        "interval of the server's keep-alive pings on WebSocket connections",
+    ),
 ];
 
 /// Everything wrong with the configuration, one line per variable.
@@ -360,7 +395,7 @@ impl Config {
             .filter(|s| !s.is_empty())
             .map(Secret::new);
         if let Some(pw) = &admin_password
-            && let Err(msg) = crate::service::auth::check_password_policy(pw.expose())
+            && let Err(msg) = crate::validate::check_password_policy(pw.expose())
         {
             p.errors.push(format!("ADMIN_PASSWORD: {msg}"));
         }
@@ -387,7 +422,7 @@ impl Config {
         }
 
         let admin_email = p.raw("ADMIN_EMAIL").trim().to_ascii_lowercase();
-        if crate::service::users::check_email(&admin_email).is_err() {
+        if crate::validate::check_email(&admin_email).is_err() {
             p.errors.push(format!(
                 "ADMIN_EMAIL: not an email address: {admin_email:?}"
             ));
@@ -432,6 +467,15 @@ impl Config {
             graphql_max_depth: p.number("GRAPHQL_MAX_DEPTH", 2, 100) as usize,
             graphql_max_complexity: p.number("GRAPHQL_MAX_COMPLEXITY", 10, 1_000_000) as usize,
             graphql_introspection: p.boolean("GRAPHQL_INTROSPECTION"),
+            event_bus_capacity: p.number("EVENT_BUS_CAPACITY", 16, 1 << 20) as usize,
+            ws_max_subscriptions_per_connection: p.number(
+                "WS_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+                1,
+                10_000,
+            ) as usize,
+            ws_max_connections_per_ip: p.number("WS_MAX_CONNECTIONS_PER_IP", 1, 1_000_000) as usize,
+            ws_init_timeout: p.seconds("WS_INIT_TIMEOUT_SECONDS"),
+            ws_keepalive: p.seconds("WS_KEEPALIVE_SECONDS"),
         };
         if p.errors.is_empty() {
             Ok(config)
@@ -500,6 +544,13 @@ impl Config {
                     "GRAPHQL_MAX_DEPTH" => self.graphql_max_depth.to_string(),
                     "GRAPHQL_MAX_COMPLEXITY" => self.graphql_max_complexity.to_string(),
                     "GRAPHQL_INTROSPECTION" => self.graphql_introspection.to_string(),
+                    "EVENT_BUS_CAPACITY" => self.event_bus_capacity.to_string(),
+                    "WS_MAX_SUBSCRIPTIONS_PER_CONNECTION" => {
+                        self.ws_max_subscriptions_per_connection.to_string()
+                    }
+                    "WS_MAX_CONNECTIONS_PER_IP" => self.ws_max_connections_per_ip.to_string(),
+                    "WS_INIT_TIMEOUT_SECONDS" => secs(self.ws_init_timeout),
+                    "WS_KEEPALIVE_SECONDS" => secs(self.ws_keepalive),
                     _ => String::new(),
                 };
                 (v.name, value)

@@ -9,10 +9,15 @@
 //! mutex, so they wait in FIFO order instead of sleeping in SQLite's busy
 //! handler. On PostgreSQL neither applies: writes run concurrently at READ
 //! COMMITTED and rely on row locks and conditional updates.
+//!
+//! A write transaction also collects the domain events of what it changed
+//! ([`WriteTxn::emit`]); [`WriteTxn::commit`] publishes them only once the
+//! commit succeeded, in commit order per product.
 
+use std::collections::BTreeSet;
 use std::ops::Deref;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
 
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
 use sea_orm::{
@@ -22,16 +27,25 @@ use sea_orm::{
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::config::Config;
+use crate::events::{DomainEvent, EventBus};
+
+/// Stripes of the per-product commit-order lock (PostgreSQL).
+const ORDER_STRIPES: usize = 64;
 
 /// Advisory lock id for schema changes ("stockroom" in ASCII, truncated).
 const SCHEMA_LOCK_KEY: i64 = 0x73746f636b726f6f;
 
-/// The pool plus, on SQLite, the in-process writer queue.
+/// The pool, the event bus, and on SQLite the in-process writer queue.
 #[derive(Clone, Debug)]
 pub struct Db {
     conn: DatabaseConnection,
     write_lock: Option<Arc<Mutex<()>>>,
+    /// PostgreSQL: held from commit to publish by transactions that emitted
+    /// events about a product, so that one product's events are published in
+    /// the order their transactions committed.
+    order_locks: Arc<Vec<Mutex<()>>>,
     statements: Arc<AtomicU64>,
+    bus: EventBus,
 }
 
 impl Db {
@@ -74,8 +88,15 @@ impl Db {
         Ok(Self {
             conn,
             write_lock: sqlite.then(|| Arc::new(Mutex::new(()))),
+            order_locks: Arc::new((0..ORDER_STRIPES).map(|_| Mutex::new(())).collect()),
             statements,
+            bus: EventBus::new(config.event_bus_capacity),
         })
+    }
+
+    /// The bus committed events are published on.
+    pub fn bus(&self) -> &EventBus {
+        &self.bus
     }
 
     pub fn conn(&self) -> &DatabaseConnection {
@@ -106,7 +127,9 @@ impl Db {
             .await?;
         Ok(WriteTxn {
             txn,
-            _permit: permit,
+            permit,
+            events: StdMutex::new(Vec::new()),
+            db: self.clone(),
         })
     }
 
@@ -150,15 +173,61 @@ impl Deref for Db {
     }
 }
 
-/// A write transaction; dropping it without `commit` rolls it back.
+/// A write transaction; dropping it without `commit` rolls it back and
+/// discards its events.
 pub struct WriteTxn {
     txn: DatabaseTransaction,
-    _permit: Option<OwnedMutexGuard<()>>,
+    permit: Option<OwnedMutexGuard<()>>,
+    events: StdMutex<Vec<DomainEvent>>,
+    db: Db,
 }
 
 impl WriteTxn {
+    /// Queues an event, published only if this transaction commits.
+    pub fn emit(&self, event: DomainEvent) {
+        if let Ok(mut events) = self.events.lock() {
+            events.push(event);
+        }
+    }
+
+    /// Commits, then publishes the queued events. On PostgreSQL the events
+    /// also go out with `pg_notify` inside the transaction, so that other
+    /// instances hear of them exactly when (and only if) it commits.
     pub async fn commit(self) -> Result<(), DbErr> {
-        self.txn.commit().await
+        let WriteTxn {
+            txn,
+            permit,
+            events,
+            db,
+        } = self;
+        let events = events.into_inner().unwrap_or_default();
+        if events.is_empty() {
+            return txn.commit().await;
+        }
+        let postgres = db.backend() == DbBackend::Postgres;
+        if postgres {
+            db.bus.notify(&txn, &events).await?;
+        }
+        // Stripes in ascending order, so two transactions never wait on each
+        // other's stripes; SQLite's writer permit already orders everything.
+        let stripes: BTreeSet<usize> = if postgres {
+            events
+                .iter()
+                .filter_map(DomainEvent::product_id)
+                .map(|id| (id.as_u128() % ORDER_STRIPES as u128) as usize)
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        let mut order = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            order.push(db.order_locks[i].lock().await);
+        }
+        txn.commit().await?;
+        db.bus.publish(events);
+        drop(order);
+        drop(permit);
+        Ok(())
     }
 }
 

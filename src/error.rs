@@ -27,6 +27,17 @@ pub enum AppError {
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A bound on open resources (connections, subscriptions) was reached.
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// A subscriber fell so far behind that events were dropped for it; its
+    /// stream ends so that the client re-fetches.
+    #[error("subscription fell {missed} events behind and was ended; re-fetch and subscribe again")]
+    SubscriptionLagged { missed: u64 },
+    /// Events from other instances may have been lost; the stream ends so
+    /// that the client re-fetches.
+    #[error("events from other instances may have been missed; re-fetch and subscribe again")]
+    EventsMissed,
     /// Anything the client cannot act on; the cause is logged, never shown.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -62,6 +73,9 @@ impl AppError {
             Self::InsufficientStock { .. } => "INSUFFICIENT_STOCK",
             Self::RateLimited { .. } => "RATE_LIMITED",
             Self::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            Self::LimitExceeded(_) => "LIMIT_EXCEEDED",
+            Self::SubscriptionLagged { .. } => "SUBSCRIPTION_LAGGED",
+            Self::EventsMissed => "EVENTS_MISSED",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -73,7 +87,8 @@ impl AppError {
             Self::BadInput { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) | Self::InsufficientStock { .. } => StatusCode::CONFLICT,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::SubscriptionLagged { .. } | Self::EventsMissed => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -93,11 +108,48 @@ impl From<DbErr> for AppError {
     }
 }
 
-/// Turns a unique-constraint violation into a domain error; any other database
-/// error stays internal.
-pub fn on_unique_violation(err: DbErr, domain: AppError) -> AppError {
+/// A unique index, as each database names it in a violation: PostgreSQL by
+/// the index name, SQLite by its columns (or, for an expression index, by
+/// name).
+pub struct UniqueKey {
+    pub name: &'static str,
+    /// SQLite's `table.column, table.column` for a column index.
+    pub sqlite_columns: Option<&'static str>,
+}
+
+pub const PRODUCTS_SKU_KEY: UniqueKey = UniqueKey {
+    name: "products_sku_lower_key",
+    sqlite_columns: None,
+};
+pub const USERS_EMAIL_KEY: UniqueKey = UniqueKey {
+    name: "users_email_key",
+    sqlite_columns: Some("users.email"),
+};
+pub const MOVEMENTS_IDEMPOTENCY_KEY: UniqueKey = UniqueKey {
+    name: "stock_movements_idempotency_key",
+    sqlite_columns: Some("stock_movements.created_by, stock_movements.idempotency_key"),
+};
+
+impl UniqueKey {
+    fn matches(&self, message: &str) -> bool {
+        message.contains(&format!("\"{}\"", self.name))
+            || message.contains(&format!("index '{}'", self.name))
+            || self.sqlite_columns.is_some_and(|cols| {
+                message
+                    .split_once("UNIQUE constraint failed: ")
+                    .is_some_and(|(_, rest)| rest.trim() == cols)
+            })
+    }
+}
+
+/// Turns a violation of the unique index `key` into a domain error. A
+/// violation of any other index, and any other database error, stays
+/// internal: a clash on one constraint is never reported as another.
+pub fn on_unique_violation(err: DbErr, key: &UniqueKey, domain: AppError) -> AppError {
     match err.sql_err() {
-        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => domain,
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(message)) if key.matches(&message) => {
+            domain
+        }
         _ => AppError::from(err),
     }
 }

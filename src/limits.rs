@@ -73,3 +73,57 @@ impl Limiters {
         self.login_email.retain_recent();
     }
 }
+
+/// Open connections per key (client IP), bounded.
+pub struct ConnectionCounter {
+    max: usize,
+    open: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl ConnectionCounter {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: Default::default(),
+        }
+    }
+
+    /// Counts a new connection for `key`, or refuses it when `key` already
+    /// has the maximum open; the slot is freed when the guard drops.
+    pub fn acquire(self: &std::sync::Arc<Self>, key: &str) -> AppResult<ConnectionSlot> {
+        let mut open = self
+            .open
+            .lock()
+            .map_err(|_| AppError::internal(anyhow::anyhow!("connection counter poisoned")))?;
+        let n = open.entry(key.to_string()).or_insert(0);
+        if *n >= self.max {
+            return Err(AppError::LimitExceeded(format!(
+                "too many open WebSocket connections from this address (at most {})",
+                self.max
+            )));
+        }
+        *n += 1;
+        Ok(ConnectionSlot {
+            counter: std::sync::Arc::clone(self),
+            key: key.to_string(),
+        })
+    }
+}
+
+pub struct ConnectionSlot {
+    counter: std::sync::Arc<ConnectionCounter>,
+    key: String,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.counter.open.lock()
+            && let Some(n) = open.get_mut(&self.key)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}

@@ -6,12 +6,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
+use sea_orm::DbBackend;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::sync::broadcast;
 
 use crate::config::{Config, SecretSource};
 use crate::db::Db;
+use crate::events::{self, DomainEvent};
 use crate::graphql::build_schema;
 use crate::service::users::{self, Seeded};
 use crate::state::AppState;
@@ -57,33 +58,92 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then drains in-flight requests,
-    /// stops the background tasks and closes the pool.
+    /// Serves until `shutdown` completes, then stops accepting, cancels every
+    /// background task and open subscription (WebSockets are closed with
+    /// 1001), awaits them all, and closes the pool.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let tasks = vec![spawn_limiter_upkeep(self.state.clone(), stop_rx.clone())];
+        let state = self.state.clone();
+        spawn_background_tasks(&state);
 
         tracing::info!(port = self.port, "listening");
+        let cancel = state.shutdown.clone();
         let served = axum::serve(
             self.listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            cancel.cancel();
+        })
         .await;
 
-        let _ = stop_tx.send(true);
-        for task in tasks {
-            if let Err(err) = task.await {
-                tracing::error!(error = %err, "background task failed");
-            }
+        state.shutdown.cancel();
+        state.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), state.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                open = state.tasks.len(),
+                "background tasks did not stop within 10 s"
+            );
         }
-        self.state.db.close().await?;
+        state.db.close().await?;
         tracing::info!("stopped");
         served.map_err(Into::into)
+    }
+}
+
+/// The tasks that run beside the server, each tracked and stopped by the
+/// application's cancellation token.
+fn spawn_background_tasks(state: &AppState) {
+    let stop = state.shutdown.clone();
+    let limiters = state.limiters.clone();
+    state.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => limiters.retain_recent(),
+                _ = stop.cancelled() => break,
+            }
+        }
+    });
+
+    // A role change or deactivation made on any instance drops the cached user.
+    let stop = state.shutdown.clone();
+    let auth = state.auth.clone();
+    let mut events = state.db.bus().subscribe();
+    state.tasks.spawn(async move {
+        loop {
+            let event = tokio::select! {
+                e = events.recv() => e,
+                _ = stop.cancelled() => break,
+            };
+            match event {
+                Ok(e) => {
+                    if let DomainEvent::UserChanged { user_id, .. } = *e {
+                        auth.users.invalidate(user_id);
+                    }
+                }
+                // Missed events may have held a user change: forget everyone.
+                Err(broadcast::error::RecvError::Lagged(_)) => auth.users.invalidate_all(),
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+
+    if state.db.backend() == DbBackend::Postgres {
+        let db = state.db.clone();
+        state.tasks.spawn(events::run_listener(
+            db.bus().clone(),
+            db.conn().get_postgres_connection_pool().clone(),
+            db.conn().clone(),
+            state.shutdown.clone(),
+        ));
     }
 }
 
@@ -118,18 +178,6 @@ pub async fn seed(db: &Db, config: &Config) -> anyhow::Result<()> {
         Ok(Seeded::AlreadySeeded) => Ok(()),
         Err(err) => Err(anyhow::anyhow!("seeding the admin failed: {err}")),
     }
-}
-
-fn spawn_limiter_upkeep(state: AppState, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => state.limiters.retain_recent(),
-                _ = stop.changed() => break,
-            }
-        }
-    })
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -3,30 +3,41 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 use crate::config::Config;
 use crate::db::Db;
-use crate::limits::Limiters;
-use crate::service::auth::{JwtKeys, UserCache};
+use crate::limits::{ConnectionCounter, Limiters};
+use crate::service::auth::Auth;
 
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
     pub config: Arc<Config>,
-    pub jwt: Arc<JwtKeys>,
+    pub auth: Arc<Auth>,
     pub limiters: Arc<Limiters>,
-    pub users: Arc<UserCache>,
+    /// Open WebSocket connections per client IP.
+    pub sockets: Arc<ConnectionCounter>,
     pub started_at: Instant,
+    /// Cancelled when the application shuts down: every task and stream stops.
+    pub shutdown: CancellationToken,
+    /// Every background task and WebSocket connection, awaited at shutdown.
+    pub tasks: TaskTracker,
 }
 
 impl AppState {
     pub fn new(config: Config, db: Db) -> Self {
+        let limiters = Arc::new(Limiters::new(&config));
         Self {
-            jwt: Arc::new(JwtKeys::new(&config)),
-            limiters: Arc::new(Limiters::new(&config)),
-            users: Arc::new(UserCache::new(config.auth_cache_ttl)),
+            auth: Arc::new(Auth::new(&config, Arc::clone(&limiters))),
+            limiters,
+            sockets: Arc::new(ConnectionCounter::new(config.ws_max_connections_per_ip)),
             config: Arc::new(config),
             db,
             started_at: Instant::now(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
         }
     }
 }

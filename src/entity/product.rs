@@ -1,6 +1,6 @@
 use sea_orm::entity::prelude::*;
 
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
 #[sea_orm(table_name = "products")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
@@ -24,3 +24,29 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// The one rule for "low stock": at or below the threshold. The GraphQL field,
+/// the `lowStockOnly` filter ([`low_stock_condition`]) and the crossing
+/// detection ([`crossed_low_stock`]) all use it.
+impl Model {
+    pub fn is_low_stock(&self) -> bool {
+        is_low(i64::from(self.stock), self.low_stock_threshold)
+    }
+}
+
+fn is_low(stock: i64, threshold: i32) -> bool {
+    stock <= i64::from(threshold)
+}
+
+/// [`Model::is_low_stock`] as a SQL condition, for filters.
+pub fn low_stock_condition() -> sea_orm::sea_query::SimpleExpr {
+    use sea_orm::sea_query::{Expr, ExprTrait};
+    Expr::col(Column::Stock).lte(Expr::col(Column::LowStockThreshold))
+}
+
+/// True when a change of stock from `stock_before` to `after.stock` took the
+/// product from above its threshold to at or below it: the moment a LOW_STOCK
+/// event (and alert) fires, once per crossing.
+pub fn crossed_low_stock(stock_before: i64, after: &Model) -> bool {
+    !is_low(stock_before, after.low_stock_threshold) && after.is_low_stock()
+}

@@ -30,7 +30,7 @@ pub enum MovementKind {
     Adjustment,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
 #[sea_orm(table_name = "stock_movements")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]

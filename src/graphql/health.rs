@@ -22,12 +22,27 @@ pub struct ServiceHealth {
     pub error: Option<String>,
 }
 
+/// The event bus behind subscriptions.
+#[derive(SimpleObject)]
+pub struct EventsHealth {
+    /// DEGRADED while the PostgreSQL listener that carries other instances'
+    /// events is down (subscribers then miss them); does not change `status`.
+    pub status: HealthStatus,
+    /// True on PostgreSQL: events cross instances through LISTEN/NOTIFY.
+    pub cross_instance: bool,
+    /// Open subscription streams on this instance.
+    pub subscriptions: i64,
+    pub error: Option<String>,
+}
+
 #[derive(SimpleObject)]
 pub struct Health {
+    /// OK when the database answers; DEGRADED otherwise.
     pub status: HealthStatus,
     pub version: String,
     pub uptime_seconds: i64,
     pub database: ServiceHealth,
+    pub events: EventsHealth,
 }
 
 impl From<HealthReport> for Health {
@@ -48,6 +63,16 @@ impl From<HealthReport> for Health {
                 },
                 latency_ms: r.database.latency_ms,
                 error: r.database.error,
+            },
+            events: EventsHealth {
+                status: if r.events.listener_up {
+                    HealthStatus::Ok
+                } else {
+                    HealthStatus::Degraded
+                },
+                cross_instance: r.events.cross_instance,
+                subscriptions: i64::try_from(r.events.subscriptions).unwrap_or(i64::MAX),
+                error: r.events.error,
             },
         }
     }

@@ -122,4 +122,14 @@ impl Loaders {
             ),
         }
     }
+
+    /// For a WebSocket connection: it lives for hours, so nothing is cached
+    /// across the events it delivers.
+    pub fn uncached(db: &Db) -> Self {
+        let loaders = Self::new(db);
+        loaders.products.enable_all_cache(false);
+        loaders.users.enable_all_cache(false);
+        loaders.movements.enable_all_cache(false);
+        loaders
+    }
 }

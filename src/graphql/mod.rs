@@ -6,16 +6,21 @@ pub mod health;
 pub mod loaders;
 pub mod products;
 pub mod stock;
+pub mod subscriptions;
 pub mod types;
 pub mod users;
 
+use std::sync::Arc;
+
+use async_graphql::futures_util::stream::BoxStream;
 use async_graphql::{
-    Context, EmptySubscription, ErrorExtensions, MergedObject, Schema, ServerError,
+    Context, Data, ErrorExtensions, Executor, MergedObject, Request, Response, Schema, ServerError,
 };
+use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 
 use crate::error::{AppError, AppResult};
-use crate::service::{CurrentUser, RequestMeta, auth};
+use crate::service::{CurrentUser, RequestMeta};
 use crate::state::AppState;
 
 #[derive(MergedObject, Default)]
@@ -35,12 +40,43 @@ pub struct Mutation(
     stock::StockMutation,
 );
 
-pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type AppSchema = Schema<Query, Mutation, subscriptions::Subscription>;
+
+/// The schema as the WebSocket transport runs it: every error of every
+/// response (subscription events included) gets its `extensions.code`.
+#[derive(Clone)]
+pub struct CodedSchema(pub AppSchema);
+
+impl Executor for CodedSchema {
+    async fn execute(&self, request: Request) -> Response {
+        let mut response = self.0.execute(request).await;
+        ensure_error_codes(&mut response.errors);
+        response
+    }
+
+    fn execute_stream(
+        &self,
+        request: Request,
+        session_data: Option<Arc<Data>>,
+    ) -> BoxStream<'static, Response> {
+        self.0
+            .execute_stream_with_session_data(request, session_data.unwrap_or_default())
+            .map(|mut response| {
+                ensure_error_codes(&mut response.errors);
+                response
+            })
+            .boxed()
+    }
+}
 
 /// Builds the schema with the configured limits; `state` is available to
 /// every resolver.
 pub fn build_schema(state: Option<AppState>) -> AppSchema {
-    let mut builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription);
+    let mut builder = Schema::build(
+        Query::default(),
+        Mutation::default(),
+        subscriptions::Subscription,
+    );
     if let Some(state) = state {
         let config = state.config.clone();
         builder = builder
@@ -63,16 +99,32 @@ pub fn sdl() -> String {
 pub struct RequestContext {
     pub meta: RequestMeta,
     bearer: Option<String>,
-    user: OnceCell<CurrentUser>,
+    /// HTTP requests authenticate once; a WebSocket connection lives longer
+    /// than its token may, so it authenticates on every operation.
+    user: Option<OnceCell<CurrentUser>>,
 }
 
 impl RequestContext {
+    /// For one HTTP request.
     pub fn new(meta: RequestMeta, bearer: Option<String>) -> Self {
         Self {
             meta,
             bearer,
-            user: OnceCell::new(),
+            user: Some(OnceCell::new()),
         }
+    }
+
+    /// For a WebSocket connection.
+    pub fn for_socket(meta: RequestMeta, bearer: Option<String>) -> Self {
+        Self {
+            meta,
+            bearer,
+            user: None,
+        }
+    }
+
+    pub fn bearer(&self) -> Option<&str> {
+        self.bearer.as_deref()
     }
 }
 
@@ -92,10 +144,13 @@ pub async fn current_user(ctx: &Context<'_>) -> AppResult<CurrentUser> {
         return Err(AppError::Unauthenticated("authentication required".into()));
     };
     let state = state(ctx);
-    req.user
-        .get_or_try_init(|| auth::authenticate(state.db.conn(), &state.jwt, &state.users, token))
-        .await
-        .cloned()
+    match &req.user {
+        Some(cell) => cell
+            .get_or_try_init(|| state.auth.authenticate(&state.db, token))
+            .await
+            .cloned(),
+        None => state.auth.authenticate(&state.db, token).await,
+    }
 }
 
 /// The caller as an audit actor.
@@ -107,17 +162,36 @@ pub async fn actor(ctx: &Context<'_>) -> AppResult<crate::service::Actor> {
     ))
 }
 
-/// Gives every error an `extensions.code`: errors raised by async-graphql
-/// itself (parse, validation, limits) are the client's.
+/// Gives every error an `extensions.code`. Errors without a path come from
+/// async-graphql itself before execution (parse, validation, limits) and are
+/// the client's; so are input coercion errors during execution. Any other
+/// error without a code is a resolver failing unexpectedly: INTERNAL, logged
+/// with its message (inside the request's span, so with its request id) and
+/// shown as "internal error".
 pub fn ensure_error_codes(errors: &mut [ServerError]) {
     for err in errors {
         let has_code = err
             .extensions
             .as_ref()
             .is_some_and(|e| e.get("code").is_some());
-        if !has_code {
-            let ext = err.extensions.get_or_insert_with(Default::default);
+        if has_code {
+            continue;
+        }
+        let client_error = err.path.is_empty()
+            || [
+                "Failed to parse \"",
+                "Expected input type \"",
+                "Invalid value for argument",
+            ]
+            .iter()
+            .any(|p| err.message.starts_with(p));
+        let ext = err.extensions.get_or_insert_with(Default::default);
+        if client_error {
             ext.set("code", "BAD_USER_INPUT");
+        } else {
+            tracing::error!(error = %err.message, path = ?err.path, "internal error in a resolver");
+            err.message = "internal error".into();
+            ext.set("code", "INTERNAL");
         }
     }
 }

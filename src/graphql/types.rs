@@ -1,6 +1,8 @@
 //! GraphQL output objects and shared scalars. Outputs are built from entity
 //! models; they are never the entities themselves.
 
+use std::sync::Arc;
+
 use async_graphql::connection::{Connection, CursorType, Edge, EmptyFields};
 use async_graphql::{ComplexObject, Context, ID, OutputType, SimpleObject};
 use base64::Engine;
@@ -172,11 +174,14 @@ pub struct Product {
     pub updated_at: DateTime<Utc>,
     #[graphql(skip)]
     pub uuid: Uuid,
+    #[graphql(skip)]
+    pub low_stock: bool,
 }
 
 impl From<product::Model> for Product {
     fn from(p: product::Model) -> Self {
         Self {
+            low_stock: p.is_low_stock(),
             id: ID(p.id.to_string()),
             uuid: p.id,
             sku: p.sku,
@@ -197,7 +202,7 @@ impl From<product::Model> for Product {
 #[ComplexObject]
 impl Product {
     async fn is_low_stock(&self) -> bool {
-        self.stock <= self.low_stock_threshold
+        self.low_stock
     }
 
     /// This product's movements, newest first.
@@ -245,11 +250,25 @@ pub struct StockMovement {
     pub product_id: Uuid,
     #[graphql(skip)]
     pub created_by: Option<Uuid>,
+    /// The product as of this movement, when the caller already has it (an
+    /// event): `product` then answers with it instead of reading.
+    #[graphql(skip)]
+    pub product: Option<Arc<product::Model>>,
+}
+
+impl StockMovement {
+    pub fn with_product(m: stock_movement::Model, product: Arc<product::Model>) -> Self {
+        Self {
+            product: Some(product),
+            ..Self::from(m)
+        }
+    }
 }
 
 impl From<stock_movement::Model> for StockMovement {
     fn from(m: stock_movement::Model) -> Self {
         Self {
+            product: None,
             id: ID(m.id.to_string()),
             kind: m.kind,
             quantity: m.quantity,
@@ -277,6 +296,9 @@ async fn load_user(ctx: &Context<'_>, id: Option<Uuid>) -> async_graphql::Result
 #[ComplexObject]
 impl StockMovement {
     async fn product(&self, ctx: &Context<'_>) -> async_graphql::Result<Product> {
+        if let Some(p) = &self.product {
+            return Ok(Product::from(p.as_ref().clone()));
+        }
         let loaders = ctx.data_unchecked::<super::loaders::Loaders>();
         loaders
             .products

@@ -70,8 +70,10 @@ impl AuthMutation {
         ctx: &Context<'_>,
         input: LoginInput,
     ) -> async_graphql::Result<AuthPayload> {
+        let state = state(ctx);
         let session = auth::login(
-            state(ctx),
+            &state.db,
+            &state.auth,
             &input.email,
             &input.password,
             request(ctx).meta.clone(),
@@ -87,7 +89,8 @@ impl AuthMutation {
         ctx: &Context<'_>,
         refresh_token: String,
     ) -> async_graphql::Result<AuthPayload> {
-        let session = auth::refresh(state(ctx), &refresh_token)
+        let state = state(ctx);
+        let session = auth::refresh(&state.db, &state.auth, &refresh_token)
             .await
             .map_err(gql)?;
         Ok(session.into())
@@ -98,7 +101,7 @@ impl AuthMutation {
         ctx: &Context<'_>,
         refresh_token: String,
     ) -> async_graphql::Result<bool> {
-        auth::logout(state(ctx), &refresh_token, request(ctx).meta.clone())
+        auth::logout(&state(ctx).db, &refresh_token, request(ctx).meta.clone())
             .await
             .map_err(gql)
     }
@@ -111,8 +114,10 @@ impl AuthMutation {
         new_password: String,
     ) -> async_graphql::Result<bool> {
         let me = current_user(ctx).await.map_err(gql)?;
+        let state = state(ctx);
         auth::change_password(
-            state(ctx),
+            &state.db,
+            &state.auth,
             &me,
             &current_password,
             &new_password,
@@ -120,7 +125,6 @@ impl AuthMutation {
         )
         .await
         .map_err(gql)?;
-        state(ctx).users.invalidate(me.id);
         Ok(true)
     }
 }
@@ -175,7 +179,7 @@ impl UsersMutation {
         )
         .await
         .map_err(gql)?;
-        state.users.invalidate(user.id);
+        state.auth.users.invalidate(user.id);
         Ok(user.into())
     }
 }

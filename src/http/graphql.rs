@@ -1,16 +1,22 @@
 use async_graphql::Data;
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource, WebSocketProtocols};
 use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::Extension;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse, Response};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
 
 use super::{ClientIp, HttpState, REQUEST_ID};
 use crate::error::{AppError, set_retry_after};
-use crate::graphql::{RequestContext, ensure_error_codes, loaders::Loaders};
+use crate::graphql::subscriptions::SocketSubscriptions;
+use crate::graphql::{CodedSchema, RequestContext, ensure_error_codes, loaders::Loaders};
+use crate::limits::ConnectionSlot;
 use crate::service::RequestMeta;
+use crate::state::AppState;
 
 fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<String> {
     headers
@@ -98,8 +104,9 @@ pub async fn graphiql() -> impl IntoResponse {
     )
 }
 
-/// WebSocket subscriptions (graphql-transport-ws and graphql-ws). The token
-/// comes in the connection_init payload: `{ "Authorization": "Bearer ..." }`.
+/// WebSocket subscriptions (graphql-transport-ws and the legacy graphql-ws).
+/// The token comes in the connection_init payload:
+/// `{ "Authorization": "Bearer ..." }` (also `authorization` or `token`).
 pub async fn graphql_ws(
     State(state): State<HttpState>,
     Extension(ip): Extension<ClientIp>,
@@ -107,26 +114,183 @@ pub async fn graphql_ws(
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let meta = request_meta(&headers, &ip);
-    let header_token = header_str(&headers, header::AUTHORIZATION).and_then(|v| bearer(&v));
-    let schema = state.schema.clone();
-    let db = state.app.db.clone();
+    let slot = match state.app.sockets.acquire(&ip.0) {
+        Ok(slot) => slot,
+        Err(err) => return err.into_response(),
+    };
+    // The same choice the GraphQLProtocol extractor made.
+    let transport_ws = header_str(&headers, header::SEC_WEBSOCKET_PROTOCOL).is_some_and(|v| {
+        v.split(',')
+            .find_map(|p| p.trim().parse::<WebSocketProtocols>().ok())
+            == Some(WebSocketProtocols::GraphQLWS)
+    });
+    let socket = Socket {
+        app: state.app.clone(),
+        schema: CodedSchema(state.schema.clone()),
+        protocol,
+        transport_ws,
+        meta: request_meta(&headers, &ip),
+        header_token: header_str(&headers, header::AUTHORIZATION).and_then(|v| bearer(&v)),
+        _slot: slot,
+    };
+    let tasks = state.app.tasks.clone();
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |stream| {
-            GraphQLWebSocket::new(stream, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    let token = payload
-                        .get("Authorization")
-                        .or_else(|| payload.get("authorization"))
-                        .and_then(|v| v.as_str())
-                        .and_then(bearer)
-                        .or(header_token);
-                    let mut data = Data::default();
-                    data.insert(RequestContext::new(meta, token));
-                    data.insert(Loaders::new(&db));
-                    Ok(data)
-                })
-                .serve()
-        })
+        .on_upgrade(move |ws| tasks.track_future(socket.serve(ws)))
+}
+
+/// One WebSocket connection, from its upgrade to its close.
+struct Socket {
+    app: AppState,
+    schema: CodedSchema,
+    protocol: GraphQLProtocol,
+    /// graphql-transport-ws; false for the legacy graphql-ws.
+    transport_ws: bool,
+    meta: RequestMeta,
+    header_token: Option<String>,
+    _slot: ConnectionSlot,
+}
+
+/// How a connection that never became a GraphQL session is refused.
+struct Refusal {
+    code: u16,
+    reason: &'static str,
+}
+
+const UNAUTHORIZED: Refusal = Refusal {
+    code: 4401,
+    reason: "Unauthorized: connection_init must carry a token",
+};
+const FORBIDDEN: Refusal = Refusal {
+    code: 4403,
+    reason: "Forbidden: invalid or expired token",
+};
+const INIT_TIMEOUT: Refusal = Refusal {
+    code: 4408,
+    reason: "Connection initialisation timeout",
+};
+const GOING_AWAY: Refusal = Refusal {
+    code: 1001,
+    reason: "server shutting down",
+};
+
+/// The token of a connection_init payload, with or without "Bearer ".
+fn init_token(payload: &serde_json::Value) -> Option<String> {
+    ["Authorization", "authorization", "token"]
+        .iter()
+        .find_map(|key| payload.get(*key)?.as_str())
+        .map(|v| bearer(v).unwrap_or_else(|| v.trim().to_string()))
+        .filter(|t| !t.is_empty())
+}
+
+impl Socket {
+    async fn serve(self, ws: WebSocket) {
+        let (mut sink, mut stream) = ws.split();
+        let shutdown = self.app.shutdown.clone();
+        // The first message must be connection_init, and soon.
+        let first = tokio::select! {
+            text = next_text(&mut stream) => text,
+            _ = tokio::time::sleep(self.app.config.ws_init_timeout) => {
+                return self.refuse(&mut sink, INIT_TIMEOUT).await;
+            }
+            _ = shutdown.cancelled() => return self.refuse(&mut sink, GOING_AWAY).await,
+        };
+        let Some(first) = first else { return };
+        let init: serde_json::Value = serde_json::from_str(&first).unwrap_or_default();
+        if init.get("type").and_then(|t| t.as_str()) != Some("connection_init") {
+            return self.refuse(&mut sink, UNAUTHORIZED).await;
+        }
+        let payload = init.get("payload").cloned().unwrap_or_default();
+        let Some(token) = init_token(&payload).or_else(|| self.header_token.clone()) else {
+            return self.refuse(&mut sink, UNAUTHORIZED).await;
+        };
+        if self
+            .app
+            .auth
+            .authenticate(&self.app.db, &token)
+            .await
+            .is_err()
+        {
+            return self.refuse(&mut sink, FORBIDDEN).await;
+        }
+
+        let mut data = Data::default();
+        data.insert(RequestContext::for_socket(self.meta.clone(), Some(token)));
+        data.insert(Loaders::uncached(&self.app.db));
+        data.insert(SocketSubscriptions::new(
+            self.app.config.ws_max_subscriptions_per_connection,
+        ));
+        // async-graphql runs the session; the connection_init read above is
+        // handed to it again, and the input ends at shutdown.
+        let input = futures_util::stream::once(async move { Ok(Message::Text(first.into())) })
+            .chain(stream)
+            .take_until(shutdown.clone().cancelled_owned());
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(32);
+        let tx = tokio_util::sync::PollSender::new(tx);
+        let keepalive = self.app.config.ws_keepalive;
+        let session =
+            GraphQLWebSocket::new_with_pair(tx, input, self.schema.clone(), self.protocol)
+                .on_connection_init(move |_| async move { Ok(data) })
+                // graphql-transport-ws clients answer our pings with pongs; one
+                // that stays silent for three pings is gone.
+                .keepalive_timeout(self.transport_ws.then_some(keepalive * 3))
+                .serve();
+        let ping = if self.transport_ws {
+            r#"{"type":"ping"}"#
+        } else {
+            r#"{"type":"ka"}"#
+        };
+        let forward = async {
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+            loop {
+                let message = tokio::select! {
+                    m = rx.recv() => match m {
+                        Some(m) => m,
+                        None => break,
+                    },
+                    _ = tick.tick() => Message::Text(ping.into()),
+                };
+                if sink.send(message).await.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::join!(session, forward);
+        if shutdown.is_cancelled() {
+            self.refuse(&mut sink, GOING_AWAY).await;
+        }
+    }
+
+    /// Closes the connection: with the close code on graphql-transport-ws,
+    /// with a `connection_error` message first on the legacy protocol.
+    async fn refuse(&self, sink: &mut SplitSink<WebSocket, Message>, refusal: Refusal) {
+        if !self.transport_ws && refusal.code != GOING_AWAY.code {
+            let error = serde_json::json!({
+                "type": "connection_error",
+                "payload": { "message": refusal.reason },
+            });
+            let _ = sink.send(Message::Text(error.to_string().into())).await;
+        }
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code: refusal.code,
+                reason: refusal.reason.into(),
+            })))
+            .await;
+        let _ = sink.close().await;
+    }
+}
+
+/// The next text message, skipping pings; None when the client went away.
+async fn next_text(stream: &mut SplitStream<WebSocket>) -> Option<String> {
+    while let Some(message) = stream.next().await {
+        match message.ok()? {
+            Message::Text(text) => return Some(text.to_string()),
+            Message::Binary(bytes) => return Some(String::from_utf8_lossy(&bytes).into_owned()),
+            Message::Close(_) => return None,
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+    }
+    None
 }

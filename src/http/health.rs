@@ -25,6 +25,12 @@ pub async fn health(State(state): State<HttpState>) -> impl IntoResponse {
                 "status": if report.database.up { "up" } else { "down" },
                 "latencyMs": report.database.latency_ms,
                 "error": report.database.error,
+            },
+            "events": {
+                "status": if report.events.listener_up { "up" } else { "degraded" },
+                "crossInstance": report.events.cross_instance,
+                "subscriptions": report.events.subscriptions,
+                "error": report.events.error,
             }
         }
     });

@@ -2,15 +2,19 @@
 //! transaction that made the change. Append-only: nothing here updates or
 //! deletes a row.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use sea_orm::Order;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Select};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Select};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::{Actor, Page, PageRequest, paginate};
+use crate::db::WriteTxn;
 use crate::entity::audit_log::{self, AuditAction, EntityType};
 use crate::error::AppResult;
+use crate::events::DomainEvent;
 
 const MAX_SUMMARY: usize = 500;
 
@@ -46,30 +50,29 @@ impl AuditEntry {
     }
 }
 
-/// Writes one audit row on `conn` (the caller's transaction).
-pub async fn record(
-    conn: &impl ConnectionTrait,
-    actor: &Actor,
-    entry: AuditEntry,
-) -> AppResult<()> {
-    let summary: String = entry.summary.chars().take(MAX_SUMMARY).collect();
+/// Writes one audit row in the caller's transaction; `auditLogAdded`
+/// subscribers hear of it once that commits.
+pub async fn record(txn: &WriteTxn, actor: &Actor, entry: AuditEntry) -> AppResult<()> {
     let clip = |s: &Option<String>, n: usize| s.as_ref().map(|v| v.chars().take(n).collect());
-    let row = audit_log::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        occurred_at: Set(Utc::now()),
-        actor_id: Set(actor.user_id),
-        action: Set(entry.action),
-        entity_type: Set(entry.entity_type),
-        entity_id: Set(entry.entity_id),
-        summary: Set(summary),
-        changes: Set(entry.changes),
-        request_id: Set(clip(&actor.meta.request_id, 128)),
-        ip: Set(clip(&actor.meta.ip, 64)),
-        user_agent: Set(clip(&actor.meta.user_agent, 512)),
+    let row = audit_log::Model {
+        id: Uuid::now_v7(),
+        occurred_at: Utc::now(),
+        actor_id: actor.user_id,
+        action: entry.action,
+        entity_type: entry.entity_type,
+        entity_id: entry.entity_id,
+        summary: entry.summary.chars().take(MAX_SUMMARY).collect(),
+        changes: entry.changes,
+        request_id: clip(&actor.meta.request_id, 128),
+        ip: clip(&actor.meta.ip, 64),
+        user_agent: clip(&actor.meta.user_agent, 512),
     };
-    audit_log::Entity::insert(row)
-        .exec_without_returning(conn)
+    audit_log::Entity::insert(audit_log::ActiveModel::from(row.clone()))
+        .exec_without_returning(&**txn)
         .await?;
+    txn.emit(DomainEvent::AuditLogAdded {
+        entry: Arc::new(row),
+    });
     Ok(())
 }
 

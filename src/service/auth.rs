@@ -17,31 +17,19 @@ use uuid::Uuid;
 use super::audit::{self, AuditEntry};
 use super::{Actor, CurrentUser, RequestMeta};
 use crate::config::Config;
+use crate::db::Db;
 use crate::entity::audit_log::{AuditAction, EntityType};
 use crate::entity::refresh_token;
 use crate::entity::user::{self, Role};
 use crate::error::{AppError, AppResult};
-use crate::state::AppState;
+use crate::limits::Limiters;
 
-pub const MIN_PASSWORD_CHARS: usize = 8;
-pub const MAX_PASSWORD_CHARS: usize = 128;
+pub use crate::validate::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, check_password_policy};
 /// Longer login passwords cannot match any stored one; they are not hashed.
 const MAX_PASSWORD_BYTES: usize = MAX_PASSWORD_CHARS * 4;
 const INVALID_CREDENTIALS: &str = "invalid email or password";
 const INVALID_REFRESH: &str = "invalid or expired refresh token";
 const INVALID_ACCESS: &str = "invalid or expired access token";
-
-/// Length limits keep a huge password from becoming a hashing DoS.
-pub fn check_password_policy(password: &str) -> Result<(), String> {
-    let n = password.chars().count();
-    if n < MIN_PASSWORD_CHARS {
-        return Err(format!("must be at least {MIN_PASSWORD_CHARS} characters"));
-    }
-    if n > MAX_PASSWORD_CHARS {
-        return Err(format!("must be at most {MAX_PASSWORD_CHARS} characters"));
-    }
-    Ok(())
-}
 
 pub fn validate_new_password(field: &str, password: &str) -> AppResult<()> {
     check_password_policy(password)
@@ -149,6 +137,31 @@ impl JwtKeys {
     }
 }
 
+/// What authentication needs, and nothing more: signing keys, the verified
+/// user cache, the login limiters and token lifetimes.
+pub struct Auth {
+    pub keys: JwtKeys,
+    pub users: UserCache,
+    pub limiters: std::sync::Arc<Limiters>,
+    pub refresh_ttl: Duration,
+}
+
+impl Auth {
+    pub fn new(config: &Config, limiters: std::sync::Arc<Limiters>) -> Self {
+        Self {
+            keys: JwtKeys::new(config),
+            users: UserCache::new(config.auth_cache_ttl),
+            limiters,
+            refresh_ttl: config.jwt_refresh_ttl,
+        }
+    }
+
+    /// Resolves a bearer token to its active user (see [`authenticate`]).
+    pub async fn authenticate(&self, db: &Db, token: &str) -> AppResult<CurrentUser> {
+        authenticate(db.conn(), &self.keys, &self.users, token).await
+    }
+}
+
 /// Recently verified users, so that every request does not read the user row.
 /// Changes made through this instance invalidate their entry at once; other
 /// instances see a role change or a deactivation within the TTL.
@@ -167,6 +180,12 @@ impl UserCache {
     pub fn invalidate(&self, user_id: Uuid) {
         if let Some(cache) = &self.0 {
             cache.invalidate(&user_id);
+        }
+    }
+
+    pub fn invalidate_all(&self) {
+        if let Some(cache) = &self.0 {
+            cache.invalidate_all();
         }
     }
 }
@@ -263,7 +282,8 @@ fn normalize_email(email: &str) -> String {
 /// records the login and opens a session. Every attempt is audited.
 #[tracing::instrument(skip_all)]
 pub async fn login(
-    state: &AppState,
+    db: &Db,
+    auth: &Auth,
     email: &str,
     password: &str,
     meta: RequestMeta,
@@ -278,12 +298,12 @@ pub async fn login(
         .filter(|c| !c.is_control())
         .take(super::users::MAX_EMAIL)
         .collect();
-    state.limiters.check_login(meta.ip.as_deref(), &email)?;
+    auth.limiters.check_login(meta.ip.as_deref(), &email)?;
 
     let found = if well_formed {
         user::Entity::find()
             .filter(user::Column::Email.eq(email.as_str()))
-            .one(state.db.conn())
+            .one(db.conn())
             .await?
     } else {
         None
@@ -324,26 +344,26 @@ pub async fn login(
                     "after": { "email": email, "reason": reason }
                 })),
             };
-            let txn = state.db.begin_write().await?;
-            audit::record(&*txn, &actor, entry).await?;
+            let txn = db.begin_write().await?;
+            audit::record(&txn, &actor, entry).await?;
             txn.commit().await?;
             return Err(AppError::Unauthenticated(INVALID_CREDENTIALS.into()));
         }
         (None, None) => return Err(AppError::Unauthenticated(INVALID_CREDENTIALS.into())),
     };
 
-    let txn = state.db.begin_write().await?;
+    let txn = db.begin_write().await?;
     let now = Utc::now();
     let mut active: user::ActiveModel = user.into();
     active.last_login_at = Set(Some(now));
     let user = active.update(&*txn).await?;
-    let (_, refresh) = insert_refresh_token(&*txn, user.id, state.config.jwt_refresh_ttl).await?;
+    let (_, refresh) = insert_refresh_token(&*txn, user.id, auth.refresh_ttl).await?;
     let actor = Actor {
         user_id: Some(user.id),
         meta,
     };
     audit::record(
-        &*txn,
+        &txn,
         &actor,
         AuditEntry::new(AuditAction::Login, EntityType::User, user.id)
             .summary(format!("{} logged in", user.email)),
@@ -351,7 +371,7 @@ pub async fn login(
     .await?;
     txn.commit().await?;
 
-    let (access_token, access_token_expires_at) = state.jwt.issue(&user)?;
+    let (access_token, access_token_expires_at) = auth.keys.issue(&user)?;
     Ok(Session {
         access_token,
         access_token_expires_at,
@@ -376,8 +396,8 @@ async fn find_refresh_token(
 /// issued. Presenting a token that was already rotated is treated as theft:
 /// every session of its user is revoked.
 #[tracing::instrument(skip_all)]
-pub async fn refresh(state: &AppState, token: &str) -> AppResult<Session> {
-    let txn = state.db.begin_write().await?;
+pub async fn refresh(db: &Db, auth: &Auth, token: &str) -> AppResult<Session> {
+    let txn = db.begin_write().await?;
     let row = find_refresh_token(&*txn, token).await?;
     if row.revoked_at.is_some() {
         if row.replaced_by.is_some() {
@@ -394,8 +414,7 @@ pub async fn refresh(state: &AppState, token: &str) -> AppResult<Session> {
         Some(u) if u.is_active => u,
         _ => return Err(AppError::Unauthenticated(INVALID_REFRESH.into())),
     };
-    let (new_id, new_token) =
-        insert_refresh_token(&*txn, user.id, state.config.jwt_refresh_ttl).await?;
+    let (new_id, new_token) = insert_refresh_token(&*txn, user.id, auth.refresh_ttl).await?;
     // Conditional, so two racing refreshes of one token cannot both win.
     let res = refresh_token::Entity::update_many()
         .col_expr(refresh_token::Column::RevokedAt, Expr::value(Utc::now()))
@@ -408,7 +427,7 @@ pub async fn refresh(state: &AppState, token: &str) -> AppResult<Session> {
         return Err(AppError::Unauthenticated(INVALID_REFRESH.into()));
     }
     txn.commit().await?;
-    let (access_token, access_token_expires_at) = state.jwt.issue(&user)?;
+    let (access_token, access_token_expires_at) = auth.keys.issue(&user)?;
     Ok(Session {
         access_token,
         access_token_expires_at,
@@ -419,8 +438,8 @@ pub async fn refresh(state: &AppState, token: &str) -> AppResult<Session> {
 
 /// Revokes one refresh token. Logging out twice is not an error.
 #[tracing::instrument(skip_all)]
-pub async fn logout(state: &AppState, token: &str, meta: RequestMeta) -> AppResult<bool> {
-    let txn = state.db.begin_write().await?;
+pub async fn logout(db: &Db, token: &str, meta: RequestMeta) -> AppResult<bool> {
+    let txn = db.begin_write().await?;
     let row = find_refresh_token(&*txn, token).await?;
     if row.revoked_at.is_some() {
         return Ok(true);
@@ -435,7 +454,7 @@ pub async fn logout(state: &AppState, token: &str, meta: RequestMeta) -> AppResu
         meta,
     };
     audit::record(
-        &*txn,
+        &txn,
         &actor,
         AuditEntry::new(AuditAction::Logout, EntityType::User, row.user_id).summary("logged out"),
     )
@@ -447,18 +466,18 @@ pub async fn logout(state: &AppState, token: &str, meta: RequestMeta) -> AppResu
 /// Checks the current password, stores the new hash and ends every session.
 #[tracing::instrument(skip_all, fields(user_id = %current.id))]
 pub async fn change_password(
-    state: &AppState,
+    db: &Db,
+    auth: &Auth,
     current: &CurrentUser,
     current_password: &str,
     new_password: &str,
     meta: RequestMeta,
 ) -> AppResult<()> {
     validate_new_password("newPassword", new_password)?;
-    state
-        .limiters
+    auth.limiters
         .check_login(meta.ip.as_deref(), &current.email)?;
     let user = user::Entity::find_by_id(current.id)
-        .one(state.db.conn())
+        .one(db.conn())
         .await?
         .ok_or_else(|| AppError::Unauthenticated(INVALID_ACCESS.into()))?;
     if !verify_password(&user.password_hash, current_password).await? {
@@ -474,14 +493,14 @@ pub async fn change_password(
         ));
     }
     let hash = hash_password(new_password).await?;
-    let txn = state.db.begin_write().await?;
+    let txn = db.begin_write().await?;
     let mut active: user::ActiveModel = user.into();
     active.password_hash = Set(hash);
     active.updated_at = Set(Utc::now());
     let user = active.update(&*txn).await?;
     let revoked = revoke_all_refresh_tokens(&*txn, user.id).await?;
     audit::record(
-        &*txn,
+        &txn,
         &Actor::new(Some(current), meta),
         AuditEntry::new(AuditAction::PasswordChange, EntityType::User, user.id).summary(format!(
             "{} changed their password; {revoked} session(s) revoked",
@@ -490,5 +509,6 @@ pub async fn change_password(
     )
     .await?;
     txn.commit().await?;
+    auth.users.invalidate(user.id);
     Ok(())
 }

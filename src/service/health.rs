@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::db::Db;
+use crate::events::BusHealth;
 
 #[derive(Clone, Debug)]
 pub struct DatabaseHealth {
@@ -17,6 +18,9 @@ pub struct HealthReport {
     pub version: &'static str,
     pub uptime_seconds: u64,
     pub database: DatabaseHealth,
+    /// The event bus: degraded while the cross-instance listener is down.
+    /// Only the database decides `ok` (and the HTTP status).
+    pub events: BusHealth,
 }
 
 pub async fn check(db: &Db, timeout: Duration, started: Instant) -> HealthReport {
@@ -46,5 +50,6 @@ pub async fn check(db: &Db, timeout: Duration, started: Instant) -> HealthReport
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: started.elapsed().as_secs(),
         database,
+        events: db.bus().health(),
     }
 }

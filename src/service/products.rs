@@ -1,6 +1,8 @@
 //! Products: the catalogue side. Stock itself only changes through
 //! [`super::stock`].
 
+use std::sync::Arc;
+
 use chrono::Utc;
 use sea_orm::Order;
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
@@ -14,11 +16,12 @@ use uuid::Uuid;
 use super::audit::{self, AuditEntry};
 use super::stock::{self, MovementInput};
 use super::{Actor, Page, PageRequest, contains_ci, optional_text, paginate, required_text};
-use crate::db::Db;
+use crate::db::{Db, WriteTxn};
 use crate::entity::audit_log::{AuditAction, EntityType};
 use crate::entity::product;
 use crate::entity::stock_movement::MovementKind;
-use crate::error::{AppError, AppResult, on_unique_violation};
+use crate::error::{AppError, AppResult, PRODUCTS_SKU_KEY, on_unique_violation};
+use crate::events::DomainEvent;
 
 pub const MAX_SKU: usize = 64;
 pub const MAX_NAME: usize = 200;
@@ -120,10 +123,19 @@ fn diff(before: &product::Model, after: &product::Model) -> (Value, Value) {
     (Value::Object(bm), Value::Object(am))
 }
 
-/// Creates a product; `initial_stock` is recorded as an INBOUND movement in
-/// the same transaction.
-#[tracing::instrument(skip_all, fields(sku = %input.sku))]
-pub async fn create(db: &Db, actor: &Actor, input: NewProduct) -> AppResult<product::Model> {
+/// A new product that passed validation.
+#[derive(Clone, Debug)]
+pub struct ValidNewProduct {
+    pub sku: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub category: Option<String>,
+    pub unit: String,
+    pub low_stock_threshold: i32,
+    pub initial_stock: Option<i64>,
+}
+
+pub fn validate_new(input: &NewProduct) -> AppResult<ValidNewProduct> {
     let sku = normalize_sku("sku", &input.sku)?;
     let name = required_text("name", &input.name, MAX_NAME)?;
     let description = optional_text("description", input.description.as_deref(), MAX_DESCRIPTION)?;
@@ -143,41 +155,72 @@ pub async fn create(db: &Db, actor: &Actor, input: NewProduct) -> AppResult<prod
         }
         Some(n) => Some(n),
     };
+    Ok(ValidNewProduct {
+        sku,
+        name,
+        description,
+        category,
+        unit,
+        low_stock_threshold,
+        initial_stock,
+    })
+}
 
+/// Creates a product in its own transaction (see [`create_in`]).
+#[tracing::instrument(skip_all, fields(sku = %input.sku))]
+pub async fn create(db: &Db, actor: &Actor, input: NewProduct) -> AppResult<product::Model> {
+    let valid = validate_new(&input)?;
     let txn = db.begin_write().await?;
+    let product = create_in(&txn, actor, &valid).await?;
+    txn.commit().await?;
+    Ok(product)
+}
+
+/// Creates a product on the caller's transaction; `initial_stock` is
+/// recorded as an INBOUND movement in it.
+pub async fn create_in(
+    txn: &WriteTxn,
+    actor: &Actor,
+    input: &ValidNewProduct,
+) -> AppResult<product::Model> {
     let now = Utc::now();
+    let sku = input.sku.clone();
     let created = product::ActiveModel {
         id: Set(Uuid::now_v7()),
-        search_key: Set(search_key(&sku, &name)),
-        sku: Set(sku.clone()),
-        name: Set(name),
-        description: Set(description),
-        category: Set(category),
-        unit: Set(unit),
+        search_key: Set(search_key(&input.sku, &input.name)),
+        sku: Set(input.sku.clone()),
+        name: Set(input.name.clone()),
+        description: Set(input.description.clone()),
+        category: Set(input.category.clone()),
+        unit: Set(input.unit.clone()),
         stock: Set(0),
-        low_stock_threshold: Set(low_stock_threshold),
+        low_stock_threshold: Set(input.low_stock_threshold),
         version: Set(1),
         archived_at: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
     }
-    .insert(&*txn)
+    .insert(&**txn)
     .await
     .map_err(|e| {
         on_unique_violation(
             e,
+            &PRODUCTS_SKU_KEY,
             AppError::conflict(format!("a product with SKU {sku} already exists")),
         )
     })?;
     audit::record(
-        &*txn,
+        txn,
         actor,
         AuditEntry::new(AuditAction::Create, EntityType::Product, created.id)
             .summary(format!("created product {}", created.sku))
             .changes(None, Some(snapshot(&created))),
     )
     .await?;
-    let product = match initial_stock {
+    txn.emit(DomainEvent::ProductCreated {
+        product: Arc::new(created.clone()),
+    });
+    let product = match input.initial_stock {
         Some(quantity) => {
             let input = MovementInput {
                 product_id: created.id,
@@ -188,15 +231,47 @@ pub async fn create(db: &Db, actor: &Actor, input: NewProduct) -> AppResult<prod
                 idempotency_key: None,
             };
             let validated = stock::validate(&input)?;
-            stock::apply(&*txn, actor, &validated).await?.1
+            stock::apply(txn, actor, &validated).await?.1
         }
         None => created,
     };
-    txn.commit().await?;
     Ok(product)
 }
 
-/// Updates catalogue fields. With `expected_version`, a stale version is a CONFLICT.
+/// A catalogue change that passed validation; `None` leaves a field as it is
+/// (`Some(None)` clears an optional one).
+#[derive(Clone, Debug, Default)]
+pub struct ValidPatch {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub category: Option<Option<String>>,
+    pub unit: Option<String>,
+    pub low_stock_threshold: Option<i32>,
+}
+
+pub fn validate_patch(patch: &ProductPatch) -> AppResult<ValidPatch> {
+    Ok(ValidPatch {
+        name: match &patch.name {
+            Some(n) => Some(required_text("name", n, MAX_NAME)?),
+            None => None,
+        },
+        description: match &patch.description {
+            Some(d) => Some(optional_text("description", Some(d), MAX_DESCRIPTION)?),
+            None => None,
+        },
+        category: match &patch.category {
+            Some(c) => Some(optional_text("category", Some(c), MAX_CATEGORY)?),
+            None => None,
+        },
+        unit: match &patch.unit {
+            Some(u) => Some(required_text("unit", u, MAX_UNIT)?),
+            None => None,
+        },
+        low_stock_threshold: threshold(patch.low_stock_threshold)?,
+    })
+}
+
+/// Updates catalogue fields in its own transaction (see [`update_in`]).
 #[tracing::instrument(skip_all, fields(product_id = %id))]
 pub async fn update(
     db: &Db,
@@ -205,26 +280,24 @@ pub async fn update(
     patch: ProductPatch,
     expected_version: Option<i64>,
 ) -> AppResult<product::Model> {
-    let name = match &patch.name {
-        Some(n) => Some(required_text("name", n, MAX_NAME)?),
-        None => None,
-    };
-    let description = match &patch.description {
-        Some(d) => Some(optional_text("description", Some(d), MAX_DESCRIPTION)?),
-        None => None,
-    };
-    let category = match &patch.category {
-        Some(c) => Some(optional_text("category", Some(c), MAX_CATEGORY)?),
-        None => None,
-    };
-    let unit = match &patch.unit {
-        Some(u) => Some(required_text("unit", u, MAX_UNIT)?),
-        None => None,
-    };
-    let low_stock_threshold = threshold(patch.low_stock_threshold)?;
-
+    let patch = validate_patch(&patch)?;
     let txn = db.begin_write().await?;
-    let before = live_for_update(&*txn, id).await?;
+    let product = update_in(&txn, actor, id, &patch, expected_version).await?;
+    txn.commit().await?;
+    Ok(product)
+}
+
+/// Updates catalogue fields on the caller's transaction. With
+/// `expected_version`, a stale version is a CONFLICT. A change that changes
+/// nothing writes nothing and keeps the version.
+pub async fn update_in(
+    txn: &WriteTxn,
+    actor: &Actor,
+    id: Uuid,
+    patch: &ValidPatch,
+    expected_version: Option<i64>,
+) -> AppResult<product::Model> {
+    let before = live_for_update(&**txn, id).await?;
     if let Some(expected) = expected_version
         && expected != i64::from(before.version)
     {
@@ -233,72 +306,89 @@ pub async fn update(
             before.version
         )));
     }
-    let unchanged = name.as_ref().is_none_or(|v| *v == before.name)
-        && description
+    let unchanged = patch.name.as_ref().is_none_or(|v| *v == before.name)
+        && patch
+            .description
             .as_ref()
             .is_none_or(|v| *v == before.description)
-        && category.as_ref().is_none_or(|v| *v == before.category)
-        && unit.as_ref().is_none_or(|v| *v == before.unit)
-        && low_stock_threshold.is_none_or(|v| v == before.low_stock_threshold);
+        && patch
+            .category
+            .as_ref()
+            .is_none_or(|v| *v == before.category)
+        && patch.unit.as_ref().is_none_or(|v| *v == before.unit)
+        && patch
+            .low_stock_threshold
+            .is_none_or(|v| v == before.low_stock_threshold);
     if unchanged {
         // Nothing to write: the version stays, so other clients' expectedVersion stays valid.
         return Ok(before);
     }
     let mut active: product::ActiveModel = before.clone().into();
-    if let Some(v) = name {
-        active.search_key = Set(search_key(&before.sku, &v));
-        active.name = Set(v);
+    if let Some(v) = &patch.name {
+        active.search_key = Set(search_key(&before.sku, v));
+        active.name = Set(v.clone());
     }
-    if let Some(v) = description {
-        active.description = Set(v);
+    if let Some(v) = &patch.description {
+        active.description = Set(v.clone());
     }
-    if let Some(v) = category {
-        active.category = Set(v);
+    if let Some(v) = &patch.category {
+        active.category = Set(v.clone());
     }
-    if let Some(v) = unit {
-        active.unit = Set(v);
+    if let Some(v) = &patch.unit {
+        active.unit = Set(v.clone());
     }
-    if let Some(v) = low_stock_threshold {
+    if let Some(v) = patch.low_stock_threshold {
         active.low_stock_threshold = Set(v);
     }
     active.version = Set(before.version + 1);
     active.updated_at = Set(Utc::now());
-    let after = active.update(&*txn).await?;
+    let after = active.update(&**txn).await?;
     let (b, a) = diff(&before, &after);
     audit::record(
-        &*txn,
+        txn,
         actor,
         AuditEntry::new(AuditAction::Update, EntityType::Product, after.id)
             .summary(format!("updated product {}", after.sku))
             .changes(Some(b), Some(a)),
     )
     .await?;
-    txn.commit().await?;
+    txn.emit(DomainEvent::ProductUpdated {
+        product: Arc::new(after.clone()),
+    });
     Ok(after)
+}
+
+/// Archives a product in its own transaction (see [`archive_in`]).
+#[tracing::instrument(skip_all, fields(product_id = %id))]
+pub async fn archive(db: &Db, actor: &Actor, id: Uuid) -> AppResult<product::Model> {
+    let txn = db.begin_write().await?;
+    let product = archive_in(&txn, actor, id).await?;
+    txn.commit().await?;
+    Ok(product)
 }
 
 /// Archives a product: it keeps its history and its SKU, and leaves the
 /// default listing.
-#[tracing::instrument(skip_all, fields(product_id = %id))]
-pub async fn archive(db: &Db, actor: &Actor, id: Uuid) -> AppResult<product::Model> {
-    let txn = db.begin_write().await?;
-    let before = live_for_update(&*txn, id).await?;
+pub async fn archive_in(txn: &WriteTxn, actor: &Actor, id: Uuid) -> AppResult<product::Model> {
+    let before = live_for_update(&**txn, id).await?;
     let mut active: product::ActiveModel = before.clone().into();
     let now = Utc::now();
     active.archived_at = Set(Some(now));
     active.version = Set(before.version + 1);
     active.updated_at = Set(now);
-    let after = active.update(&*txn).await?;
+    let after = active.update(&**txn).await?;
     let (b, a) = diff(&before, &after);
     audit::record(
-        &*txn,
+        txn,
         actor,
         AuditEntry::new(AuditAction::Delete, EntityType::Product, after.id)
             .summary(format!("archived product {}", after.sku))
             .changes(Some(b), Some(a)),
     )
     .await?;
-    txn.commit().await?;
+    txn.emit(DomainEvent::ProductArchived {
+        product: Arc::new(after.clone()),
+    });
     Ok(after)
 }
 
@@ -351,9 +441,7 @@ fn filtered(filter: &ProductFilter) -> Select<product::Entity> {
         q = q.filter(product::Column::Category.eq(category));
     }
     if filter.low_stock_only {
-        q = q.filter(
-            Expr::col(product::Column::Stock).lte(Expr::col(product::Column::LowStockThreshold)),
-        );
+        q = q.filter(product::low_stock_condition());
     }
     q
 }

@@ -3,12 +3,13 @@
 //! row with the balance after every change.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sea_orm::Order;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, Select,
-    Statement, Value,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
+    QuerySelect, Select, Statement, Value,
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -16,11 +17,12 @@ use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
 use super::{Actor, Page, PageRequest, optional_text, paginate};
-use crate::db::Db;
+use crate::db::{Db, WriteTxn};
 use crate::entity::audit_log::{AuditAction, EntityType};
 use crate::entity::product;
 use crate::entity::stock_movement::{self, MovementKind};
-use crate::error::{AppError, AppResult, on_unique_violation};
+use crate::error::{AppError, AppResult, MOVEMENTS_IDEMPOTENCY_KEY, on_unique_violation};
+use crate::events::DomainEvent;
 
 pub const MAX_NOTE: usize = 500;
 pub const MAX_REFERENCE: usize = 100;
@@ -140,7 +142,7 @@ pub async fn record(
         {
             return replay(existing, &hash);
         }
-        let (saved, _) = apply_hashed(&*txn, actor, &movement, Some(hash.clone())).await?;
+        let (saved, _) = apply_hashed(&txn, actor, &movement, Some(hash.clone())).await?;
         txn.commit().await?;
         Ok(saved)
     }
@@ -189,22 +191,24 @@ async fn find_by_key(
 }
 
 /// Applies a validated movement on the caller's transaction: the conditional
-/// stock update, the ledger row and the audit row. Returns the movement and
-/// the product as it is afterwards.
+/// stock update, the ledger row and the audit row, and the `stockChanged`
+/// (and, on a crossing, `lowStock`) events published when it commits.
+/// Returns the movement and the product as it is afterwards.
 pub async fn apply(
-    conn: &impl ConnectionTrait,
+    txn: &WriteTxn,
     actor: &Actor,
     movement: &ValidMovement,
 ) -> AppResult<(stock_movement::Model, product::Model)> {
-    apply_hashed(conn, actor, movement, None).await
+    apply_hashed(txn, actor, movement, None).await
 }
 
 async fn apply_hashed(
-    conn: &impl ConnectionTrait,
+    txn: &WriteTxn,
     actor: &Actor,
     movement: &ValidMovement,
     request_hash: Option<String>,
 ) -> AppResult<(stock_movement::Model, product::Model)> {
+    let conn: &DatabaseTransaction = txn;
     let now = Utc::now();
     let backend = conn.get_database_backend();
     let update = Statement::from_sql_and_values(
@@ -255,9 +259,16 @@ async fn apply_hashed(
     stock_movement::Entity::insert(row)
         .exec_without_returning(conn)
         .await
-        .map_err(|e| on_unique_violation(e, AppError::conflict("idempotency key is in use")))?;
+        .map_err(|e| {
+            on_unique_violation(
+                e,
+                &MOVEMENTS_IDEMPOTENCY_KEY,
+                AppError::conflict("idempotency key is in use"),
+            )
+        })?;
+    let stock_before = i64::from(product.stock) - movement.delta;
     audit::record(
-        conn,
+        txn,
         actor,
         AuditEntry::new(
             audit_action(movement.kind),
@@ -266,13 +277,10 @@ async fn apply_hashed(
         )
         .summary(format!(
             "{kind_word} {:+} of {}: stock {} -> {}",
-            movement.delta,
-            product.sku,
-            i64::from(product.stock) - movement.delta,
-            product.stock
+            movement.delta, product.sku, stock_before, product.stock
         ))
         .changes(
-            Some(json!({ "stock": i64::from(product.stock) - movement.delta })),
+            Some(json!({ "stock": stock_before })),
             Some(json!({
                 "productId": product.id,
                 "sku": product.sku,
@@ -285,6 +293,16 @@ async fn apply_hashed(
         ),
     )
     .await?;
+    let shared = Arc::new(product.clone());
+    if product::crossed_low_stock(stock_before, &product) {
+        txn.emit(DomainEvent::LowStockCrossed {
+            product: Arc::clone(&shared),
+        });
+    }
+    txn.emit(DomainEvent::StockMoved {
+        product: shared,
+        movement: Arc::new(saved.clone()),
+    });
     Ok((saved, product))
 }
 

@@ -14,31 +14,11 @@ use super::{Actor, Page, PageRequest, auth, paginate, required_text};
 use crate::db::Db;
 use crate::entity::audit_log::{AuditAction, EntityType};
 use crate::entity::user::{self, Role};
-use crate::error::{AppError, AppResult, on_unique_violation};
+use crate::error::{AppError, AppResult, USERS_EMAIL_KEY, on_unique_violation};
+use crate::events::DomainEvent;
 
-pub const MAX_EMAIL: usize = 254;
+pub use crate::validate::{MAX_EMAIL, check_email};
 const MAX_DISPLAY_NAME: usize = 100;
-
-/// A light syntactic check: one `@`, a dot in the domain, no spaces.
-pub fn check_email(email: &str) -> Result<(), String> {
-    let ok = email.len() <= MAX_EMAIL
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && match email.split_once('@') {
-            Some((local, domain)) => {
-                !local.is_empty()
-                    && !domain.contains('@')
-                    && domain.contains('.')
-                    && !domain.starts_with('.')
-                    && !domain.ends_with('.')
-            }
-            None => false,
-        };
-    if ok {
-        Ok(())
-    } else {
-        Err("must be a valid email address".into())
-    }
-}
 
 fn normalized_email(field: &str, email: &str) -> AppResult<String> {
     let email = email.trim().to_lowercase();
@@ -94,6 +74,7 @@ async fn insert_user(
     .map_err(|e| {
         on_unique_violation(
             e,
+            &USERS_EMAIL_KEY,
             AppError::conflict(format!("a user with email {email} already exists")),
         )
     })
@@ -109,7 +90,7 @@ pub async fn create(db: &Db, actor: &Actor, input: NewUser) -> AppResult<user::M
     let txn = db.begin_write().await?;
     let user = insert_user(&*txn, email, display_name, hash, input.role).await?;
     audit::record(
-        &*txn,
+        &txn,
         actor,
         AuditEntry::new(AuditAction::Create, EntityType::User, user.id)
             .summary(format!("created user {} ({:?})", user.email, user.role))
@@ -174,6 +155,13 @@ pub async fn update(db: &Db, actor: &Actor, id: Uuid, patch: UserPatch) -> AppRe
     }
     active.updated_at = Set(Utc::now());
     let after = active.update(&*txn).await?;
+    if before.role != after.role || before.is_active != after.is_active {
+        txn.emit(DomainEvent::UserChanged {
+            user_id: after.id,
+            role: after.role,
+            active: after.is_active,
+        });
+    }
     let mut revoked = 0;
     if before.is_active && !after.is_active {
         revoked = auth::revoke_all_refresh_tokens(&*txn, after.id).await?;
@@ -183,7 +171,7 @@ pub async fn update(db: &Db, actor: &Actor, id: Uuid, patch: UserPatch) -> AppRe
         summary.push_str(&format!("; {revoked} session(s) revoked"));
     }
     audit::record(
-        &*txn,
+        &txn,
         actor,
         AuditEntry::new(AuditAction::Update, EntityType::User, after.id)
             .summary(summary)
@@ -253,7 +241,7 @@ pub async fn seed_admin(
     }
     let admin = insert_user(&*txn, email, "Administrator".into(), hash, Role::Admin).await?;
     audit::record(
-        &*txn,
+        &txn,
         &Actor::system(),
         AuditEntry::new(AuditAction::Create, EntityType::User, admin.id)
             .summary(format!("seeded admin {}", admin.email))

@@ -18,10 +18,7 @@ const PENDING_TYPES: &[&str] = &[
     "NotificationSettings",
     "UploadRowError",
     "UploadJob",
-    "StockChangedEvent",
-    "LowStockEvent",
     "UpdateNotificationSettingsInput",
-    "Subscription",
     "AlertConnection",
     "AlertEdge",
     "UploadJobConnection",
@@ -39,6 +36,8 @@ const PENDING_FIELDS: &[&str] = &[
     "Mutation.retryAlert",
     "Mutation.createUploadJob",
     "Mutation.cancelUploadJob",
+    "Subscription.alertUpdated",
+    "Subscription.uploadJobUpdated",
 ];
 
 /// name -> (kind, member -> (type, args))

@@ -1,0 +1,524 @@
+//! Domain events and the bus that carries them.
+//!
+//! Events are collected by a write transaction ([`crate::db::WriteTxn::emit`])
+//! and published only after it committed, so a refused or rolled-back write
+//! publishes nothing. The bus is a tokio broadcast channel: a subscriber that
+//! falls more than its capacity behind is told it lagged, and never slows the
+//! publisher or the other subscribers.
+//!
+//! On PostgreSQL the committing transaction also sends its events with
+//! `pg_notify` on [`CHANNEL`] (delivered only on commit), and every instance
+//! runs [`run_listener`], which re-publishes the events of *other* instances
+//! on its local bus. On SQLite the bus is in-process only.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sea_orm::sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sea_orm::{ConnectionTrait, EntityTrait, Statement, Value};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::entity::user::Role;
+use crate::entity::{audit_log, product, stock_movement};
+
+/// The PostgreSQL NOTIFY channel every instance listens on.
+pub const CHANNEL: &str = "stockroom_events";
+
+/// NOTIFY refuses payloads of 8000 bytes or more; stay clear of the limit.
+const MAX_PAYLOAD: usize = 7800;
+
+/// Something that happened, published after the transaction that made it
+/// committed. Carries what a subscriber needs to answer without a read.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "camelCase")]
+pub enum DomainEvent {
+    /// A movement was recorded; `product` is the product right after it.
+    StockMoved {
+        product: Arc<product::Model>,
+        movement: Arc<stock_movement::Model>,
+    },
+    /// A movement took the product from above its threshold to at or below it.
+    LowStockCrossed {
+        product: Arc<product::Model>,
+    },
+    ProductCreated {
+        product: Arc<product::Model>,
+    },
+    ProductUpdated {
+        product: Arc<product::Model>,
+    },
+    ProductArchived {
+        product: Arc<product::Model>,
+    },
+    AuditLogAdded {
+        entry: Arc<audit_log::Model>,
+    },
+    /// A user's role or active flag changed: their open streams are re-checked.
+    UserChanged {
+        user_id: Uuid,
+        role: Role,
+        active: bool,
+    },
+    /// Events of other instances may have been lost (the listener's connection
+    /// dropped). Subscribers are told, so that clients re-fetch.
+    EventsMissed,
+}
+
+impl DomainEvent {
+    /// The products whose per-product order this event takes part in.
+    pub fn product_id(&self) -> Option<Uuid> {
+        match self {
+            Self::StockMoved { product, .. }
+            | Self::LowStockCrossed { product }
+            | Self::ProductCreated { product }
+            | Self::ProductUpdated { product }
+            | Self::ProductArchived { product } => Some(product.id),
+            _ => None,
+        }
+    }
+
+    /// A small stand-in for an event too large for one NOTIFY payload; the
+    /// receiving instance loads the rest from the database.
+    fn reference(&self) -> Option<EventRef> {
+        Some(match self {
+            Self::StockMoved { movement, .. } => EventRef::StockMoved {
+                movement_id: movement.id,
+            },
+            Self::LowStockCrossed { product } => EventRef::LowStockCrossed {
+                product_id: product.id,
+            },
+            Self::ProductCreated { product } => EventRef::Product {
+                change: ProductChange::Created,
+                product_id: product.id,
+            },
+            Self::ProductUpdated { product } => EventRef::Product {
+                change: ProductChange::Updated,
+                product_id: product.id,
+            },
+            Self::ProductArchived { product } => EventRef::Product {
+                change: ProductChange::Archived,
+                product_id: product.id,
+            },
+            Self::AuditLogAdded { entry } => EventRef::AuditLogAdded { id: entry.id },
+            Self::UserChanged { .. } | Self::EventsMissed => return None,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum ProductChange {
+    Created,
+    Updated,
+    Archived,
+}
+
+/// What crosses instances in place of an oversized event.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "camelCase")]
+enum EventRef {
+    StockMoved {
+        movement_id: Uuid,
+    },
+    LowStockCrossed {
+        product_id: Uuid,
+    },
+    Product {
+        change: ProductChange,
+        product_id: Uuid,
+    },
+    AuditLogAdded {
+        id: Uuid,
+    },
+}
+
+impl EventRef {
+    async fn load(
+        &self,
+        conn: &impl ConnectionTrait,
+    ) -> Result<Option<DomainEvent>, sea_orm::DbErr> {
+        let product = |id| product::Entity::find_by_id(id).one(conn);
+        Ok(match *self {
+            Self::StockMoved { movement_id } => {
+                let Some(m) = stock_movement::Entity::find_by_id(movement_id)
+                    .one(conn)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                product(m.product_id).await?.map(|mut p| {
+                    // The product as of this movement, not as of now.
+                    p.stock = m.balance_after;
+                    p.version = m.product_version;
+                    DomainEvent::StockMoved {
+                        product: Arc::new(p),
+                        movement: Arc::new(m),
+                    }
+                })
+            }
+            Self::LowStockCrossed { product_id } => {
+                product(product_id)
+                    .await?
+                    .map(|p| DomainEvent::LowStockCrossed {
+                        product: Arc::new(p),
+                    })
+            }
+            Self::Product { change, product_id } => product(product_id).await?.map(|p| {
+                let product = Arc::new(p);
+                match change {
+                    ProductChange::Created => DomainEvent::ProductCreated { product },
+                    ProductChange::Updated => DomainEvent::ProductUpdated { product },
+                    ProductChange::Archived => DomainEvent::ProductArchived { product },
+                }
+            }),
+            Self::AuditLogAdded { id } => audit_log::Entity::find_by_id(id)
+                .one(conn)
+                .await?
+                .map(|a| DomainEvent::AuditLogAdded { entry: Arc::new(a) }),
+        })
+    }
+}
+
+/// One NOTIFY payload: the sending instance, whole events, and references to
+/// events too large to send whole.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Envelope {
+    #[serde(rename = "o")]
+    origin: Uuid,
+    #[serde(rename = "e", default, skip_serializing_if = "Vec::is_empty")]
+    events: Vec<Box<serde_json::value::RawValue>>,
+    #[serde(rename = "r", default, skip_serializing_if = "Vec::is_empty")]
+    refs: Vec<EventRef>,
+}
+
+/// Splits `events` into NOTIFY payloads under the size limit.
+fn payloads(origin: Uuid, events: &[DomainEvent]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = Envelope {
+        origin,
+        ..Default::default()
+    };
+    let mut size = 64;
+    let mut flush = |env: &mut Envelope, size: &mut usize| {
+        if !env.events.is_empty() || !env.refs.is_empty() {
+            let full = std::mem::replace(
+                env,
+                Envelope {
+                    origin,
+                    ..Default::default()
+                },
+            );
+            if let Ok(text) = serde_json::to_string(&full) {
+                out.push(text);
+            }
+        }
+        *size = 64;
+    };
+    for event in events {
+        let Ok(json) = serde_json::to_string(event) else {
+            continue;
+        };
+        if json.len() + 64 > MAX_PAYLOAD {
+            let Some(reference) = event.reference() else {
+                continue;
+            };
+            if size + 128 > MAX_PAYLOAD {
+                flush(&mut current, &mut size);
+            }
+            size += 128;
+            current.refs.push(reference);
+            continue;
+        }
+        if size + json.len() + 1 > MAX_PAYLOAD {
+            flush(&mut current, &mut size);
+        }
+        size += json.len() + 1;
+        if let Ok(raw) = serde_json::value::RawValue::from_string(json) {
+            current.events.push(raw);
+        }
+    }
+    flush(&mut current, &mut size);
+    out
+}
+
+/// The state of the cross-instance listener, for health.
+#[derive(Clone, Debug)]
+pub struct BusHealth {
+    /// True on PostgreSQL, where events cross instances.
+    pub cross_instance: bool,
+    /// False while the listener's connection is down.
+    pub listener_up: bool,
+    pub error: Option<String>,
+    pub subscriptions: usize,
+}
+
+struct Inner {
+    tx: broadcast::Sender<Arc<DomainEvent>>,
+    instance: Uuid,
+    cross_instance: AtomicBool,
+    listener_up: AtomicBool,
+    listener_error: Mutex<Option<String>>,
+    subscriptions: AtomicUsize,
+}
+
+/// The in-process event bus, cheap to clone.
+#[derive(Clone)]
+pub struct EventBus(Arc<Inner>);
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus")
+            .field("instance", &self.0.instance)
+            .finish()
+    }
+}
+
+impl EventBus {
+    pub fn new(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        Self(Arc::new(Inner {
+            tx,
+            instance: Uuid::new_v4(),
+            cross_instance: AtomicBool::new(false),
+            listener_up: AtomicBool::new(true),
+            listener_error: Mutex::new(None),
+            subscriptions: AtomicUsize::new(0),
+        }))
+    }
+
+    /// This instance's id; its own events coming back through NOTIFY are dropped.
+    pub fn instance(&self) -> Uuid {
+        self.0.instance
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<DomainEvent>> {
+        self.0.tx.subscribe()
+    }
+
+    /// Publishes committed events to this instance's subscribers.
+    pub fn publish(&self, events: impl IntoIterator<Item = DomainEvent>) {
+        for event in events {
+            // No receiver is not an error: nobody is listening right now.
+            let _ = self.0.tx.send(Arc::new(event));
+        }
+    }
+
+    /// Sends `events` to the other instances from inside the committing
+    /// transaction; PostgreSQL delivers them only if it commits.
+    pub async fn notify(
+        &self,
+        conn: &impl ConnectionTrait,
+        events: &[DomainEvent],
+    ) -> Result<(), sea_orm::DbErr> {
+        for payload in payloads(self.0.instance, events) {
+            conn.execute_raw(Statement::from_sql_and_values(
+                conn.get_database_backend(),
+                "SELECT pg_notify($1, $2)",
+                [Value::from(CHANNEL), Value::from(payload)],
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Counts an open subscription stream while the guard lives.
+    pub fn track_subscription(&self) -> SubscriptionGuard {
+        self.0.subscriptions.fetch_add(1, Ordering::Relaxed);
+        SubscriptionGuard(self.clone())
+    }
+
+    pub fn health(&self) -> BusHealth {
+        BusHealth {
+            cross_instance: self.0.cross_instance.load(Ordering::Relaxed),
+            listener_up: self.0.listener_up.load(Ordering::Relaxed),
+            error: self.0.listener_error.lock().ok().and_then(|e| e.clone()),
+            subscriptions: self.0.subscriptions.load(Ordering::Relaxed),
+        }
+    }
+
+    fn set_listener(&self, up: bool, error: Option<String>) {
+        self.0.listener_up.store(up, Ordering::Relaxed);
+        if let Ok(mut e) = self.0.listener_error.lock() {
+            *e = error;
+        }
+    }
+
+    /// Takes an incoming NOTIFY payload: events of other instances are
+    /// published locally, exactly once; our own echo is dropped.
+    async fn receive(&self, payload: &str, conn: &impl ConnectionTrait) {
+        let envelope: Envelope = match serde_json::from_str(payload) {
+            Ok(e) => e,
+            Err(err) => {
+                tracing::warn!(error = %err, "events: unreadable notification dropped");
+                return;
+            }
+        };
+        if envelope.origin == self.0.instance {
+            return;
+        }
+        for raw in envelope.events {
+            match serde_json::from_str::<DomainEvent>(raw.get()) {
+                Ok(event) => self.publish([event]),
+                Err(err) => tracing::warn!(error = %err, "events: unreadable event dropped"),
+            }
+        }
+        for reference in envelope.refs {
+            match reference.load(conn).await {
+                Ok(Some(event)) => self.publish([event]),
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "events: loading a referenced event failed");
+                    self.publish([DomainEvent::EventsMissed]);
+                }
+            }
+        }
+    }
+}
+
+/// Decrements the open-subscription count when dropped.
+pub struct SubscriptionGuard(EventBus);
+
+impl Drop for SubscriptionGuard {
+    fn drop(&mut self) {
+        self.0.0.subscriptions.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Listens for other instances' events until `stop` is cancelled. A lost
+/// connection is re-established with capped exponential backoff; while it is
+/// down, health reports the bus degraded, and once it is back subscribers get
+/// [`DomainEvent::EventsMissed`] (notifications sent meanwhile are gone).
+pub async fn run_listener(
+    bus: EventBus,
+    pool: PgPool,
+    conn: sea_orm::DatabaseConnection,
+    stop: CancellationToken,
+) {
+    bus.0.cross_instance.store(true, Ordering::Relaxed);
+    // A connection of its own, named so operators can tell it apart.
+    let options = pool
+        .connect_options()
+        .as_ref()
+        .clone()
+        .application_name("stockroom-events");
+    let listener_pool = PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .connect_lazy_with(options);
+    let mut backoff = Duration::from_millis(100);
+    let mut lost = false;
+    'connect: while !stop.is_cancelled() {
+        let mut listener = match connect(&listener_pool).await {
+            Ok(l) => l,
+            Err(err) => {
+                let message = format!("listener cannot connect: {err}");
+                if bus.health().listener_up {
+                    tracing::error!(error = %err, "events: listener cannot connect; retrying");
+                }
+                bus.set_listener(false, Some(message));
+                lost = true;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.cancelled() => break 'connect,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        bus.set_listener(true, None);
+        backoff = Duration::from_millis(100);
+        if std::mem::take(&mut lost) {
+            tracing::info!("events: listener reconnected");
+            bus.publish([DomainEvent::EventsMissed]);
+        }
+        loop {
+            let next = tokio::select! {
+                n = listener.try_recv() => n,
+                _ = stop.cancelled() => break 'connect,
+            };
+            match next {
+                Ok(Some(notification)) => bus.receive(notification.payload(), &conn).await,
+                Ok(None) => {
+                    tracing::warn!("events: listener connection lost; reconnecting");
+                    bus.set_listener(false, Some("listener connection lost".into()));
+                    lost = true;
+                    continue 'connect;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "events: listener failed; reconnecting");
+                    bus.set_listener(false, Some("listener connection lost".into()));
+                    lost = true;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.cancelled() => break 'connect,
+                    }
+                    continue 'connect;
+                }
+            }
+        }
+    }
+    listener_pool.close().await;
+}
+
+async fn connect(pool: &PgPool) -> Result<PgListener, sea_orm::sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    // Reconnection is ours to do, so that a loss is always noticed.
+    listener.eager_reconnect(false);
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn product(description: &str) -> product::Model {
+        let now = chrono::Utc::now();
+        product::Model {
+            id: Uuid::now_v7(),
+            sku: "SKU-1".into(),
+            name: "Widget".into(),
+            description: Some(description.into()),
+            category: None,
+            unit: "ea".into(),
+            stock: 5,
+            low_stock_threshold: 2,
+            version: 3,
+            archived_at: None,
+            created_at: now,
+            updated_at: now,
+            search_key: "sku-1\nwidget".into(),
+        }
+    }
+
+    #[test]
+    fn payloads_stay_under_the_notify_limit_and_refer_to_oversized_events() {
+        let origin = Uuid::new_v4();
+        let small: Vec<DomainEvent> = (0..40)
+            .map(|_| DomainEvent::ProductUpdated {
+                product: Arc::new(product("short")),
+            })
+            .collect();
+        let big = DomainEvent::ProductUpdated {
+            product: Arc::new(product(&"😀".repeat(2000))),
+        };
+        let mut all = small.clone();
+        all.push(big);
+        let out = payloads(origin, &all);
+        assert!(out.len() > 1, "40 events need more than one payload");
+        let mut whole = 0;
+        let mut refs = 0;
+        for p in &out {
+            assert!(p.len() < 8000, "payload of {} bytes", p.len());
+            let env: Envelope = serde_json::from_str(p).unwrap();
+            assert_eq!(env.origin, origin);
+            whole += env.events.len();
+            refs += env.refs.len();
+        }
+        assert_eq!((whole, refs), (40, 1));
+    }
+}

@@ -1,0 +1,39 @@
+//! Input rules shared by configuration and services: they live below both, so
+//! neither depends on the other for them.
+
+pub const MIN_PASSWORD_CHARS: usize = 8;
+pub const MAX_PASSWORD_CHARS: usize = 128;
+pub const MAX_EMAIL: usize = 254;
+
+/// Length limits keep a huge password from becoming a hashing DoS.
+pub fn check_password_policy(password: &str) -> Result<(), String> {
+    let n = password.chars().count();
+    if n < MIN_PASSWORD_CHARS {
+        return Err(format!("must be at least {MIN_PASSWORD_CHARS} characters"));
+    }
+    if n > MAX_PASSWORD_CHARS {
+        return Err(format!("must be at most {MAX_PASSWORD_CHARS} characters"));
+    }
+    Ok(())
+}
+
+/// A light syntactic check: one `@`, a dot in the domain, no spaces.
+pub fn check_email(email: &str) -> Result<(), String> {
+    let ok = email.len() <= MAX_EMAIL
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && match email.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+            }
+            None => false,
+        };
+    if ok {
+        Ok(())
+    } else {
+        Err("must be a valid email address".into())
+    }
+}
