@@ -242,3 +242,32 @@ impl IntoResponse for AppError {
         self.respond(json!({ "error": error }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_keys_match_their_own_violations_on_both_databases_and_no_other() {
+        let pg_idem =
+            "duplicate key value violates unique constraint \"stock_movements_idempotency_key\"";
+        let pg_version = "duplicate key value violates unique constraint \"stock_movements_product_version_key\"";
+        let sqlite_idem =
+            "UNIQUE constraint failed: stock_movements.created_by, stock_movements.idempotency_key";
+        let sqlite_version =
+            "UNIQUE constraint failed: stock_movements.product_id, stock_movements.product_version";
+        let sqlite_sku = "UNIQUE constraint failed: index 'products_sku_lower_key'";
+        assert!(MOVEMENTS_IDEMPOTENCY_KEY.matches(pg_idem));
+        assert!(MOVEMENTS_IDEMPOTENCY_KEY.matches(sqlite_idem));
+        assert!(!MOVEMENTS_IDEMPOTENCY_KEY.matches(pg_version));
+        assert!(!MOVEMENTS_IDEMPOTENCY_KEY.matches(sqlite_version));
+        assert!(PRODUCTS_SKU_KEY.matches(sqlite_sku));
+        assert!(
+            PRODUCTS_SKU_KEY.matches(
+                "duplicate key value violates unique constraint \"products_sku_lower_key\""
+            )
+        );
+        assert!(USERS_EMAIL_KEY.matches("UNIQUE constraint failed: users.email"));
+        assert!(!USERS_EMAIL_KEY.matches(sqlite_sku));
+    }
+}

@@ -200,3 +200,56 @@ pub fn ensure_error_codes(errors: &mut [ServerError]) {
 pub fn gql(err: AppError) -> async_graphql::Error {
     err.extend()
 }
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::{PathSegment, ServerError};
+
+    use super::ensure_error_codes;
+
+    fn error(message: &str, path: &[&str]) -> ServerError {
+        let mut e = ServerError::new(message, None);
+        e.path = path
+            .iter()
+            .map(|p| PathSegment::Field(p.to_string()))
+            .collect();
+        e
+    }
+
+    fn code(e: &ServerError) -> String {
+        match e.extensions.as_ref().and_then(|x| x.get("code")) {
+            Some(async_graphql::Value::String(s)) => s.clone(),
+            other => panic!("no code: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_codeless_resolver_error_is_internal_and_its_message_hidden() {
+        let mut errors = vec![error("Data `Foo` does not exist.", &["product"])];
+        ensure_error_codes(&mut errors);
+        assert_eq!(code(&errors[0]), "INTERNAL");
+        assert_eq!(errors[0].message, "internal error");
+    }
+
+    #[test]
+    fn engine_and_input_coercion_errors_are_the_clients() {
+        let mut errors = vec![
+            error("Unknown field \"nope\" on type \"Query\".", &[]),
+            error("Failed to parse \"Int\": Only integers", &["products"]),
+        ];
+        ensure_error_codes(&mut errors);
+        assert!(errors.iter().all(|e| code(e) == "BAD_USER_INPUT"));
+        assert!(errors[1].message.starts_with("Failed to parse"));
+    }
+
+    #[test]
+    fn an_existing_code_is_kept() {
+        let mut e = error("no", &["x"]);
+        e.extensions
+            .get_or_insert_with(Default::default)
+            .set("code", "FORBIDDEN");
+        let mut errors = vec![e];
+        ensure_error_codes(&mut errors);
+        assert_eq!(code(&errors[0]), "FORBIDDEN");
+    }
+}

@@ -350,3 +350,178 @@ pub async fn spawn_pair_on_one_database() -> (TestApp, TestApp) {
     );
     (a, b)
 }
+
+/// A GraphQL-over-WebSocket client speaking graphql-transport-ws or, with
+/// `legacy`, the older graphql-ws protocol. Pings are answered and skipped.
+pub struct Ws {
+    inner: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    pub legacy: bool,
+}
+
+pub const TRANSPORT_WS: &str = "graphql-transport-ws";
+pub const LEGACY_WS: &str = "graphql-ws";
+
+/// How long a test waits for a message it expects.
+pub const WS_WAIT: Duration = Duration::from_secs(10);
+
+impl TestApp {
+    /// Opens a WebSocket to /graphql/ws; `recv_buffer` shrinks the client's
+    /// socket buffer (a slow reader fills up sooner).
+    pub async fn ws_connect(
+        &self,
+        protocol: &str,
+        recv_buffer: Option<u32>,
+    ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = self.address.replace("http://", "ws://") + "/graphql/ws";
+        let mut request = url.into_client_request()?;
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", protocol.parse().unwrap());
+        let addr: std::net::SocketAddr =
+            self.address.trim_start_matches("http://").parse().unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Some(size) = recv_buffer {
+            socket.set_recv_buffer_size(size).unwrap();
+        }
+        let stream = socket.connect(addr).await.unwrap();
+        let (inner, _) = tokio_tungstenite::client_async(request, stream).await?;
+        Ok(Ws {
+            inner,
+            legacy: protocol == LEGACY_WS,
+        })
+    }
+
+    /// A graphql-transport-ws connection, initialised with `token`.
+    pub async fn ws(&self, token: &str) -> Ws {
+        self.ws_with(TRANSPORT_WS, token).await
+    }
+
+    pub async fn ws_with(&self, protocol: &str, token: &str) -> Ws {
+        let mut ws = self.ws_connect(protocol, None).await.unwrap();
+        ws.init(json!({ "Authorization": format!("Bearer {token}") }))
+            .await;
+        let ack = ws.next().await;
+        assert_eq!(ack["type"], "connection_ack", "{ack}");
+        ws
+    }
+
+    /// Waits until this instance has `n` open subscription streams, so that
+    /// what a test does next is seen by them.
+    pub async fn wait_for_subscriptions(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + WS_WAIT;
+        while self.state.db.bus().health().subscriptions < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {n} subscriptions opened",
+                self.state.db.bus().health().subscriptions
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Ws {
+    pub async fn send(&mut self, message: Value) {
+        use futures_util::SinkExt;
+        self.inner
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                message.to_string().into(),
+            ))
+            .await
+            .unwrap();
+    }
+
+    pub async fn init(&mut self, payload: Value) {
+        self.send(json!({ "type": "connection_init", "payload": payload }))
+            .await;
+    }
+
+    pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+        let kind = if self.legacy { "start" } else { "subscribe" };
+        self.send(json!({ "id": id, "type": kind, "payload": { "query": query, "variables": variables } }))
+            .await;
+    }
+
+    /// The next protocol message, or None when nothing came within `wait`.
+    /// Panics when the socket closes.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<Value> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.inner.next())
+                .await
+                .ok()?;
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    match v["type"].as_str() {
+                        Some("ping") => self.send(json!({ "type": "pong" })).await,
+                        Some("ka") | Some("pong") => {}
+                        _ => return Some(v),
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => panic!("socket closed: {frame:?}"),
+                Some(Ok(_)) => {}
+                other => panic!("socket ended: {other:?}"),
+            }
+        }
+    }
+
+    pub async fn next(&mut self) -> Value {
+        self.next_within(WS_WAIT)
+            .await
+            .expect("a WebSocket message within the wait")
+    }
+
+    /// The next `next` (or legacy `data`) payload of subscription `id`;
+    /// messages of other subscriptions are skipped.
+    pub async fn event(&mut self, id: &str) -> Value {
+        loop {
+            let m = self.next().await;
+            if m["id"] == id {
+                let kind = m["type"].as_str().unwrap_or_default();
+                assert!(
+                    kind == "next" || kind == "data",
+                    "expected an event, got {m}"
+                );
+                return m["payload"].clone();
+            }
+        }
+    }
+
+    /// Everything that arrives until the socket is quiet for `quiet`.
+    pub async fn drain(&mut self, quiet: Duration) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Some(m) = self.next_within(quiet).await {
+            out.push(m);
+        }
+        out
+    }
+
+    /// Waits for the server's close frame and returns its code and reason.
+    pub async fn closed(&mut self) -> (u16, String) {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            match tokio::time::timeout(WS_WAIT, self.inner.next()).await {
+                Ok(Some(Ok(Message::Close(Some(frame))))) => {
+                    return (frame.code.into(), frame.reason.to_string());
+                }
+                Ok(Some(Ok(Message::Close(None)))) | Ok(None) | Ok(Some(Err(_))) => {
+                    return (0, String::new());
+                }
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    assert!(
+                        matches!(v["type"].as_str(), Some("ping" | "ka" | "connection_error")),
+                        "expected a close, got {v}"
+                    );
+                }
+                Ok(Some(Ok(_))) => {}
+                Err(_) => panic!("no close within {WS_WAIT:?}"),
+            }
+        }
+    }
+}

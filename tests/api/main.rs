@@ -13,3 +13,4 @@ mod http;
 mod products;
 mod roles;
 mod stock;
+mod subscriptions;

@@ -1,0 +1,547 @@
+//! GraphQL subscriptions over /graphql/ws: what is delivered, what is not,
+//! who may subscribe, and what happens to slow, expired and cut-off
+//! subscribers.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    LEGACY_WS, TRANSPORT_WS, TestApp, is_postgres, spawn_app, spawn_app_with,
+    spawn_pair_on_one_database,
+};
+
+const STOCK_CHANGED: &str = "subscription($p: ID) { stockChanged(productId: $p) { product { id sku stock version isLowStock } movement { id kind quantity balanceAfter product { id stock } createdBy { email } } } }";
+const LOW_STOCK: &str = "subscription { lowStock { product { id sku } stock threshold } }";
+const AUDIT_ADDED: &str =
+    "subscription { auditLogAdded { action entityType summary actor { email } } }";
+
+async fn movement(app: &TestApp, token: &str, product: &str, kind: &str, quantity: i64) -> Value {
+    let r = app
+        .record_movement(
+            token,
+            json!({ "productId": product, "kind": kind, "quantity": quantity }),
+        )
+        .await;
+    r.body.clone()
+}
+
+async fn set_threshold(app: &TestApp, token: &str, product: &str, threshold: i64) {
+    app.gql(
+        Some(token),
+        "mutation($id: ID!, $i: UpdateProductInput!) { updateProduct(id: $id, input: $i) { id } }",
+        json!({ "id": product, "i": { "lowStockThreshold": threshold } }),
+    )
+    .await
+    .data();
+}
+
+fn code(payload: &Value) -> Option<&str> {
+    payload["errors"][0]["extensions"]["code"].as_str()
+}
+
+#[tokio::test]
+async fn stock_changed_reaches_a_subscriber_within_a_second_with_the_new_balance() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "SUB-1", 10).await;
+    let mut ws = app.ws(&admin).await;
+    ws.subscribe("s", STOCK_CHANGED, json!({})).await;
+    app.wait_for_subscriptions(1).await;
+
+    let sent = Instant::now();
+    let out = movement(&app, &admin, &product, "OUTBOUND", 3).await;
+    let event = ws
+        .next_within(Duration::from_secs(1))
+        .await
+        .expect("stockChanged within a second");
+    assert!(sent.elapsed() < Duration::from_secs(1));
+    assert_eq!(event["type"], "next", "{event}");
+    let e = &event["payload"]["data"]["stockChanged"];
+    assert_eq!(
+        e["movement"]["id"],
+        out["data"]["recordStockMovement"]["id"]
+    );
+    assert_eq!(e["movement"]["kind"], "OUTBOUND");
+    assert_eq!(e["movement"]["quantity"], -3);
+    assert_eq!(e["movement"]["balanceAfter"], 7);
+    assert_eq!(
+        e["movement"]["createdBy"]["email"],
+        crate::helpers::ADMIN_EMAIL
+    );
+    // The product as of the movement, the same on both paths to it.
+    assert_eq!(e["product"]["stock"], 7);
+    assert_eq!(e["product"]["version"], 3);
+    assert_eq!(e["movement"]["product"]["stock"], 7);
+}
+
+#[tokio::test]
+async fn stock_changed_for_one_product_receives_only_that_product() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let watched = app.create_product(&admin, "ONE-1", 10).await;
+    let other = app.create_product(&admin, "ONE-2", 10).await;
+    let mut ws = app.ws(&admin).await;
+    ws.subscribe("s", STOCK_CHANGED, json!({ "p": watched }))
+        .await;
+    app.wait_for_subscriptions(1).await;
+
+    movement(&app, &admin, &other, "INBOUND", 1).await;
+    movement(&app, &admin, &watched, "INBOUND", 2).await;
+    movement(&app, &admin, &other, "INBOUND", 3).await;
+    movement(&app, &admin, &watched, "OUTBOUND", 4).await;
+
+    let first = ws.event("s").await;
+    let second = ws.event("s").await;
+    for (e, balance) in [(&first, 12), (&second, 8)] {
+        let e = &e["data"]["stockChanged"];
+        assert_eq!(e["product"]["id"], watched);
+        assert_eq!(e["movement"]["balanceAfter"], balance);
+    }
+    assert!(ws.drain(Duration::from_millis(300)).await.is_empty());
+}
+
+#[tokio::test]
+async fn refused_replayed_and_rolled_back_writes_publish_nothing() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "NOPE-1", 5).await;
+    let mut ws = app.ws(&admin).await;
+    ws.subscribe("stock", STOCK_CHANGED, json!({})).await;
+    ws.subscribe("audit", AUDIT_ADDED, json!({})).await;
+    app.wait_for_subscriptions(2).await;
+
+    // Refused: not enough stock.
+    let r = movement(&app, &admin, &product, "OUTBOUND", 6).await;
+    assert_eq!(r["errors"][0]["extensions"]["code"], "INSUFFICIENT_STOCK");
+    // A key used once: its replay applies nothing, and a different request
+    // reusing it is refused.
+    let keyed =
+        json!({ "productId": product, "kind": "INBOUND", "quantity": 1, "idempotencyKey": "k-1" });
+    app.record_movement(&admin, keyed.clone()).await.data();
+    let (a, b) = (ws.next().await, ws.next().await);
+    let (stock, audit) = if a["id"] == "stock" { (a, b) } else { (b, a) };
+    assert_eq!(
+        stock["payload"]["data"]["stockChanged"]["movement"]["balanceAfter"],
+        6
+    );
+    assert_eq!(
+        audit["payload"]["data"]["auditLogAdded"]["action"],
+        "STOCK_INBOUND"
+    );
+    app.record_movement(&admin, keyed).await.data();
+    app.record_movement(
+        &admin,
+        json!({ "productId": product, "kind": "INBOUND", "quantity": 2, "idempotencyKey": "k-1" }),
+    )
+    .await
+    .expect_code("CONFLICT");
+    // Rolled back: the audit insert fails after the stock update.
+    if is_postgres() {
+        app.exec("CREATE FUNCTION fail_audit() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'audit store down'; END $$ LANGUAGE plpgsql").await;
+        app.exec("CREATE TRIGGER fail_audit BEFORE INSERT ON audit_logs FOR EACH ROW EXECUTE FUNCTION fail_audit()").await;
+    } else {
+        app.exec("CREATE TRIGGER fail_audit BEFORE INSERT ON audit_logs BEGIN SELECT RAISE(ABORT, 'audit store down'); END").await;
+    }
+    movement(&app, &admin, &product, "INBOUND", 1)
+        .await
+        .get("errors")
+        .expect("the failing audit insert fails the movement");
+    app.exec(if is_postgres() {
+        "DROP TRIGGER fail_audit ON audit_logs"
+    } else {
+        "DROP TRIGGER fail_audit"
+    })
+    .await;
+
+    assert!(
+        ws.drain(Duration::from_millis(500)).await.is_empty(),
+        "refused, replayed and rolled-back writes published an event"
+    );
+    movement(&app, &admin, &product, "INBOUND", 4).await;
+    let next = ws.event("stock").await;
+    assert_eq!(next["data"]["stockChanged"]["movement"]["balanceAfter"], 10);
+}
+
+#[tokio::test]
+async fn low_stock_fires_once_per_crossing() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "LOW-1", 10).await;
+    set_threshold(&app, &admin, &product, 5).await;
+    let mut ws = app.ws(&admin).await;
+    ws.subscribe("low", LOW_STOCK, json!({})).await;
+    app.wait_for_subscriptions(1).await;
+
+    movement(&app, &admin, &product, "OUTBOUND", 3).await; // 7: above
+    movement(&app, &admin, &product, "OUTBOUND", 3).await; // 4: crosses
+    movement(&app, &admin, &product, "OUTBOUND", 1).await; // 3: still below
+    movement(&app, &admin, &product, "ADJUSTMENT", -1).await; // 2: still below
+    movement(&app, &admin, &product, "INBOUND", 10).await; // 12: above again
+    movement(&app, &admin, &product, "OUTBOUND", 7).await; // 5: crosses (at the threshold)
+
+    let mut events = ws.drain(Duration::from_millis(700)).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    let second = events.pop().unwrap();
+    let first = events.pop().unwrap();
+    for (e, stock) in [(&first, 4), (&second, 5)] {
+        let low = &e["payload"]["data"]["lowStock"];
+        assert_eq!(low["product"]["id"], product);
+        assert_eq!(low["stock"], stock);
+        assert_eq!(low["threshold"], 5);
+    }
+}
+
+#[tokio::test]
+async fn sockets_without_a_valid_token_are_closed() {
+    let app = spawn_app_with(&[("WS_INIT_TIMEOUT_SECONDS", "1")]).await;
+
+    let mut no_token = app.ws_connect(TRANSPORT_WS, None).await.unwrap();
+    no_token.init(json!({})).await;
+    assert_eq!(no_token.closed().await.0, 4401);
+
+    let mut bad_token = app.ws_connect(TRANSPORT_WS, None).await.unwrap();
+    bad_token
+        .init(json!({ "Authorization": "Bearer not-a-token" }))
+        .await;
+    assert_eq!(bad_token.closed().await.0, 4403);
+
+    let mut subscribe_first = app.ws_connect(TRANSPORT_WS, None).await.unwrap();
+    subscribe_first
+        .subscribe("s", STOCK_CHANGED, json!({}))
+        .await;
+    assert_eq!(subscribe_first.closed().await.0, 4401);
+
+    let mut silent = app.ws_connect(TRANSPORT_WS, None).await.unwrap();
+    let (code, _) = silent.closed().await;
+    assert_eq!(code, 4408, "no connection_init within the timeout");
+
+    let mut legacy = app.ws_connect(LEGACY_WS, None).await.unwrap();
+    legacy.init(json!({ "token": "not-a-token" })).await;
+    let refused = legacy.next().await;
+    assert_eq!(refused["type"], "connection_error", "{refused}");
+
+    // The token may also come bare under `token`, or as `authorization`.
+    let admin = app.admin_token().await;
+    for payload in [
+        json!({ "token": admin }),
+        json!({ "authorization": format!("Bearer {admin}") }),
+    ] {
+        let mut ws = app.ws_connect(TRANSPORT_WS, None).await.unwrap();
+        ws.init(payload).await;
+        assert_eq!(ws.next().await["type"], "connection_ack");
+    }
+}
+
+#[tokio::test]
+async fn a_viewer_is_forbidden_audit_log_added_and_keeps_its_other_subscriptions() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (_, viewer) = app.user_with_role(&admin, "VIEWER").await;
+    let product = app.create_product(&admin, "VIEW-1", 10).await;
+    let mut ws = app.ws(&viewer).await;
+    ws.subscribe("stock", STOCK_CHANGED, json!({})).await;
+    ws.subscribe("audit", AUDIT_ADDED, json!({})).await;
+
+    let denied = ws.next().await;
+    assert_eq!(denied["id"], "audit", "{denied}");
+    assert_eq!(code(&denied["payload"]), Some("FORBIDDEN"), "{denied}");
+    let done = ws.next().await;
+    assert_eq!(
+        (done["id"].as_str(), done["type"].as_str()),
+        (Some("audit"), Some("complete"))
+    );
+
+    app.wait_for_subscriptions(1).await;
+    movement(&app, &admin, &product, "OUTBOUND", 1).await;
+    let e = ws.event("stock").await;
+    assert_eq!(e["data"]["stockChanged"]["movement"]["balanceAfter"], 9);
+}
+
+#[tokio::test]
+async fn two_hundred_subscribers_receive_all_twenty_events_in_order() {
+    let app = spawn_app_with(&[("WS_MAX_CONNECTIONS_PER_IP", "1000")]).await;
+    let admin = app.admin_token().await;
+    let a = app.create_product(&admin, "FAN-A", 1000).await;
+    let b = app.create_product(&admin, "FAN-B", 1000).await;
+    let mut sockets = Vec::new();
+    for _ in 0..200 {
+        let mut ws = app.ws(&admin).await;
+        ws.subscribe("s", STOCK_CHANGED, json!({})).await;
+        sockets.push(ws);
+    }
+    app.wait_for_subscriptions(200).await;
+
+    for i in 0..20 {
+        let p = if i % 2 == 0 { &a } else { &b };
+        movement(&app, &admin, p, "OUTBOUND", 1).await;
+    }
+    let readers = sockets.into_iter().map(|mut ws| {
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..20 {
+                let e = ws.event("s").await;
+                let e = &e["data"]["stockChanged"];
+                seen.push((
+                    e["product"]["id"].as_str().unwrap().to_string(),
+                    e["movement"]["balanceAfter"].as_i64().unwrap(),
+                ));
+            }
+            seen
+        })
+    });
+    for seen in futures_util::future::join_all(readers).await {
+        let seen = seen.unwrap();
+        for p in [&a, &b] {
+            let balances: Vec<i64> = seen
+                .iter()
+                .filter(|(id, _)| id == p)
+                .map(|(_, b)| *b)
+                .collect();
+            assert_eq!(balances, (990..1000).rev().collect::<Vec<_>>());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_is_told_it_lagged_and_does_not_delay_the_others() {
+    let app = spawn_app_with(&[("EVENT_BUS_CAPACITY", "16")]).await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "SLOW-1", 100_000).await;
+    // Events whose answer is large: the slow reader's buffers fill quickly.
+    let note = "n".repeat(500);
+    for _ in 0..100 {
+        app.record_movement(
+            &admin,
+            json!({ "productId": product, "kind": "INBOUND", "quantity": 1, "note": note }),
+        )
+        .await
+        .data();
+    }
+    let heavy = "subscription { stockChanged { movement { id } product { movements(first: 100) { nodes { id note kind quantity balanceAfter createdAt } } } } }";
+    let mut slow = app.ws_connect(TRANSPORT_WS, Some(4096)).await.unwrap();
+    slow.init(json!({ "token": admin })).await;
+    assert_eq!(slow.next().await["type"], "connection_ack");
+    for i in 0..10 {
+        slow.subscribe(&format!("h{i}"), heavy, json!({})).await;
+    }
+    let mut fast = app.ws(&admin).await;
+    fast.subscribe("s", STOCK_CHANGED, json!({})).await;
+    app.wait_for_subscriptions(11).await;
+
+    // The slow client reads nothing while 150 movements are recorded; the
+    // fast one keeps up with every event.
+    let fast_reader = tokio::spawn(async move {
+        let mut balances = Vec::new();
+        for _ in 0..150 {
+            let e = fast.event("s").await;
+            balances.push(
+                e["data"]["stockChanged"]["movement"]["balanceAfter"]
+                    .as_i64()
+                    .unwrap(),
+            );
+        }
+        balances
+    });
+    for _ in 0..150 {
+        movement(&app, &admin, &product, "OUTBOUND", 1).await;
+    }
+    let balances = tokio::time::timeout(Duration::from_secs(30), fast_reader)
+        .await
+        .expect("the fast subscriber was held up by the slow one")
+        .unwrap();
+    assert_eq!(balances, (99_950..100_100).rev().collect::<Vec<i64>>());
+
+    // Now the slow one reads: some events, then the lag error, then complete.
+    let mut lagged = None;
+    for _ in 0..5000 {
+        let Some(m) = slow.next_within(Duration::from_secs(10)).await else {
+            break;
+        };
+        if code(&m["payload"]) == Some("SUBSCRIPTION_LAGGED") {
+            lagged = Some(m);
+            break;
+        }
+    }
+    let lagged = lagged.expect("the slow subscriber was told it lagged");
+    let id = lagged["id"].as_str().unwrap().to_string();
+    loop {
+        let m = slow.next().await;
+        if m["id"] == id.as_str() {
+            assert_eq!(m["type"], "complete", "the lagged stream ends: {m}");
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_legacy_graphql_ws_protocol_delivers_events_too() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "LEG-1", 3).await;
+    let mut ws = app.ws_with(LEGACY_WS, &admin).await;
+    ws.subscribe("1", STOCK_CHANGED, json!({ "p": product }))
+        .await;
+    app.wait_for_subscriptions(1).await;
+    movement(&app, &admin, &product, "RETURN", 2).await;
+    let e = ws.event("1").await;
+    assert_eq!(e["data"]["stockChanged"]["movement"]["balanceAfter"], 5);
+    ws.send(json!({ "id": "1", "type": "stop" })).await;
+    assert_eq!(ws.next().await["type"], "complete");
+}
+
+#[tokio::test]
+async fn an_expired_token_and_a_deactivation_end_the_streams() {
+    let app = spawn_app_with(&[("JWT_ACCESS_TTL_SECONDS", "2")]).await;
+    let admin = app.admin_token().await;
+    let (_, viewer) = app.user_with_role(&admin, "VIEWER").await;
+    let mut ws = app.ws(&viewer).await;
+    ws.subscribe("s", LOW_STOCK, json!({})).await;
+    let ended = ws.next().await;
+    assert_eq!(code(&ended["payload"]), Some("UNAUTHENTICATED"), "{ended}");
+    assert_eq!(ws.next().await["type"], "complete");
+
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (viewer_id, viewer) = app.user_with_role(&admin, "VIEWER").await;
+    let mut ws = app.ws(&viewer).await;
+    ws.subscribe("s", LOW_STOCK, json!({})).await;
+    app.wait_for_subscriptions(1).await;
+    app.gql(
+        Some(&admin),
+        "mutation($id: ID!) { updateUser(id: $id, input: { isActive: false }) { id } }",
+        json!({ "id": viewer_id }),
+    )
+    .await
+    .data();
+    let ended = ws.next().await;
+    assert_eq!(code(&ended["payload"]), Some("UNAUTHENTICATED"), "{ended}");
+    assert_eq!(ws.next().await["type"], "complete");
+}
+
+#[tokio::test]
+async fn subscriptions_per_connection_and_connections_per_ip_are_bounded() {
+    let app = spawn_app_with(&[
+        ("WS_MAX_SUBSCRIPTIONS_PER_CONNECTION", "2"),
+        ("WS_MAX_CONNECTIONS_PER_IP", "2"),
+    ])
+    .await;
+    let admin = app.admin_token().await;
+    let mut ws = app.ws(&admin).await;
+    ws.subscribe("a", LOW_STOCK, json!({})).await;
+    ws.subscribe("b", LOW_STOCK, json!({})).await;
+    app.wait_for_subscriptions(2).await;
+    ws.subscribe("c", LOW_STOCK, json!({})).await;
+    let refused = ws.next().await;
+    assert_eq!(refused["id"], "c");
+    assert_eq!(
+        code(&refused["payload"]),
+        Some("LIMIT_EXCEEDED"),
+        "{refused}"
+    );
+
+    let _second = app.ws(&admin).await;
+    let third = app.ws_connect(TRANSPORT_WS, None).await;
+    match third {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 429);
+        }
+        other => panic!(
+            "a third connection from one IP was not refused: {:?}",
+            other.is_ok()
+        ),
+    }
+}
+
+#[tokio::test]
+async fn graceful_shutdown_with_open_subscriptions_completes_promptly() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        let mut ws = app.ws(&admin).await;
+        ws.subscribe("s", STOCK_CHANGED, json!({})).await;
+        ws.subscribe("a", AUDIT_ADDED, json!({})).await;
+        sockets.push(ws);
+    }
+    app.wait_for_subscriptions(6).await;
+    let started = Instant::now();
+    app.shutdown().await.expect("clean shutdown");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    for mut ws in sockets {
+        assert_eq!(ws.closed().await.0, 1001);
+    }
+}
+
+#[tokio::test]
+async fn health_counts_open_subscriptions_and_reports_the_bus() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let mut ws = app.ws(&admin).await;
+    ws.subscribe("s", LOW_STOCK, json!({})).await;
+    app.wait_for_subscriptions(1).await;
+    let body: Value = app.get("/api/v1/health").await.json().await.unwrap();
+    let events = &body["services"]["events"];
+    assert_eq!(events["status"], "up", "{body}");
+    assert_eq!(events["subscriptions"], 1);
+    assert_eq!(events["crossInstance"], is_postgres());
+}
+
+/// Two instances on one PostgreSQL database: events cross through
+/// LISTEN/NOTIFY once each, and flow again after the listener is cut off.
+#[tokio::test]
+async fn events_cross_instances_once_each_and_survive_a_lost_listener() {
+    if !is_postgres() {
+        return;
+    }
+    let (a, b) = spawn_pair_on_one_database().await;
+    let admin_a = a.admin_token().await;
+    let admin_b = b.admin_token().await;
+    let product = b.create_product(&admin_b, "X-1", 100).await;
+    let mut ws = a.ws(&admin_a).await;
+    ws.subscribe("s", STOCK_CHANGED, json!({})).await;
+    a.wait_for_subscriptions(1).await;
+
+    for _ in 0..10 {
+        movement(&b, &admin_b, &product, "OUTBOUND", 1).await;
+    }
+    let mut balances = Vec::new();
+    for _ in 0..10 {
+        let e = ws.event("s").await;
+        balances.push(
+            e["data"]["stockChanged"]["movement"]["balanceAfter"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    assert_eq!(balances, (90..100).rev().collect::<Vec<i64>>());
+    assert!(
+        ws.drain(Duration::from_millis(500)).await.is_empty(),
+        "an event came twice"
+    );
+
+    // Cut both instances' listener connections.
+    let killed = a
+        .count("SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'stockroom-events' AND datname = current_database()")
+        .await;
+    assert_eq!(killed, 2, "one listener per instance");
+    // The open stream is told that events may have been missed, and ends.
+    let missed = ws.next().await;
+    assert_eq!(code(&missed["payload"]), Some("EVENTS_MISSED"), "{missed}");
+    assert_eq!(ws.next().await["type"], "complete");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !a.state.db.bus().health().listener_up {
+        assert!(Instant::now() < deadline, "the listener did not come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ws.subscribe("t", STOCK_CHANGED, json!({})).await;
+    a.wait_for_subscriptions(1).await;
+    movement(&b, &admin_b, &product, "OUTBOUND", 1).await;
+    let e = ws.event("t").await;
+    assert_eq!(e["data"]["stockChanged"]["movement"]["balanceAfter"], 89);
+}
