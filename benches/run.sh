@@ -20,38 +20,10 @@ command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null || { echo "wrk 
 cargo build --release --locked --quiet
 BIN=target/release/stockroom
 
-case "$DB_KIND" in
-  sqlite) DATABASE_URL="sqlite://$WORK/bench.db?mode=rwc" ;;
-  postgres)
-    psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS stockroom_bench WITH (FORCE)" -c "CREATE DATABASE stockroom_bench" >/dev/null
-    DATABASE_URL="${PG_ADMIN_URL%/*}/stockroom_bench" ;;
-  *) echo "usage: $0 [sqlite|postgres] [seconds]" >&2; exit 2 ;;
-esac
-
-export APP_ENV=development HOST=127.0.0.1 PORT DATABASE_URL \
-  JWT_SECRET=bench-secret-bench-secret-bench-secret-1 ADMIN_PASSWORD=bench-password-1 \
-  THROTTLE_DEFAULT_LIMIT=100000000 THROTTLE_LOGIN_LIMIT=1000 RUST_LOG="${BENCH_RUST_LOG:-warn}" \
-  DB_MAX_CONNECTIONS="${DB_MAX_CONNECTIONS:-16}"
-"$BIN" serve >"$WORK/server.log" 2>&1 &
-SERVER=$!
-cleanup() {
-  kill $SERVER 2>/dev/null || true
-  wait $SERVER 2>/dev/null || true
-  rm -rf "$WORK"
-  if [ "$DB_KIND" = postgres ]; then
-    psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS stockroom_bench WITH (FORCE)" >/dev/null 2>&1 || true
-  fi
-}
-trap cleanup EXIT
-for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT/api/v1/health/live" >/dev/null && break; sleep 0.1; done
-
-gql() {
-  curl -fsS "http://127.0.0.1:$PORT/graphql" -H 'content-type: application/json' \
-    ${TOKEN:+-H "authorization: Bearer $TOKEN"} -d "$1"
-}
-TOKEN=$(gql '{"query":"mutation { login(input: {email: \"admin@stockroom.local\", password: \"bench-password-1\"}) { accessToken } }"}' \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["login"]["accessToken"])')
-export TOKEN
+BENCH_DB=stockroom_bench
+# shellcheck source=benches/common.sh
+. "$BENCH_DIR/common.sh"
+bench_start DB_MAX_CONNECTIONS="${DB_MAX_CONNECTIONS:-16}"
 
 PRODUCTS=100
 export PRODUCTS
@@ -65,7 +37,7 @@ done
 echo "}" >>"$WORK/ids.lua"
 export IDS_FILE="$WORK/ids.lua"
 
-rss() { awk '/VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$SERVER/status"; }
+rss() { echo "$(( $(rss_kb) / 1024 )) MB"; }
 sleep 1
 echo "database: $DB_KIND; idle RSS after setup: $(rss)"
 

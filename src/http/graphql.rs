@@ -134,8 +134,14 @@ pub async fn graphql_ws(
         _slot: slot,
     };
     let tasks = state.app.tasks.clone();
+    // Clients send small messages; tungstenite's 128 KiB default buffers
+    // would cost every idle subscriber a quarter of a megabyte. Writes still
+    // batch up to the write buffer before they wait for the socket.
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_message_size(state.app.config.request_body_limit)
         .on_upgrade(move |ws| tasks.track_future(socket.serve(ws)))
 }
 

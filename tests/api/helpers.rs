@@ -356,6 +356,8 @@ pub async fn spawn_pair_on_one_database() -> (TestApp, TestApp) {
 pub struct Ws {
     inner: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
     pub legacy: bool,
+    /// Keep-alive pings (or legacy `ka`) received so far.
+    pub pings: usize,
 }
 
 pub const TRANSPORT_WS: &str = "graphql-transport-ws";
@@ -389,6 +391,7 @@ impl TestApp {
         Ok(Ws {
             inner,
             legacy: protocol == LEGACY_WS,
+            pings: 0,
         })
     }
 
@@ -457,8 +460,12 @@ impl Ws {
                 Some(Ok(Message::Text(t))) => {
                     let v: Value = serde_json::from_str(&t).unwrap();
                     match v["type"].as_str() {
-                        Some("ping") => self.send(json!({ "type": "pong" })).await,
-                        Some("ka") | Some("pong") => {}
+                        Some("ping") => {
+                            self.pings += 1;
+                            self.send(json!({ "type": "pong" })).await;
+                        }
+                        Some("ka") => self.pings += 1,
+                        Some("pong") => {}
                         _ => return Some(v),
                     }
                 }
@@ -515,7 +522,10 @@ impl Ws {
                 Ok(Some(Ok(Message::Text(t)))) => {
                     let v: Value = serde_json::from_str(&t).unwrap();
                     assert!(
-                        matches!(v["type"].as_str(), Some("ping" | "ka" | "connection_error")),
+                        matches!(
+                            v["type"].as_str(),
+                            Some("ping" | "ka" | "connection_error" | "connection_ack")
+                        ),
                         "expected a close, got {v}"
                     );
                 }

@@ -545,3 +545,22 @@ async fn events_cross_instances_once_each_and_survive_a_lost_listener() {
     let e = ws.event("t").await;
     assert_eq!(e["data"]["stockChanged"]["movement"]["balanceAfter"], 89);
 }
+
+#[tokio::test]
+async fn the_server_pings_and_closes_a_client_that_never_answers() {
+    let app = spawn_app_with(&[("WS_KEEPALIVE_SECONDS", "1")]).await;
+    let admin = app.admin_token().await;
+    // A client that answers pings stays connected past three intervals
+    // (drain panics on a close) and sees them.
+    let mut alive = app.ws(&admin).await;
+    assert!(alive.drain(Duration::from_millis(3500)).await.is_empty());
+    assert!(alive.pings >= 2, "{} pings in 3.5 s", alive.pings);
+    let mut legacy = app.ws_with(LEGACY_WS, &admin).await;
+    legacy.drain(Duration::from_millis(1500)).await;
+    assert!(legacy.pings >= 1, "the legacy protocol gets `ka` messages");
+    // One that never answers is closed after three intervals.
+    let mut silent = app.ws_connect(TRANSPORT_WS, None).await.unwrap();
+    silent.init(json!({ "token": admin })).await;
+    let (code, _) = silent.closed().await;
+    assert_eq!(code, 3008);
+}

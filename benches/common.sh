@@ -1,0 +1,46 @@
+# Shared by the benchmark scripts (sourced): starts the release server on a
+# fresh database and logs in as the seeded admin.
+# Needs: DB_KIND (sqlite|postgres), BENCH_DB (PostgreSQL database name), PORT,
+# PG_ADMIN_URL, WORK (a temporary directory), BIN. Sets DATABASE_URL, SERVER
+# and TOKEN; defines gql and rss_kb; removes everything on exit.
+
+bench_database() {
+  case "$DB_KIND" in
+    sqlite) DATABASE_URL="sqlite://$WORK/bench.db?mode=rwc" ;;
+    postgres)
+      psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" -c "CREATE DATABASE $BENCH_DB" >/dev/null
+      DATABASE_URL="${PG_ADMIN_URL%/*}/$BENCH_DB" ;;
+    *) echo "usage: $0 [sqlite|postgres] ..." >&2; exit 2 ;;
+  esac
+}
+
+bench_cleanup() {
+  kill "$SERVER" 2>/dev/null || true
+  wait "$SERVER" 2>/dev/null || true
+  rm -rf "$WORK"
+  if [ "$DB_KIND" = postgres ]; then
+    psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" >/dev/null 2>&1 || true
+  fi
+}
+
+gql() {
+  curl -fsS "http://127.0.0.1:$PORT/graphql" -H 'content-type: application/json' \
+    ${TOKEN:+-H "authorization: Bearer $TOKEN"} -d "$1"
+}
+
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$SERVER/status"; }
+
+# bench_start [VAR=value ...]: extra settings for the server.
+bench_start() {
+  bench_database
+  export APP_ENV=development HOST=127.0.0.1 PORT DATABASE_URL \
+    JWT_SECRET=bench-secret-bench-secret-bench-secret-1 ADMIN_PASSWORD=bench-password-1 \
+    THROTTLE_DEFAULT_LIMIT=100000000 THROTTLE_LOGIN_LIMIT=1000 RUST_LOG="${BENCH_RUST_LOG:-warn}"
+  env "$@" "$BIN" serve >"$WORK/server.log" 2>&1 &
+  SERVER=$!
+  trap bench_cleanup EXIT
+  for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT/api/v1/health/live" >/dev/null && break; sleep 0.1; done
+  TOKEN=$(gql '{"query":"mutation { login(input: {email: \"admin@stockroom.local\", password: \"bench-password-1\"}) { accessToken } }"}' \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["login"]["accessToken"])')
+  export TOKEN
+}
