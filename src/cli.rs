@@ -245,6 +245,15 @@ fn check_config(config: &Config) -> ExitCode {
             "note: ADMIN_PASSWORD is unset; serve and seed will refuse to seed an admin into an empty database"
         );
     }
+    match (&config.telegram_bot_token, config.telegram_chat_ids.len()) {
+        (Some(_), n) if n > 0 => {
+            println!("telegram: configured from the environment ({n} chat(s))")
+        }
+        _ => println!(
+            "telegram: not configured in the environment (needs TELEGRAM_BOT_TOKEN and TELEGRAM_CHAT_IDS); \
+             settings stored with updateNotificationSettings win and show in the notificationSettings query"
+        ),
+    }
     println!("configuration ok");
     ExitCode::SUCCESS
 }

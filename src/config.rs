@@ -97,6 +97,24 @@ pub struct Config {
     pub ws_max_connections_per_ip: usize,
     pub ws_init_timeout: Duration,
     pub ws_keepalive: Duration,
+    pub telegram_bot_token: Option<Secret>,
+    pub telegram_chat_ids: Vec<String>,
+    pub telegram_api_url: String,
+    pub alert_max_attempts: u32,
+    pub alert_retry_base: Duration,
+    pub alert_retry_max: Duration,
+    pub alert_lease: Duration,
+    pub alert_send_timeout: Duration,
+    pub alert_poll: Duration,
+    pub alert_chat_per_second: u32,
+    pub alert_global_per_second: u32,
+    pub alert_digest_after: usize,
+    pub alert_login_failures: u32,
+    pub alert_login_window: Duration,
+    pub alert_stale_attempts: u32,
+    pub alert_stale_age: Duration,
+    pub throttle_alerts_ttl: Duration,
+    pub throttle_alerts_limit: u32,
 }
 
 /// One documented variable: its name, default (as written in `.env.example`),
@@ -330,6 +348,114 @@ pub const VARIABLES: &[Variable] = &[
         false,
         "interval of the server's keep-alive pings on WebSocket connections",
     ),
+    var(
+        "TELEGRAM_BOT_TOKEN",
+        "",
+        true,
+        "Telegram bot token; a token stored with updateNotificationSettings wins over it",
+    ),
+    var(
+        "TELEGRAM_CHAT_IDS",
+        "",
+        false,
+        "comma-separated chat ids (or @channel names) alerts go to, unless set with updateNotificationSettings",
+    ),
+    var(
+        "TELEGRAM_API_URL",
+        "https://api.telegram.org",
+        false,
+        "Telegram Bot API base URL (tests point it at a fake)",
+    ),
+    var(
+        "ALERT_MAX_ATTEMPTS",
+        "8",
+        false,
+        "sends of one alert before it is DEAD on temporary errors (5xx, timeouts, network)",
+    ),
+    var(
+        "ALERT_RETRY_BASE_SECONDS",
+        "5",
+        false,
+        "first retry delay; doubles per attempt, with jitter",
+    ),
+    var(
+        "ALERT_RETRY_MAX_SECONDS",
+        "600",
+        false,
+        "longest retry delay",
+    ),
+    var(
+        "ALERT_LEASE_SECONDS",
+        "60",
+        false,
+        "a SENDING alert whose notifier died is claimed again after this long",
+    ),
+    var(
+        "ALERT_SEND_TIMEOUT_SECONDS",
+        "10",
+        false,
+        "a Telegram request not answered within this time counts as a temporary failure",
+    ),
+    var(
+        "ALERT_POLL_SECONDS",
+        "5",
+        false,
+        "how often the notifier looks for due alerts when nothing wakes it",
+    ),
+    var(
+        "ALERT_CHAT_MESSAGES_PER_SECOND",
+        "1",
+        false,
+        "messages per second to one chat (Telegram's limit is about 1)",
+    ),
+    var(
+        "ALERT_GLOBAL_MESSAGES_PER_SECOND",
+        "30",
+        false,
+        "messages per second in all (Telegram's limit is about 30)",
+    ),
+    var(
+        "ALERT_DIGEST_AFTER",
+        "3",
+        false,
+        "more alerts than this due for one chat at once go out as digest messages",
+    ),
+    var(
+        "ALERT_LOGIN_FAILURES",
+        "5",
+        false,
+        "failed logins for one account, or from one address, that raise a LOGIN_FAILURES alert",
+    ),
+    var(
+        "ALERT_LOGIN_WINDOW_SECONDS",
+        "300",
+        false,
+        "window of ALERT_LOGIN_FAILURES; one alert per account or address per window",
+    ),
+    var(
+        "ALERT_STALE_ATTEMPTS",
+        "5",
+        false,
+        "an unsent alert with this many attempts makes health's notifier degraded",
+    ),
+    var(
+        "ALERT_STALE_MINUTES",
+        "30",
+        false,
+        "an alert unsent for this long makes health's notifier degraded",
+    ),
+    var(
+        "THROTTLE_ALERTS_TTL",
+        "60",
+        false,
+        "window in seconds of the test-alert rate limit",
+    ),
+    var(
+        "THROTTLE_ALERTS_LIMIT",
+        "5",
+        false,
+        "test alerts (sendTestAlert, POST /api/v1/alerts/test) per window per client IP",
+    ),
 ];
 
 /// Everything wrong with the configuration, one line per variable.
@@ -476,6 +602,32 @@ impl Config {
             ws_max_connections_per_ip: p.number("WS_MAX_CONNECTIONS_PER_IP", 1, 1_000_000) as usize,
             ws_init_timeout: p.seconds("WS_INIT_TIMEOUT_SECONDS"),
             ws_keepalive: p.seconds("WS_KEEPALIVE_SECONDS"),
+            telegram_bot_token: Some(p.raw("TELEGRAM_BOT_TOKEN"))
+                .filter(|s| !s.is_empty())
+                .map(Secret::new),
+            telegram_chat_ids: p
+                .raw("TELEGRAM_CHAT_IDS")
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+            telegram_api_url: p.raw("TELEGRAM_API_URL").trim_end_matches('/').to_string(),
+            alert_max_attempts: p.number("ALERT_MAX_ATTEMPTS", 1, 1000) as u32,
+            alert_retry_base: p.seconds("ALERT_RETRY_BASE_SECONDS"),
+            alert_retry_max: p.seconds("ALERT_RETRY_MAX_SECONDS"),
+            alert_lease: p.seconds("ALERT_LEASE_SECONDS"),
+            alert_send_timeout: p.seconds("ALERT_SEND_TIMEOUT_SECONDS"),
+            alert_poll: p.seconds("ALERT_POLL_SECONDS"),
+            alert_chat_per_second: p.number("ALERT_CHAT_MESSAGES_PER_SECOND", 1, 1000) as u32,
+            alert_global_per_second: p.number("ALERT_GLOBAL_MESSAGES_PER_SECOND", 1, 10_000) as u32,
+            alert_digest_after: p.number("ALERT_DIGEST_AFTER", 1, 1000) as usize,
+            alert_login_failures: p.number("ALERT_LOGIN_FAILURES", 1, 1_000_000) as u32,
+            alert_login_window: p.seconds("ALERT_LOGIN_WINDOW_SECONDS"),
+            alert_stale_attempts: p.number("ALERT_STALE_ATTEMPTS", 1, 1000) as u32,
+            alert_stale_age: Duration::from_secs(60 * p.number("ALERT_STALE_MINUTES", 1, 525_600)),
+            throttle_alerts_ttl: p.seconds("THROTTLE_ALERTS_TTL"),
+            throttle_alerts_limit: p.number("THROTTLE_ALERTS_LIMIT", 1, u32::MAX as u64) as u32,
         };
         if p.errors.is_empty() {
             Ok(config)
@@ -551,6 +703,27 @@ impl Config {
                     "WS_MAX_CONNECTIONS_PER_IP" => self.ws_max_connections_per_ip.to_string(),
                     "WS_INIT_TIMEOUT_SECONDS" => secs(self.ws_init_timeout),
                     "WS_KEEPALIVE_SECONDS" => secs(self.ws_keepalive),
+                    "TELEGRAM_BOT_TOKEN" => match &self.telegram_bot_token {
+                        Some(s) => masked(s),
+                        None => "(unset)".to_string(),
+                    },
+                    "TELEGRAM_CHAT_IDS" => self.telegram_chat_ids.join(","),
+                    "TELEGRAM_API_URL" => self.telegram_api_url.clone(),
+                    "ALERT_MAX_ATTEMPTS" => self.alert_max_attempts.to_string(),
+                    "ALERT_RETRY_BASE_SECONDS" => secs(self.alert_retry_base),
+                    "ALERT_RETRY_MAX_SECONDS" => secs(self.alert_retry_max),
+                    "ALERT_LEASE_SECONDS" => secs(self.alert_lease),
+                    "ALERT_SEND_TIMEOUT_SECONDS" => secs(self.alert_send_timeout),
+                    "ALERT_POLL_SECONDS" => secs(self.alert_poll),
+                    "ALERT_CHAT_MESSAGES_PER_SECOND" => self.alert_chat_per_second.to_string(),
+                    "ALERT_GLOBAL_MESSAGES_PER_SECOND" => self.alert_global_per_second.to_string(),
+                    "ALERT_DIGEST_AFTER" => self.alert_digest_after.to_string(),
+                    "ALERT_LOGIN_FAILURES" => self.alert_login_failures.to_string(),
+                    "ALERT_LOGIN_WINDOW_SECONDS" => secs(self.alert_login_window),
+                    "ALERT_STALE_ATTEMPTS" => self.alert_stale_attempts.to_string(),
+                    "ALERT_STALE_MINUTES" => (self.alert_stale_age.as_secs() / 60).to_string(),
+                    "THROTTLE_ALERTS_TTL" => secs(self.throttle_alerts_ttl),
+                    "THROTTLE_ALERTS_LIMIT" => self.throttle_alerts_limit.to_string(),
                     _ => String::new(),
                 };
                 (v.name, value)

@@ -28,6 +28,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::config::Config;
 use crate::events::{DomainEvent, EventBus};
+use crate::service::settings::SettingsCache;
 
 /// Stripes of the per-product commit-order lock (PostgreSQL).
 const ORDER_STRIPES: usize = 64;
@@ -46,6 +47,7 @@ pub struct Db {
     order_locks: Arc<Vec<Mutex<()>>>,
     statements: Arc<AtomicU64>,
     bus: EventBus,
+    settings: Arc<SettingsCache>,
 }
 
 impl Db {
@@ -91,7 +93,13 @@ impl Db {
             order_locks: Arc::new((0..ORDER_STRIPES).map(|_| Mutex::new(())).collect()),
             statements,
             bus: EventBus::new(config.event_bus_capacity),
+            settings: Arc::new(SettingsCache::new(config)),
         })
+    }
+
+    /// The notification settings in effect (cached briefly).
+    pub fn settings(&self) -> &SettingsCache {
+        &self.settings
     }
 
     /// The bus committed events are published on.
@@ -183,6 +191,11 @@ pub struct WriteTxn {
 }
 
 impl WriteTxn {
+    /// The database this transaction runs on (its settings, its bus).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// Queues an event, published only if this transaction commits.
     pub fn emit(&self, event: DomainEvent) {
         if let Ok(mut events) = self.events.lock() {

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::entity::user::Role;
-use crate::entity::{audit_log, product, stock_movement};
+use crate::entity::{alert, audit_log, product, stock_movement};
 
 /// The PostgreSQL NOTIFY channel every instance listens on.
 pub const CHANNEL: &str = "stockroom_events";
@@ -62,6 +62,12 @@ pub enum DomainEvent {
         user_id: Uuid,
         role: Role,
         active: bool,
+    },
+    /// Alerts were queued: notifiers (on every instance) wake up.
+    AlertsQueued,
+    /// An alert was created or changed status.
+    AlertChanged {
+        alert: Arc<alert::Model>,
     },
     /// Events of other instances may have been lost (the listener's connection
     /// dropped). Subscribers are told, so that clients re-fetch.
@@ -104,7 +110,8 @@ impl DomainEvent {
                 product_id: product.id,
             },
             Self::AuditLogAdded { entry } => EventRef::AuditLogAdded { id: entry.id },
-            Self::UserChanged { .. } | Self::EventsMissed => return None,
+            Self::AlertChanged { alert } => EventRef::Alert { id: alert.id },
+            Self::UserChanged { .. } | Self::AlertsQueued | Self::EventsMissed => return None,
         })
     }
 }
@@ -132,6 +139,9 @@ enum EventRef {
         product_id: Uuid,
     },
     AuditLogAdded {
+        id: Uuid,
+    },
+    Alert {
         id: Uuid,
     },
 }
@@ -179,6 +189,10 @@ impl EventRef {
                 .one(conn)
                 .await?
                 .map(|a| DomainEvent::AuditLogAdded { entry: Arc::new(a) }),
+            Self::Alert { id } => alert::Entity::find_by_id(id)
+                .one(conn)
+                .await?
+                .map(|a| DomainEvent::AlertChanged { alert: Arc::new(a) }),
         })
     }
 }

@@ -15,6 +15,7 @@ pub struct Limiters {
     default: DefaultKeyedRateLimiter<String>,
     login_ip: DefaultKeyedRateLimiter<String>,
     login_email: DefaultKeyedRateLimiter<String>,
+    alerts: DefaultKeyedRateLimiter<String>,
 }
 
 /// `limit` requests per `window`: a burst of `limit`, refilled evenly.
@@ -50,6 +51,10 @@ impl Limiters {
                 config.throttle_login_limit,
                 config.throttle_login_ttl,
             )),
+            alerts: RateLimiter::keyed(quota(
+                config.throttle_alerts_limit,
+                config.throttle_alerts_ttl,
+            )),
         }
     }
 
@@ -66,8 +71,14 @@ impl Limiters {
         check(&self.login_email, &email.to_string())
     }
 
+    /// Test alerts, per client IP.
+    pub fn check_alerts(&self, ip: &str) -> AppResult<()> {
+        check(&self.alerts, &ip.to_string())
+    }
+
     /// Forgets keys that are back to a full budget; called periodically.
     pub fn retain_recent(&self) {
+        self.alerts.retain_recent();
         self.default.retain_recent();
         self.login_ip.retain_recent();
         self.login_email.retain_recent();

@@ -39,7 +39,7 @@ impl Application {
         }
         let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
         let port = listener.local_addr()?.port();
-        let state = AppState::new(config, db);
+        let state = AppState::new(config, db)?;
         let schema = build_schema(Some(state.clone()));
         let router = crate::http::router(state.clone(), schema);
         Ok(Self {
@@ -136,6 +136,10 @@ fn spawn_background_tasks(state: &AppState) {
         }
     });
 
+    state
+        .tasks
+        .spawn(state.notifier.clone().run(state.shutdown.clone()));
+
     if state.db.backend() == DbBackend::Postgres {
         let db = state.db.clone();
         state.tasks.spawn(events::run_listener(
@@ -158,6 +162,9 @@ pub async fn migrate_and_seed(db: &Db, config: &Config) -> anyhow::Result<()> {
 
 /// Seeds the admin into an empty database, printing a generated password once.
 pub async fn seed(db: &Db, config: &Config) -> anyhow::Result<()> {
+    crate::service::settings::ensure_row(db.conn())
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the notification settings failed: {e}"))?;
     let password = config.admin_password.as_ref().map(|s| s.expose());
     match users::seed_admin(db, &config.admin_email, password, !config.is_production()).await {
         Ok(Seeded::Created {

@@ -9,6 +9,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::db::Db;
 use crate::limits::{ConnectionCounter, Limiters};
+use crate::notifier::Notifier;
 use crate::service::auth::Auth;
 
 #[derive(Clone)]
@@ -24,12 +25,15 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every background task and WebSocket connection, awaited at shutdown.
     pub tasks: TaskTracker,
+    /// Delivers the alert outbox; `run_once` is public for tests.
+    pub notifier: Arc<Notifier>,
 }
 
 impl AppState {
-    pub fn new(config: Config, db: Db) -> Self {
+    pub fn new(config: Config, db: Db) -> anyhow::Result<Self> {
         let limiters = Arc::new(Limiters::new(&config));
-        Self {
+        let notifier = Arc::new(Notifier::new(&config, db.clone())?);
+        Ok(Self {
             auth: Arc::new(Auth::new(&config, Arc::clone(&limiters))),
             limiters,
             sockets: Arc::new(ConnectionCounter::new(config.ws_max_connections_per_ip)),
@@ -38,6 +42,7 @@ impl AppState {
             started_at: Instant::now(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
-        }
+            notifier,
+        })
     }
 }

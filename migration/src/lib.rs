@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_create_users_products;
 mod m20261126_000002_create_stock_movements_audit_logs;
+mod m20261127_000001_create_alerts_notification_settings;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261126_000001_create_users_products::Migration),
             Box::new(m20261126_000002_create_stock_movements_audit_logs::Migration),
+            Box::new(m20261127_000001_create_alerts_notification_settings::Migration),
         ]
     }
 }

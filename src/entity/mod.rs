@@ -1,6 +1,8 @@
 //! SeaORM entities, one file per table. GraphQL never exposes these directly.
 
+pub mod alert;
 pub mod audit_log;
+pub mod notification_settings;
 pub mod product;
 pub mod refresh_token;
 pub mod stock_movement;

@@ -35,6 +35,24 @@ pub struct EventsHealth {
     pub error: Option<String>,
 }
 
+/// The alert queue (the checklist's "alerts waiting on retryAt, retry counts").
+#[derive(SimpleObject)]
+pub struct NotifierHealth {
+    /// DEGRADED when an unsent alert has ALERT_STALE_ATTEMPTS attempts or is
+    /// older than ALERT_STALE_MINUTES; does not change `status`.
+    pub status: HealthStatus,
+    pub reason: Option<String>,
+    /// Telegram is enabled, with a token and at least one chat.
+    pub telegram_configured: bool,
+    pub pending: i64,
+    /// PENDING after at least one failed attempt, waiting on retryAt.
+    pub retrying: i64,
+    pub sending: i64,
+    pub dead: i64,
+    pub oldest_unsent_seconds: Option<i64>,
+    pub max_attempts_unsent: i64,
+}
+
 #[derive(SimpleObject)]
 pub struct Health {
     /// OK when the database answers; DEGRADED otherwise.
@@ -43,6 +61,7 @@ pub struct Health {
     pub uptime_seconds: i64,
     pub database: ServiceHealth,
     pub events: EventsHealth,
+    pub notifier: NotifierHealth,
 }
 
 impl From<HealthReport> for Health {
@@ -74,6 +93,25 @@ impl From<HealthReport> for Health {
                 subscriptions: i64::try_from(r.events.subscriptions).unwrap_or(i64::MAX),
                 error: r.events.error,
             },
+            notifier: {
+                let q = r.notifier.queue.unwrap_or_default();
+                let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+                NotifierHealth {
+                    status: if r.notifier.degraded.is_some() {
+                        HealthStatus::Degraded
+                    } else {
+                        HealthStatus::Ok
+                    },
+                    reason: r.notifier.degraded,
+                    telegram_configured: r.notifier.configured,
+                    pending: n(q.pending),
+                    retrying: n(q.retrying),
+                    sending: n(q.sending),
+                    dead: n(q.dead),
+                    oldest_unsent_seconds: q.oldest_unsent_seconds,
+                    max_attempts_unsent: q.max_attempts_unsent,
+                }
+            },
         }
     }
 }
@@ -86,8 +124,6 @@ impl HealthQuery {
     /// Public: database status and ping latency.
     async fn health(&self, ctx: &Context<'_>) -> Health {
         let s = state(ctx);
-        health::check(&s.db, s.config.health_db_timeout, s.started_at)
-            .await
-            .into()
+        health::check(&s.db, &s.config, s.started_at).await.into()
     }
 }

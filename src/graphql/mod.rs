@@ -1,5 +1,6 @@
 //! The GraphQL API: schema assembly, per-request context, and SDL export.
 
+pub mod alerts;
 pub mod audit;
 pub mod guards;
 pub mod health;
@@ -30,6 +31,7 @@ pub struct Query(
     products::ProductsQuery,
     stock::StockQuery,
     audit::AuditQuery,
+    alerts::AlertsQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -38,6 +40,7 @@ pub struct Mutation(
     users::UsersMutation,
     products::ProductsMutation,
     stock::StockMutation,
+    alerts::AlertsMutation,
 );
 
 pub type AppSchema = Schema<Query, Mutation, subscriptions::Subscription>;

@@ -16,6 +16,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use uuid::Uuid;
 
+use super::alerts::Alert;
 use super::guards::RoleGuard;
 use super::types::{AuditLog, Product, StockMovement, parse_id};
 use super::{current_user, gql, request, state};
@@ -224,6 +225,19 @@ impl Subscription {
                 threshold: product.low_stock_threshold,
                 product: Product::from(product.as_ref().clone()),
             }),
+            _ => None,
+        }))
+    }
+
+    /// Every alert as it is queued and on every change of status (ADMIN).
+    #[graphql(guard = "RoleGuard(Role::Admin)")]
+    async fn alert_updated(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Alert>> + use<>> {
+        let events = events(ctx, Role::Admin).await?;
+        Ok(select(events, |event| match event {
+            DomainEvent::AlertChanged { alert } => Some(Alert::from(alert.as_ref().clone())),
             _ => None,
         }))
     }

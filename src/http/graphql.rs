@@ -25,7 +25,7 @@ fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<St
         .map(String::from)
 }
 
-fn bearer(value: &str) -> Option<String> {
+pub(super) fn bearer(value: &str) -> Option<String> {
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -33,7 +33,7 @@ fn bearer(value: &str) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-fn request_meta(headers: &HeaderMap, ip: &ClientIp) -> RequestMeta {
+pub(super) fn request_meta(headers: &HeaderMap, ip: &ClientIp) -> RequestMeta {
     RequestMeta {
         request_id: header_str(headers, REQUEST_ID),
         ip: Some(ip.0.clone()),

@@ -10,7 +10,8 @@ use crate::service::health;
 /// 200 `{"status":"ok",...}` or 503 `{"status":"degraded",...}`.
 pub async fn health(State(state): State<HttpState>) -> impl IntoResponse {
     let app = &state.app;
-    let report = health::check(&app.db, app.config.health_db_timeout, app.started_at).await;
+    let report = health::check(&app.db, &app.config, app.started_at).await;
+    let queue = report.notifier.queue.clone().unwrap_or_default();
     let status = if report.ok {
         StatusCode::OK
     } else {
@@ -31,6 +32,17 @@ pub async fn health(State(state): State<HttpState>) -> impl IntoResponse {
                 "crossInstance": report.events.cross_instance,
                 "subscriptions": report.events.subscriptions,
                 "error": report.events.error,
+            },
+            "notifier": {
+                "status": if report.notifier.degraded.is_some() { "degraded" } else { "up" },
+                "reason": report.notifier.degraded,
+                "telegramConfigured": report.notifier.configured,
+                "pending": queue.pending,
+                "retrying": queue.retrying,
+                "sending": queue.sending,
+                "dead": queue.dead,
+                "oldestUnsentSeconds": queue.oldest_unsent_seconds,
+                "maxAttemptsUnsent": queue.max_attempts_unsent,
             }
         }
     });

@@ -1,5 +1,6 @@
 //! HTTP surface: the GraphQL endpoints, REST health, and the middleware stack.
 
+mod alerts;
 mod graphql;
 mod health;
 mod middleware;
@@ -39,6 +40,10 @@ pub fn router(app: AppState, schema: AppSchema) -> Router {
         .route("/graphql/ws", get(graphql::graphql_ws))
         .route("/api/v1/health", get(health::health))
         .route("/api/v1/health/live", get(health::live))
+        .route(
+            "/api/v1/alerts/test",
+            axum::routing::post(alerts::send_test),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::rate_limit,

@@ -144,6 +144,9 @@ pub struct Auth {
     pub users: UserCache,
     pub limiters: std::sync::Arc<Limiters>,
     pub refresh_ttl: Duration,
+    /// Failed logins per account or address that raise a LOGIN_FAILURES alert,
+    /// and the window they are counted in.
+    pub failure_alert: (u32, Duration),
 }
 
 impl Auth {
@@ -153,6 +156,7 @@ impl Auth {
             users: UserCache::new(config.auth_cache_ttl),
             limiters,
             refresh_ttl: config.jwt_refresh_ttl,
+            failure_alert: (config.alert_login_failures, config.alert_login_window),
         }
     }
 
@@ -332,6 +336,7 @@ pub async fn login(
         (found, Some(reason)) => {
             let actor = Actor {
                 user_id: found.as_ref().map(|u| u.id),
+                name: found.as_ref().map(|u| u.email.clone()),
                 meta,
             };
             let entry = AuditEntry {
@@ -344,8 +349,19 @@ pub async fn login(
                     "after": { "email": email, "reason": reason }
                 })),
             };
+            let ip = actor.meta.ip.clone();
             let txn = db.begin_write().await?;
             audit::record(&txn, &actor, entry).await?;
+            let (threshold, window) = auth.failure_alert;
+            super::alerts::on_failed_login(
+                &txn,
+                actor.user_id,
+                &email,
+                ip.as_deref(),
+                threshold,
+                window,
+            )
+            .await?;
             txn.commit().await?;
             return Err(AppError::Unauthenticated(INVALID_CREDENTIALS.into()));
         }
@@ -360,6 +376,7 @@ pub async fn login(
     let (_, refresh) = insert_refresh_token(&*txn, user.id, auth.refresh_ttl).await?;
     let actor = Actor {
         user_id: Some(user.id),
+        name: Some(user.email.clone()),
         meta,
     };
     audit::record(
@@ -451,6 +468,7 @@ pub async fn logout(db: &Db, token: &str, meta: RequestMeta) -> AppResult<bool> 
         .await?;
     let actor = Actor {
         user_id: Some(row.user_id),
+        name: None,
         meta,
     };
     audit::record(

@@ -2,8 +2,56 @@
 
 use std::time::{Duration, Instant};
 
+use crate::config::Config;
 use crate::db::Db;
 use crate::events::BusHealth;
+use crate::service::alerts::{self, QueueFigures};
+
+/// The alert queue against the checklist's thresholds.
+#[derive(Clone, Debug)]
+pub struct NotifierHealth {
+    /// Telegram has a token and at least one chat, and is enabled.
+    pub configured: bool,
+    /// None when the database could not be asked.
+    pub queue: Option<QueueFigures>,
+    /// Why the notifier is degraded, if it is.
+    pub degraded: Option<String>,
+}
+
+async fn notifier(db: &Db, config: &Config, timeout: Duration) -> NotifierHealth {
+    let configured = match db.settings().current(db.conn()).await {
+        Ok(s) => s.configured(),
+        Err(_) => false,
+    };
+    let queue = match tokio::time::timeout(timeout, alerts::queue_figures(db.conn())).await {
+        Ok(Ok(q)) => Some(q),
+        _ => None,
+    };
+    let degraded = match &queue {
+        None => Some("the alert queue could not be read".to_string()),
+        Some(q) if q.max_attempts_unsent >= i64::from(config.alert_stale_attempts) => {
+            Some(format!(
+                "an unsent alert has {} attempts (threshold {})",
+                q.max_attempts_unsent, config.alert_stale_attempts
+            ))
+        }
+        Some(q) => q
+            .oldest_unsent_seconds
+            .filter(|age| *age >= config.alert_stale_age.as_secs() as i64)
+            .map(|age| {
+                format!(
+                    "an alert has been unsent for {} min (threshold {} min)",
+                    age / 60,
+                    config.alert_stale_age.as_secs() / 60
+                )
+            }),
+    };
+    NotifierHealth {
+        configured,
+        queue,
+        degraded,
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct DatabaseHealth {
@@ -21,9 +69,12 @@ pub struct HealthReport {
     /// The event bus: degraded while the cross-instance listener is down.
     /// Only the database decides `ok` (and the HTTP status).
     pub events: BusHealth,
+    /// The alert queue; degraded past the thresholds, without changing `ok`.
+    pub notifier: NotifierHealth,
 }
 
-pub async fn check(db: &Db, timeout: Duration, started: Instant) -> HealthReport {
+pub async fn check(db: &Db, config: &Config, started: Instant) -> HealthReport {
+    let timeout = config.health_db_timeout;
     let start = Instant::now();
     let database = match tokio::time::timeout(timeout, db.ping()).await {
         Ok(Ok(())) => DatabaseHealth {
@@ -51,5 +102,6 @@ pub async fn check(db: &Db, timeout: Duration, started: Instant) -> HealthReport
         uptime_seconds: started.elapsed().as_secs(),
         database,
         events: db.bus().health(),
+        notifier: notifier(db, config, timeout).await,
     }
 }

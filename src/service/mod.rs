@@ -2,10 +2,12 @@
 //! transactions; data-access helpers take `&impl ConnectionTrait` so they work
 //! inside a caller's transaction.
 
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod health;
 pub mod products;
+pub mod settings;
 pub mod stock;
 pub mod users;
 
@@ -39,6 +41,8 @@ pub struct CurrentUser {
 #[derive(Clone, Debug, Default)]
 pub struct Actor {
     pub user_id: Option<Uuid>,
+    /// The user's email, for messages (alerts); None for the system.
+    pub name: Option<String>,
     pub meta: RequestMeta,
 }
 
@@ -46,6 +50,7 @@ impl Actor {
     pub fn new(user: Option<&CurrentUser>, meta: RequestMeta) -> Self {
         Self {
             user_id: user.map(|u| u.id),
+            name: user.map(|u| u.email.clone()),
             meta,
         }
     }

@@ -303,6 +303,7 @@ async fn apply_hashed(
         product: shared,
         movement: Arc::new(saved.clone()),
     });
+    super::alerts::on_movement(txn, actor, &product, &saved, stock_before).await?;
     Ok((saved, product))
 }
 

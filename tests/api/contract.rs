@@ -10,33 +10,20 @@ use async_graphql_parser::types::{TypeKind, TypeSystemDefinition};
 /// Contract types whose issue has not landed yet.
 const PENDING_TYPES: &[&str] = &[
     "Upload",
-    "AlertStatus",
-    "AlertKind",
     "UploadKind",
     "UploadStatus",
-    "Alert",
-    "NotificationSettings",
     "UploadRowError",
     "UploadJob",
-    "UpdateNotificationSettingsInput",
-    "AlertConnection",
-    "AlertEdge",
     "UploadJobConnection",
     "UploadJobEdge",
 ];
 
 /// Contract fields (`Type.field`) whose issue has not landed yet.
 const PENDING_FIELDS: &[&str] = &[
-    "Query.alerts",
-    "Query.notificationSettings",
     "Query.uploadJob",
     "Query.uploadJobs",
-    "Mutation.updateNotificationSettings",
-    "Mutation.sendTestAlert",
-    "Mutation.retryAlert",
     "Mutation.createUploadJob",
     "Mutation.cancelUploadJob",
-    "Subscription.alertUpdated",
     "Subscription.uploadJobUpdated",
 ];
 

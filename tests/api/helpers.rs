@@ -200,6 +200,23 @@ impl TestApp {
             .map_err(|_| anyhow::anyhow!("server did not stop within 10 s"))??
     }
 
+    /// Stops the app as a crash would: its tasks stop where they are, nothing
+    /// more is recorded, and there is no graceful shutdown.
+    pub fn crash(&self) {
+        self.state.shutdown.cancel();
+        self.server.abort();
+    }
+
+    /// A second instance on this app's database (the first keeps owning it).
+    pub async fn spawn_another(&self, overrides: &[(&str, &str)]) -> TestApp {
+        let mut vars = base_vars(&self.database_url);
+        for (k, v) in overrides {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        let spare = TestDb::Sqlite(tempfile::tempdir().unwrap());
+        start(vars, self.database_url.clone(), spare).await
+    }
+
     pub async fn post_graphql(
         &self,
         token: Option<&str>,
@@ -342,11 +359,19 @@ pub fn stockroom_bin() -> std::process::Command {
 /// Two applications started at the same moment on one fresh database, as two
 /// instances of a deployment would be.
 pub async fn spawn_pair_on_one_database() -> (TestApp, TestApp) {
+    spawn_pair_with(&[]).await
+}
+
+pub async fn spawn_pair_with(overrides: &[(&str, &str)]) -> (TestApp, TestApp) {
     let (database_url, guard) = fresh_database().await;
     let spare = TestDb::Sqlite(tempfile::tempdir().unwrap());
+    let mut vars = base_vars(&database_url);
+    for (k, v) in overrides {
+        vars.insert(k.to_string(), v.to_string());
+    }
     let (a, b) = tokio::join!(
-        start(base_vars(&database_url), database_url.clone(), spare),
-        start(base_vars(&database_url), database_url.clone(), guard),
+        start(vars.clone(), database_url.clone(), spare),
+        start(vars.clone(), database_url.clone(), guard),
     );
     (a, b)
 }

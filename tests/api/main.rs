@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
+mod telegram;
 
+mod alerts;
 mod audit;
 mod auth;
 mod cli;

@@ -1,0 +1,120 @@
+//! Sending one message to Telegram, behind a small trait so that the notifier
+//! does not depend on the HTTP client.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use frankenstein::AsyncTelegramApi;
+use frankenstein::client_reqwest::Bot;
+use frankenstein::methods::SendMessageParams;
+use frankenstein::{Error, ParseMode};
+
+/// How a send failed, as the retry policy sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// 429: nothing may go to this bot before `retry_after`.
+    RateLimited {
+        retry_after: Duration,
+        detail: String,
+    },
+    /// Bad chat, blocked bot, bad token (400, 401, 403, 404): no retry helps.
+    Permanent(String),
+    /// 5xx, timeouts, network errors: worth retrying.
+    Temporary(String),
+}
+
+impl SendError {
+    pub fn detail(&self) -> &str {
+        match self {
+            Self::RateLimited { detail, .. }
+            | Self::Permanent(detail)
+            | Self::Temporary(detail) => detail,
+        }
+    }
+}
+
+#[async_trait]
+pub trait AlertSender: Send + Sync {
+    /// Sends `text` (HTML) to `chat_id` with `token`; returns Telegram's
+    /// message id.
+    async fn send(&self, token: &str, chat_id: &str, text: &str) -> Result<i64, SendError>;
+}
+
+/// The Bot API through frankenstein's reqwest client.
+pub struct TelegramSender {
+    api_url: String,
+    client: frankenstein::reqwest::Client,
+}
+
+impl TelegramSender {
+    pub fn new(api_url: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let client = frankenstein::reqwest::Client::builder()
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .timeout(timeout)
+            .build()?;
+        Ok(Self {
+            api_url: api_url.trim_end_matches('/').to_string(),
+            client,
+        })
+    }
+}
+
+fn chat(chat_id: &str) -> frankenstein::types::ChatId {
+    match chat_id.parse::<i64>() {
+        Ok(n) => n.into(),
+        Err(_) => chat_id.to_string().into(),
+    }
+}
+
+/// Sorts a Bot API failure into the retry policy's classes. Keyed on
+/// `parameters.retry_after` first: error codes may change.
+pub fn classify(err: Error) -> SendError {
+    match err {
+        Error::Api(api) => {
+            let detail = format!("{} {}", api.error_code, api.description);
+            if let Some(secs) = api.parameters.as_ref().and_then(|p| p.retry_after) {
+                return SendError::RateLimited {
+                    retry_after: Duration::from_secs(u64::from(secs)),
+                    detail,
+                };
+            }
+            match api.error_code {
+                429 => SendError::RateLimited {
+                    retry_after: Duration::from_secs(1),
+                    detail,
+                },
+                400 | 401 | 403 | 404 => SendError::Permanent(detail),
+                _ => SendError::Temporary(detail),
+            }
+        }
+        // reqwest errors come without the URL (it holds the token).
+        Error::HttpReqwest(e) if e.is_timeout() => SendError::Temporary("timed out".into()),
+        Error::HttpReqwest(e) if e.is_connect() => {
+            SendError::Temporary("could not connect to the Bot API".into())
+        }
+        Error::HttpReqwest(e) => SendError::Temporary(format!("HTTP error: {e}")),
+        Error::JsonDecode { .. } => {
+            SendError::Temporary("the Bot API answered with something other than JSON".into())
+        }
+        other => SendError::Temporary(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl AlertSender for TelegramSender {
+    async fn send(&self, token: &str, chat_id: &str, text: &str) -> Result<i64, SendError> {
+        let bot = Bot::builder()
+            .api_url(format!("{}/bot{token}", self.api_url))
+            .client(self.client.clone())
+            .build();
+        let params = SendMessageParams::builder()
+            .chat_id(chat(chat_id))
+            .text(text)
+            .parse_mode(ParseMode::Html)
+            .build();
+        bot.send_message(&params)
+            .await
+            .map(|r| i64::from(r.result.message_id))
+            .map_err(classify)
+    }
+}

@@ -1,0 +1,340 @@
+//! Notification settings: the one `notification_settings` row, merged with
+//! the environment into the Telegram settings in effect.
+//!
+//! A bot token stored through the API wins over `TELEGRAM_BOT_TOKEN`; chat ids
+//! stored through the API win over `TELEGRAM_CHAT_IDS`. The token is
+//! write-only: it is never returned, logged or audited (only its last four
+//! characters are shown, as a hint).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait, QuerySelect};
+use serde_json::json;
+
+use super::Actor;
+use super::audit::{self, AuditEntry};
+use crate::config::{Config, Secret};
+use crate::db::Db;
+use crate::entity::alert::AlertKind;
+use crate::entity::audit_log::{AuditAction, EntityType};
+use crate::entity::notification_settings;
+use crate::error::{AppError, AppResult};
+
+const ROW_ID: i32 = 1;
+/// How long another instance may use settings older than a change.
+const CACHE_TTL: Duration = Duration::from_secs(5);
+const MAX_CHATS: usize = 50;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    Database,
+    Environment,
+    None,
+}
+
+impl TokenSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Database => "database",
+            Self::Environment => "environment",
+            Self::None => "none",
+        }
+    }
+}
+
+/// The Telegram settings in effect.
+#[derive(Clone, Debug)]
+pub struct TelegramSettings {
+    pub enabled: bool,
+    pub token: Option<Secret>,
+    pub token_source: TokenSource,
+    pub chat_ids: Vec<String>,
+    pub kinds: Vec<AlertKind>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl TelegramSettings {
+    /// Enabled, with a token and at least one chat.
+    pub fn configured(&self) -> bool {
+        self.enabled && self.token.is_some() && !self.chat_ids.is_empty()
+    }
+
+    /// Whether an alert of `kind` is created now.
+    pub fn sends(&self, kind: AlertKind) -> bool {
+        self.configured() && self.kinds.contains(&kind)
+    }
+
+    /// The token's last four characters.
+    pub fn token_hint(&self) -> Option<String> {
+        self.token.as_ref().map(|t| {
+            let chars: Vec<char> = t.expose().chars().collect();
+            chars[chars.len().saturating_sub(4)..].iter().collect()
+        })
+    }
+}
+
+/// The environment's defaults plus a short cache of the row.
+pub struct SettingsCache {
+    env_token: Option<Secret>,
+    env_chats: Vec<String>,
+    cached: Mutex<Option<(Instant, Arc<TelegramSettings>)>>,
+}
+
+impl SettingsCache {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            env_token: config.telegram_bot_token.clone(),
+            env_chats: config.telegram_chat_ids.clone(),
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// The settings in effect: cached for a few seconds, read on `conn`
+    /// otherwise (so inside a caller's transaction when there is one).
+    pub async fn current(&self, conn: &impl ConnectionTrait) -> AppResult<Arc<TelegramSettings>> {
+        if let Ok(cached) = self.cached.lock()
+            && let Some((at, settings)) = cached.as_ref()
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(Arc::clone(settings));
+        }
+        let row = notification_settings::Entity::find_by_id(ROW_ID)
+            .one(conn)
+            .await?;
+        let settings = Arc::new(self.merge(row.as_ref()));
+        if let Ok(mut cached) = self.cached.lock() {
+            *cached = Some((Instant::now(), Arc::clone(&settings)));
+        }
+        Ok(settings)
+    }
+
+    pub fn invalidate(&self) {
+        if let Ok(mut cached) = self.cached.lock() {
+            *cached = None;
+        }
+    }
+
+    fn merge(&self, row: Option<&notification_settings::Model>) -> TelegramSettings {
+        let db_token = row
+            .and_then(|r| r.bot_token.clone())
+            .filter(|t| !t.is_empty());
+        let (token, token_source) = match (db_token, &self.env_token) {
+            (Some(t), _) => (Some(Secret::new(t)), TokenSource::Database),
+            (None, Some(t)) => (Some(t.clone()), TokenSource::Environment),
+            (None, None) => (None, TokenSource::None),
+        };
+        let chat_ids = row
+            .and_then(|r| r.chat_ids.as_deref())
+            .and_then(|j| serde_json::from_str::<Vec<String>>(j).ok())
+            .unwrap_or_else(|| self.env_chats.clone());
+        let kinds = row
+            .and_then(|r| serde_json::from_str::<Vec<AlertKind>>(&r.enabled_kinds).ok())
+            .unwrap_or_else(|| AlertKind::DEFAULTS.to_vec());
+        TelegramSettings {
+            enabled: row.is_none_or(|r| r.telegram_enabled),
+            token,
+            token_source,
+            chat_ids,
+            kinds,
+            updated_at: row.and_then(|r| r.updated_at),
+        }
+    }
+}
+
+impl std::fmt::Debug for SettingsCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SettingsCache")
+    }
+}
+
+fn default_row() -> notification_settings::ActiveModel {
+    notification_settings::ActiveModel {
+        id: Set(ROW_ID),
+        telegram_enabled: Set(true),
+        chat_ids: Set(None),
+        bot_token: Set(None),
+        enabled_kinds: Set(json!(AlertKind::DEFAULTS).to_string()),
+        updated_at: Set(None),
+    }
+}
+
+/// Creates the settings row with its defaults unless it exists; safe to repeat
+/// and to race.
+pub async fn ensure_row(conn: &impl ConnectionTrait) -> AppResult<()> {
+    notification_settings::Entity::insert(default_row())
+        .on_conflict(
+            OnConflict::column(notification_settings::Column::Id)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(conn)
+        .await?;
+    Ok(())
+}
+
+/// A change of settings; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct SettingsPatch {
+    pub telegram_enabled: Option<bool>,
+    pub chat_ids: Option<Vec<String>>,
+    /// `Some("")` clears the stored token (the environment's applies again).
+    pub bot_token: Option<String>,
+    pub enabled_kinds: Option<Vec<AlertKind>>,
+}
+
+/// A chat id as Telegram takes it: a (negative for groups) number, or
+/// `@channelname`.
+fn valid_chat_id(id: &str) -> bool {
+    let numeric = id.strip_prefix('-').unwrap_or(id);
+    (!numeric.is_empty() && numeric.len() <= 20 && numeric.chars().all(|c| c.is_ascii_digit()))
+        || id.strip_prefix('@').is_some_and(|name| {
+            (5..=32).contains(&name.len())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+}
+
+/// `123456:ABC-...`: the bot id, a colon, and the secret part.
+fn valid_token(token: &str) -> bool {
+    match token.split_once(':') {
+        Some((id, secret)) => {
+            !id.is_empty()
+                && id.chars().all(|c| c.is_ascii_digit())
+                && (20..=200).contains(&secret.len())
+                && secret
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        }
+        None => false,
+    }
+}
+
+fn validate(patch: &SettingsPatch) -> AppResult<SettingsPatch> {
+    let mut patch = patch.clone();
+    if let Some(ids) = &mut patch.chat_ids {
+        let mut clean: Vec<String> = Vec::new();
+        for id in ids.iter().map(|i| i.trim()) {
+            if !valid_chat_id(id) {
+                return Err(AppError::bad_input(
+                    "chatIds",
+                    format!("chatIds: {id:?} is not a Telegram chat id (a number or @channelname)"),
+                ));
+            }
+            if !clean.iter().any(|c| c == id) {
+                clean.push(id.to_string());
+            }
+        }
+        if clean.len() > MAX_CHATS {
+            return Err(AppError::bad_input(
+                "chatIds",
+                format!("chatIds: at most {MAX_CHATS} chats"),
+            ));
+        }
+        *ids = clean;
+    }
+    if let Some(token) = &mut patch.bot_token {
+        *token = token.trim().to_string();
+        if !token.is_empty() && !valid_token(token) {
+            // The value itself is never echoed.
+            return Err(AppError::bad_input(
+                "botToken",
+                "botToken is not a Telegram bot token (digits, a colon, then the secret)",
+            ));
+        }
+    }
+    if let Some(kinds) = &mut patch.enabled_kinds {
+        let mut clean = Vec::new();
+        for k in kinds.iter() {
+            if !clean.contains(k) {
+                clean.push(*k);
+            }
+        }
+        *kinds = clean;
+    }
+    Ok(patch)
+}
+
+/// What the audit row shows of the settings: never the token.
+fn audited(settings: &TelegramSettings) -> serde_json::Value {
+    json!({
+        "telegramEnabled": settings.enabled,
+        "chatIds": settings.chat_ids,
+        "enabledKinds": settings.kinds,
+        "botTokenSource": settings.token_source.as_str(),
+    })
+}
+
+/// Applies a change (ADMIN), audited as SETTINGS_UPDATE; returns the settings
+/// now in effect.
+#[tracing::instrument(skip_all)]
+pub async fn update(db: &Db, actor: &Actor, patch: SettingsPatch) -> AppResult<TelegramSettings> {
+    let patch = validate(&patch)?;
+    let cache = db.settings();
+    let txn = db.begin_write().await?;
+    ensure_row(&*txn).await?;
+    let row = notification_settings::Entity::find_by_id(ROW_ID)
+        .lock_exclusive()
+        .one(&*txn)
+        .await?
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("settings row missing")))?;
+    let before = cache.merge(Some(&row));
+    let mut active: notification_settings::ActiveModel = row.into();
+    if let Some(v) = patch.telegram_enabled {
+        active.telegram_enabled = Set(v);
+    }
+    if let Some(ids) = &patch.chat_ids {
+        active.chat_ids = Set(Some(json!(ids).to_string()));
+    }
+    let token_change = patch.bot_token.as_ref().map(|t| {
+        active.bot_token = Set((!t.is_empty()).then(|| t.clone()));
+        if t.is_empty() { "cleared" } else { "replaced" }
+    });
+    if let Some(kinds) = &patch.enabled_kinds {
+        active.enabled_kinds = Set(json!(kinds).to_string());
+    }
+    active.updated_at = Set(Some(Utc::now()));
+    let row = sea_orm::ActiveModelTrait::update(active, &*txn).await?;
+    let after = cache.merge(Some(&row));
+    let mut after_json = audited(&after);
+    if let Some(change) = token_change {
+        after_json["botToken"] = json!(change);
+    }
+    audit::record(
+        &txn,
+        actor,
+        AuditEntry::new(
+            AuditAction::SettingsUpdate,
+            EntityType::NotificationSettings,
+            ROW_ID,
+        )
+        .summary(match token_change {
+            Some(change) => format!("updated notification settings; bot token {change}"),
+            None => "updated notification settings".to_string(),
+        })
+        .changes(Some(audited(&before)), Some(after_json)),
+    )
+    .await?;
+    txn.commit().await?;
+    cache.invalidate();
+    Ok(after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_ids_and_tokens_are_checked_for_shape() {
+        assert!(valid_chat_id("123456"));
+        assert!(valid_chat_id("-1001234567890"));
+        assert!(valid_chat_id("@stockroom_ops"));
+        assert!(!valid_chat_id("@x"));
+        assert!(!valid_chat_id("12 34"));
+        assert!(!valid_chat_id("-"));
+        assert!(valid_token("123456:ABCdefGHIjklMNOpqrSTUvwxYZ-_0123"));
+        assert!(!valid_token("123456:short"));
+        assert!(!valid_token("no-colon-at-all-but-long-enough-to-pass"));
+    }
+}

@@ -1,0 +1,703 @@
+//! Telegram alerts against a fake Bot API: what is queued, how it is
+//! delivered, retried, paced and digested, and what operators see.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    ADMIN_EMAIL, TestApp, is_postgres, spawn_app, spawn_app_with, spawn_pair_with,
+};
+use crate::telegram::{FakeTelegram, Reply, TOKEN};
+
+const ALERT_FIELDS: &str =
+    "id kind status chatId message attempts retryAt lastError createdAt sentAt";
+
+async fn app_with(fake: &FakeTelegram, chats: &str, extra: &[(&str, &str)]) -> TestApp {
+    let vars = fake.vars(chats);
+    let mut all: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    all.extend_from_slice(extra);
+    spawn_app_with(&all).await
+}
+
+async fn alerts(app: &TestApp, token: &str, filter: &str) -> Vec<Value> {
+    let q = format!("{{ alerts(first: 100{filter}) {{ totalCount nodes {{ {ALERT_FIELDS} }} }} }}");
+    let r = app.gql(Some(token), &q, json!({})).await;
+    r.data()["alerts"]["nodes"].as_array().unwrap().clone()
+}
+
+async fn send_test(app: &TestApp, token: &str, message: &str) -> Value {
+    let r = app
+        .gql(
+            Some(token),
+            &format!("mutation($m: String) {{ sendTestAlert(message: $m) {{ {ALERT_FIELDS} }} }}"),
+            json!({ "m": message }),
+        )
+        .await;
+    r.data()["sendTestAlert"].clone()
+}
+
+/// Waits (bounded) until the alert reaches `status`, and returns it.
+async fn wait_status(app: &TestApp, token: &str, id: &str, status: &str, wait: Duration) -> Value {
+    let deadline = Instant::now() + wait;
+    loop {
+        let all = alerts(app, token, "").await;
+        let a = all.iter().find(|a| a["id"] == id).cloned().unwrap();
+        if a["status"] == status || Instant::now() >= deadline {
+            assert_eq!(a["status"], status, "{a}");
+            return a;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn movement(app: &TestApp, token: &str, product: &str, kind: &str, quantity: i64) -> Value {
+    app.record_movement(
+        token,
+        json!({ "productId": product, "kind": kind, "quantity": quantity }),
+    )
+    .await
+    .body
+}
+
+#[tokio::test]
+async fn a_low_stock_crossing_sends_one_escaped_message_per_chat() {
+    let fake = FakeTelegram::start().await;
+    let app = app_with(&fake, "111,-100222", &[]).await;
+    let admin = app.admin_token().await;
+    let r = app
+        .gql(
+            Some(&admin),
+            "mutation($i: CreateProductInput!) { createProduct(input: $i) { id } }",
+            json!({ "i": { "sku": "W-1", "name": "<b>&\"Widget\"</b>", "lowStockThreshold": 5, "initialStock": 10 } }),
+        )
+        .await;
+    let product = r.data()["createProduct"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    movement(&app, &admin, &product, "OUTBOUND", 6).await; // 4: crosses
+    let got = fake.wait_delivered(2, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 2, "one message per chat");
+    let mut chats: Vec<_> = got.iter().map(|m| m.chat_id.clone()).collect();
+    chats.sort();
+    assert_eq!(chats, ["-100222", "111"]);
+    for m in &got {
+        assert_eq!(m.token, TOKEN);
+        assert_eq!(m.parse_mode.as_deref(), Some("HTML"));
+        assert!(m.text.contains("Low stock"), "{}", m.text);
+        assert!(
+            m.text
+                .contains("&lt;b&gt;&amp;&quot;Widget&quot;&lt;/b&gt;"),
+            "{}",
+            m.text
+        );
+        assert!(
+            !m.text.contains("<b>&\"Widget\""),
+            "user text unescaped: {}",
+            m.text
+        );
+        assert!(m.text.contains("10 → 4 (threshold 5)"), "{}", m.text);
+        assert!(m.text.contains(ADMIN_EMAIL), "{}", m.text);
+    }
+
+    // Further movements below the threshold raise nothing.
+    movement(&app, &admin, &product, "OUTBOUND", 1).await;
+    movement(&app, &admin, &product, "OUTBOUND", 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fake.received().len(), 2);
+    let low = alerts(&app, &admin, ", kind: LOW_STOCK").await;
+    assert_eq!(low.len(), 2);
+    assert!(
+        low.iter()
+            .all(|a| a["status"] == "SENT" && a["attempts"] == 1)
+    );
+
+    // Down to zero: OUT_OF_STOCK.
+    movement(&app, &admin, &product, "OUTBOUND", 2).await;
+    let got = fake.wait_delivered(4, Duration::from_secs(10)).await;
+    assert!(got[2..].iter().all(|m| m.text.contains("Out of stock")));
+}
+
+#[tokio::test]
+async fn refused_and_rolled_back_movements_create_no_alert() {
+    let fake = FakeTelegram::start().await;
+    let app = app_with(&fake, "111", &[]).await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "R-1", 3).await;
+    let r = movement(&app, &admin, &product, "OUTBOUND", 4).await;
+    assert_eq!(r["errors"][0]["extensions"]["code"], "INSUFFICIENT_STOCK");
+    if is_postgres() {
+        app.exec("CREATE FUNCTION fail_audit() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'audit store down'; END $$ LANGUAGE plpgsql").await;
+        app.exec("CREATE TRIGGER fail_audit BEFORE INSERT ON audit_logs FOR EACH ROW EXECUTE FUNCTION fail_audit()").await;
+    } else {
+        app.exec("CREATE TRIGGER fail_audit BEFORE INSERT ON audit_logs BEGIN SELECT RAISE(ABORT, 'audit store down'); END").await;
+    }
+    // Would take the stock to zero (OUT_OF_STOCK), but the transaction fails.
+    let r = movement(&app, &admin, &product, "OUTBOUND", 3).await;
+    assert!(r.get("errors").is_some());
+    assert_eq!(app.count("SELECT COUNT(*) FROM alerts").await, 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(fake.received().is_empty());
+}
+
+#[tokio::test]
+async fn a_429_is_obeyed_and_the_alert_is_sent_on_the_next_attempt() {
+    let fake = FakeTelegram::start().await;
+    fake.script([Reply::RateLimited(2)]);
+    let app = app_with(&fake, "111", &[]).await;
+    let admin = app.admin_token().await;
+    let alert = send_test(&app, &admin, "hello").await;
+    let sent = wait_status(
+        &app,
+        &admin,
+        alert["id"].as_str().unwrap(),
+        "SENT",
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(sent["attempts"], 2);
+    let tries = fake.received();
+    assert_eq!(tries.len(), 2);
+    let gap = tries[1].at - tries[0].at;
+    assert!(
+        gap >= Duration::from_secs(2),
+        "retried after {gap:?}, before retry_after"
+    );
+}
+
+#[tokio::test]
+async fn server_errors_back_off_with_growing_gaps_then_succeed() {
+    let fake = FakeTelegram::start().await;
+    fake.script([
+        Reply::ServerError,
+        Reply::BadGatewayHtml,
+        Reply::ServerError,
+    ]);
+    let app = app_with(&fake, "111", &[("ALERT_RETRY_BASE_SECONDS", "1")]).await;
+    let admin = app.admin_token().await;
+    let alert = send_test(&app, &admin, "backoff").await;
+    let id = alert["id"].as_str().unwrap();
+
+    // While retrying, the queue state is visible.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let a = alerts(&app, &admin, "")
+            .await
+            .into_iter()
+            .find(|a| a["id"] == id)
+            .unwrap();
+        if a["status"] == "PENDING" && a["attempts"].as_i64() >= Some(1) {
+            assert!(a["retryAt"].is_string(), "{a}");
+            assert!(a["lastError"].as_str().unwrap().contains("500"), "{a}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never seen retrying: {a}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let sent = wait_status(&app, &admin, id, "SENT", Duration::from_secs(20)).await;
+    assert_eq!(sent["attempts"], 4);
+    let at: Vec<Instant> = fake.received().iter().map(|r| r.at).collect();
+    assert_eq!(at.len(), 4);
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps[0] < gaps[1] && gaps[1] < gaps[2],
+        "gaps do not grow: {gaps:?}"
+    );
+}
+
+#[tokio::test]
+async fn exhausted_attempts_are_dead_and_retry_alert_brings_them_back() {
+    let fake = FakeTelegram::start().await;
+    fake.set_default(Some(Reply::ServerError));
+    let app = app_with(
+        &fake,
+        "111",
+        &[
+            ("ALERT_RETRY_BASE_SECONDS", "1"),
+            ("ALERT_MAX_ATTEMPTS", "2"),
+        ],
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let alert = send_test(&app, &admin, "doomed").await;
+    let id = alert["id"].as_str().unwrap();
+    let dead = wait_status(&app, &admin, id, "DEAD", Duration::from_secs(15)).await;
+    assert_eq!(dead["attempts"], 2);
+    assert!(
+        dead["lastError"].as_str().unwrap().contains("500"),
+        "{dead}"
+    );
+
+    fake.set_default(None);
+    let r = app
+        .gql(
+            Some(&admin),
+            "mutation($id: ID!) { retryAlert(id: $id) { status attempts } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(r.data()["retryAlert"]["status"], "PENDING");
+    let sent = wait_status(&app, &admin, id, "SENT", Duration::from_secs(10)).await;
+    assert_eq!(sent["attempts"], 1);
+    let audit = app
+        .gql(
+            Some(&admin),
+            "{ auditLogs(filter: {action: ALERT_RETRY}) { nodes { entityId actor { email } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(audit.data()["auditLogs"]["nodes"][0]["entityId"], id);
+
+    // Only a DEAD alert can be retried; an unknown id is NOT_FOUND.
+    let again = app
+        .gql(
+            Some(&admin),
+            "mutation($id: ID!) { retryAlert(id: $id) { status } }",
+            json!({ "id": id }),
+        )
+        .await;
+    again.expect_code("CONFLICT");
+    let missing = app
+        .gql(
+            Some(&admin),
+            "mutation($id: ID!) { retryAlert(id: $id) { status } }",
+            json!({ "id": uuid::Uuid::now_v7().to_string() }),
+        )
+        .await;
+    missing.expect_code("NOT_FOUND");
+}
+
+#[tokio::test]
+async fn a_403_is_dead_after_one_attempt() {
+    let fake = FakeTelegram::start().await;
+    fake.script([Reply::Forbidden]);
+    let app = app_with(&fake, "111", &[]).await;
+    let admin = app.admin_token().await;
+    let alert = send_test(&app, &admin, "blocked").await;
+    let dead = wait_status(
+        &app,
+        &admin,
+        alert["id"].as_str().unwrap(),
+        "DEAD",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(dead["attempts"], 1);
+    assert!(
+        dead["lastError"].as_str().unwrap().contains("403"),
+        "{dead}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.received().len(), 1);
+}
+
+#[tokio::test]
+async fn an_alert_claimed_by_a_crashed_instance_is_delivered_after_its_lease() {
+    let fake = FakeTelegram::start().await;
+    fake.script([Reply::Hang]);
+    let settings = [
+        ("ALERT_LEASE_SECONDS", "2"),
+        ("ALERT_SEND_TIMEOUT_SECONDS", "600"),
+    ];
+    let first = app_with(&fake, "111", &settings).await;
+    let admin = first.admin_token().await;
+    let alert = send_test(&first, &admin, "survives a crash").await;
+    let id = alert["id"].as_str().unwrap().to_string();
+    wait_status(&first, &admin, &id, "SENDING", Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.received().is_empty() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.crash();
+
+    let vars = fake.vars("111");
+    let mut overrides: Vec<(&str, &str)> =
+        vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    overrides.extend_from_slice(&settings);
+    let second = first.spawn_another(&overrides).await;
+    let admin = second.admin_token().await;
+    let sent = wait_status(&second, &admin, &id, "SENT", Duration::from_secs(20)).await;
+    assert_eq!(sent["attempts"], 2);
+    let delivered = fake.delivered();
+    assert_eq!(delivered.len(), 1);
+    assert!(delivered[0].text.contains("survives a crash"));
+}
+
+#[tokio::test]
+async fn a_backlog_for_one_chat_goes_out_as_few_digests() {
+    let fake = FakeTelegram::start().await;
+    let app = app_with(&fake, "111", &[]).await;
+    // A hundred alerts committed at once, as a burst of changes would.
+    let txn = app.state.db.begin_write().await.unwrap();
+    for i in 0..100 {
+        stockroom::service::alerts::enqueue(
+            &txn,
+            stockroom::entity::alert::AlertKind::Test,
+            format!("backlog alert number {i:03} {}", "x".repeat(100)),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    txn.commit().await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app
+        .count("SELECT COUNT(*) FROM alerts WHERE status = 'SENT'")
+        .await
+        < 100
+    {
+        assert!(Instant::now() < deadline, "not all 100 alerts were sent");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let messages = fake.delivered();
+    assert!(
+        messages.len() < 10,
+        "{} messages for 100 alerts",
+        messages.len()
+    );
+    for m in &messages {
+        assert!(m.text.chars().count() <= 4096);
+    }
+    for i in 0..100 {
+        let needle = format!("backlog alert number {i:03} ");
+        let n = messages.iter().filter(|m| m.text.contains(&needle)).count();
+        assert_eq!(n, 1, "alert {i} delivered {n} times");
+    }
+    // Each alert records the id of the message that carried it.
+    assert_eq!(
+        app.count("SELECT COUNT(DISTINCT telegram_message_id) FROM alerts")
+            .await,
+        messages.len() as i64
+    );
+}
+
+#[tokio::test]
+async fn six_failed_logins_for_one_account_raise_one_alert() {
+    let fake = FakeTelegram::start().await;
+    let app = app_with(&fake, "111", &[("ALERT_LOGIN_FAILURES", "5")]).await;
+    for _ in 0..6 {
+        app.login(ADMIN_EMAIL, "wrong-password")
+            .await
+            .expect_code("UNAUTHENTICATED");
+    }
+    let got = fake.wait_delivered(1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fake.received().len(), 1, "{:?}", fake.received());
+    assert!(
+        got[0].text.contains("Repeated failed logins"),
+        "{}",
+        got[0].text
+    );
+    assert!(got[0].text.contains(ADMIN_EMAIL));
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM alerts WHERE kind = 'LOGIN_FAILURES'")
+            .await,
+        1
+    );
+    // Failures spread over unknown emails from one address raise the address's alert.
+    for i in 0..5 {
+        app.login(&format!("nobody{i}@test.local"), "x-password")
+            .await;
+    }
+    fake.wait_delivered(2, Duration::from_secs(10)).await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM alerts WHERE kind = 'LOGIN_FAILURES'")
+            .await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn settings_show_the_token_source_and_hint_but_never_the_token() {
+    let fake = FakeTelegram::start().await;
+    let app = app_with(&fake, "111", &[]).await;
+    let admin = app.admin_token().await;
+    let read = "{ notificationSettings { telegramEnabled chatIds botTokenConfigured botTokenSource botTokenHint enabledKinds updatedAt configured } }";
+    let s = app.gql(Some(&admin), read, json!({})).await;
+    let s = &s.data()["notificationSettings"];
+    assert_eq!(s["botTokenSource"], "environment");
+    assert_eq!(s["botTokenHint"], &TOKEN[TOKEN.len() - 4..]);
+    assert_eq!(s["chatIds"], json!(["111"]));
+    assert_eq!(
+        s["enabledKinds"],
+        json!([
+            "LOW_STOCK",
+            "OUT_OF_STOCK",
+            "UPLOAD_FINISHED",
+            "LOGIN_FAILURES",
+            "TEST"
+        ])
+    );
+
+    let stored = "987654:STORED-token-from-the-api-abcdefWXYZ";
+    let update = "mutation($i: UpdateNotificationSettingsInput!) { updateNotificationSettings(input: $i) { botTokenSource botTokenHint chatIds enabledKinds } }";
+    let r = app
+        .gql(
+            Some(&admin),
+            update,
+            json!({ "i": { "botToken": stored, "chatIds": ["222", "@stockroom_ops"], "enabledKinds": ["TEST", "LOW_STOCK"] } }),
+        )
+        .await;
+    let u = &r.data()["updateNotificationSettings"];
+    assert_eq!(u["botTokenSource"], "database");
+    assert_eq!(u["botTokenHint"], "WXYZ");
+    assert_eq!(u["chatIds"], json!(["222", "@stockroom_ops"]));
+
+    // The stored token is the one used.
+    send_test(&app, &admin, "with the stored token").await;
+    let got = fake.wait_delivered(2, Duration::from_secs(10)).await;
+    assert!(got.iter().all(|m| m.token == stored));
+
+    // Clearing it falls back to the environment's.
+    let r = app
+        .gql(Some(&admin), update, json!({ "i": { "botToken": "" } }))
+        .await;
+    assert_eq!(
+        r.data()["updateNotificationSettings"]["botTokenSource"],
+        "environment"
+    );
+
+    // Bad input names its field and changes nothing.
+    for (input, field) in [
+        (json!({ "chatIds": ["not a chat"] }), "chatIds"),
+        (json!({ "botToken": "nope" }), "botToken"),
+    ] {
+        let r = app.gql(Some(&admin), update, json!({ "i": input })).await;
+        assert_eq!(
+            r.expect_code("BAD_USER_INPUT")["extensions"]["field"],
+            field
+        );
+    }
+    let s = app.gql(Some(&admin), read, json!({})).await;
+    assert_eq!(
+        s.data()["notificationSettings"]["chatIds"],
+        json!(["222", "@stockroom_ops"])
+    );
+
+    // The token is in no answer and no audit row, only "replaced"/"cleared".
+    let everything = [
+        app.gql(Some(&admin), read, json!({})).await.body.to_string(),
+        app.gql(
+            Some(&admin),
+            "{ auditLogs(first: 100, filter: {action: SETTINGS_UPDATE}) { nodes { summary changes } } }",
+            json!({}),
+        )
+        .await
+        .body
+        .to_string(),
+    ];
+    for text in &everything {
+        assert!(
+            !text.contains(stored) && !text.contains(TOKEN),
+            "token leaked: {text}"
+        );
+    }
+    assert!(everything[1].contains("replaced") && everything[1].contains("cleared"));
+    let raw = app.count("SELECT COUNT(*) FROM audit_logs WHERE CAST(changes AS TEXT) LIKE '%STORED-token%' OR summary LIKE '%STORED-token%'").await;
+    assert_eq!(raw, 0);
+
+    // Only an admin may read or change them.
+    let (_, manager) = app.user_with_role(&admin, "MANAGER").await;
+    app.gql(Some(&manager), read, json!({}))
+        .await
+        .expect_code("FORBIDDEN");
+}
+
+#[tokio::test]
+async fn test_alerts_need_telegram_an_admin_and_respect_their_rate_limit() {
+    // Not configured: a clear BAD_USER_INPUT, and nothing queued.
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let r = app
+        .gql(Some(&admin), "mutation { sendTestAlert { id } }", json!({}))
+        .await;
+    let e = r.expect_code("BAD_USER_INPUT");
+    assert!(
+        e["message"].as_str().unwrap().contains("not configured"),
+        "{e}"
+    );
+    let rest = app
+        .client
+        .post(format!("{}/api/v1/alerts/test", app.address))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 400);
+    assert_eq!(app.count("SELECT COUNT(*) FROM alerts").await, 0);
+
+    let fake = FakeTelegram::start().await;
+    // Every attempt from the address spends the budget of 3.
+    let app = app_with(&fake, "111,222", &[("THROTTLE_ALERTS_LIMIT", "3")]).await;
+    let admin = app.admin_token().await;
+    let post = |token: Option<String>| {
+        let mut req = app
+            .client
+            .post(format!("{}/api/v1/alerts/test", app.address))
+            .json(&json!({ "message": "from curl" }));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    let ok = post(Some(admin.clone())).await.unwrap();
+    assert_eq!(ok.status(), 202);
+    let body: Value = ok.json().await.unwrap();
+    assert_eq!(body["alerts"].as_array().unwrap().len(), 2, "one per chat");
+    assert_eq!(
+        app.gql(
+            Some(&admin),
+            "{ auditLogs(filter: {action: ALERT_TEST}) { totalCount } }",
+            json!({})
+        )
+        .await
+        .data()["auditLogs"]["totalCount"],
+        1
+    );
+    assert_eq!(post(None).await.unwrap().status(), 401);
+    let (_, manager) = app.user_with_role(&admin, "MANAGER").await;
+    assert_eq!(post(Some(manager.clone())).await.unwrap().status(), 403);
+    let limited = post(Some(admin.clone())).await.unwrap();
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    app.gql(
+        Some(&manager),
+        "mutation { sendTestAlert { id } }",
+        json!({}),
+    )
+    .await
+    .expect_code("FORBIDDEN");
+}
+
+#[tokio::test]
+async fn health_shows_the_queue_and_degrades_the_notifier_past_the_thresholds() {
+    let fake = FakeTelegram::start().await;
+    fake.set_default(Some(Reply::ServerError));
+    let app = app_with(
+        &fake,
+        "111",
+        &[
+            ("ALERT_RETRY_BASE_SECONDS", "1"),
+            ("ALERT_STALE_ATTEMPTS", "2"),
+        ],
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let body: Value = app.get("/api/v1/health").await.json().await.unwrap();
+    assert_eq!(body["services"]["notifier"]["status"], "up", "{body}");
+    assert_eq!(body["services"]["notifier"]["telegramConfigured"], true);
+
+    send_test(&app, &admin, "failing").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let resp = app.get("/api/v1/health").await;
+        assert_eq!(
+            resp.status(),
+            200,
+            "the notifier alone never makes health 503"
+        );
+        let body: Value = resp.json().await.unwrap();
+        let n = &body["services"]["notifier"];
+        if n["status"] == "degraded" {
+            assert!(n["maxAttemptsUnsent"].as_i64().unwrap() >= 2, "{n}");
+            assert!(n["reason"].as_str().unwrap().contains("attempts"), "{n}");
+            assert_eq!(body["status"], "ok");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never degraded: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let g = app
+        .gql(
+            None,
+            "{ health { notifier { status retrying pending dead telegramConfigured } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(g.data()["health"]["notifier"]["status"], "DEGRADED");
+}
+
+#[tokio::test]
+async fn alert_updated_follows_an_alert_from_queued_to_sent() {
+    let fake = FakeTelegram::start().await;
+    let app = app_with(&fake, "111", &[]).await;
+    let admin = app.admin_token().await;
+    let mut ws = app.ws(&admin).await;
+    ws.subscribe(
+        "a",
+        "subscription { alertUpdated { id kind status attempts } }",
+        json!({}),
+    )
+    .await;
+    app.wait_for_subscriptions(1).await;
+    let alert = send_test(&app, &admin, "watched").await;
+    let mut statuses = Vec::new();
+    while statuses.last().map(String::as_str) != Some("SENT") {
+        let e = ws.event("a").await;
+        let a = &e["data"]["alertUpdated"];
+        assert_eq!(a["id"], alert["id"]);
+        statuses.push(a["status"].as_str().unwrap().to_string());
+    }
+    assert_eq!(statuses, ["PENDING", "SENDING", "SENT"]);
+}
+
+/// Two instances on one PostgreSQL database: 300 alerts, each delivered once.
+#[tokio::test]
+async fn two_instances_deliver_three_hundred_alerts_exactly_once() {
+    if !is_postgres() {
+        return;
+    }
+    let fake = FakeTelegram::start().await;
+    let vars = fake.vars("111,222,333");
+    let mut overrides: Vec<(&str, &str)> =
+        vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    overrides.push(("ALERT_CHAT_MESSAGES_PER_SECOND", "50"));
+    let (a, b) = spawn_pair_with(&overrides).await;
+    // Committed in small batches through both instances, so both claim work.
+    for (i, app) in [&a, &b].iter().enumerate() {
+        for batch in 0..5 {
+            let txn = app.state.db.begin_write().await.unwrap();
+            for n in 0..10 {
+                stockroom::service::alerts::enqueue(
+                    &txn,
+                    stockroom::entity::alert::AlertKind::Test,
+                    format!("unique alert {i}-{batch}-{n} end"),
+                    None,
+                )
+                .await
+                .unwrap();
+            }
+            txn.commit().await.unwrap();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a
+        .count("SELECT COUNT(*) FROM alerts WHERE status = 'SENT'")
+        .await
+        < 300
+    {
+        assert!(Instant::now() < deadline, "not every alert was sent");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let messages = fake.delivered();
+    for i in 0..2 {
+        for batch in 0..5 {
+            for n in 0..10 {
+                let needle = format!("unique alert {i}-{batch}-{n} end");
+                for chat in ["111", "222", "333"] {
+                    let count = messages
+                        .iter()
+                        .filter(|m| m.chat_id == chat && m.text.contains(&needle))
+                        .count();
+                    assert_eq!(count, 1, "{needle} to {chat} delivered {count} times");
+                }
+            }
+        }
+    }
+}
