@@ -44,6 +44,7 @@ pub struct Policy {
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub lease: Duration,
+    pub send_timeout: Duration,
     pub poll: Duration,
     pub digest_after: usize,
     pub chat_per_second: u32,
@@ -57,6 +58,7 @@ impl Policy {
             retry_base: config.alert_retry_base,
             retry_max: config.alert_retry_max,
             lease: config.alert_lease,
+            send_timeout: config.alert_send_timeout,
             poll: config.alert_poll,
             digest_after: config.alert_digest_after,
             chat_per_second: config.alert_chat_per_second,
@@ -82,7 +84,8 @@ impl Policy {
 enum Outcome {
     Sent(i64),
     Failed(SendError),
-    /// Not sent: the bot is paused by a 429 until then.
+    /// Not sent: due again then (the bot is paused by a 429, or the lease ran
+    /// short).
     Deferred(DateTime<Utc>),
 }
 
@@ -272,10 +275,23 @@ impl Notifier {
         while let Some((text, group)) = messages.next() {
             self.per_chat.until_key_ready(&chat).await;
             self.overall.until_ready().await;
-            if let Some(until) = self.paused() {
-                // A 429 paused the bot: put this and the rest back untried.
-                let at = Utc::now()
-                    + chrono::Duration::from_std(until - Instant::now()).unwrap_or_default();
+            // A 429 paused the bot, or pacing ate the lease (another
+            // notifier may claim these soon): put this and the rest back,
+            // untried.
+            let deferred_to = match self.paused() {
+                Some(until) => Some(
+                    Utc::now()
+                        + chrono::Duration::from_std(until - Instant::now()).unwrap_or_default(),
+                ),
+                None => {
+                    let margin = chrono::Duration::from_std(
+                        self.policy.send_timeout.min(self.policy.lease / 2),
+                    )
+                    .unwrap_or_default();
+                    (Utc::now() + margin >= lease).then(Utc::now)
+                }
+            };
+            if let Some(at) = deferred_to {
                 let mut rest: Vec<alert::Model> = group;
                 rest.extend(messages.flat_map(|(_, g)| g));
                 self.record(&rest, lease, Outcome::Deferred(at)).await;
@@ -502,6 +518,7 @@ mod tests {
             retry_base: Duration::from_secs(2),
             retry_max: Duration::from_secs(30),
             lease: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(10),
             poll: Duration::from_secs(5),
             digest_after: 3,
             chat_per_second: 1,

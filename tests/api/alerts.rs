@@ -701,3 +701,139 @@ async fn two_instances_deliver_three_hundred_alerts_exactly_once() {
         }
     }
 }
+
+struct PanickingSender;
+
+#[async_trait::async_trait]
+impl stockroom::notifier::telegram::AlertSender for PanickingSender {
+    async fn send(
+        &self,
+        _token: &str,
+        _chat_id: &str,
+        _text: &str,
+    ) -> Result<i64, stockroom::notifier::telegram::SendError> {
+        panic!("a bug in the sender");
+    }
+}
+
+#[tokio::test]
+async fn a_panic_while_sending_fails_that_alert_and_the_notifier_goes_on() {
+    let fake = FakeTelegram::start().await;
+    let app = app_with(&fake, "111", &[]).await;
+    // Stop the app's own notifier; drive one with a sender that panics.
+    app.state.shutdown.cancel();
+    let config = stockroom::config::Config::from_vars(
+        [("ALERT_RETRY_BASE_SECONDS", "60")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+    .unwrap();
+    let notifier = stockroom::notifier::Notifier::with_sender(
+        stockroom::notifier::Policy::from_config(&config),
+        app.state.db.clone(),
+        std::sync::Arc::new(PanickingSender),
+    );
+    let txn = app.state.db.begin_write().await.unwrap();
+    for i in 0..2 {
+        stockroom::service::alerts::enqueue(
+            &txn,
+            stockroom::entity::alert::AlertKind::Test,
+            format!("panics {i}"),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    txn.commit().await.unwrap();
+    assert_eq!(
+        notifier.run_once().await.unwrap(),
+        2,
+        "both claimed, the round survives"
+    );
+    let admin = app.admin_token().await;
+    for a in alerts(&app, &admin, "").await {
+        assert_eq!(a["status"], "PENDING", "{a}");
+        assert_eq!(a["attempts"], 1);
+        assert!(
+            a["lastError"]
+                .as_str()
+                .unwrap()
+                .contains("failed while sending"),
+            "{a}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn messages_to_one_chat_are_paced() {
+    let fake = FakeTelegram::start().await;
+    let app = app_with(&fake, "111", &[("ALERT_DIGEST_AFTER", "10")]).await;
+    let txn = app.state.db.begin_write().await.unwrap();
+    for i in 0..3 {
+        stockroom::service::alerts::enqueue(
+            &txn,
+            stockroom::entity::alert::AlertKind::Test,
+            format!("paced {i}"),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    txn.commit().await.unwrap();
+    let got = fake.wait_delivered(3, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 3, "three messages, not a digest");
+    for w in got.windows(2) {
+        let gap = w[1].at - w[0].at;
+        assert!(
+            gap >= Duration::from_millis(900),
+            "one chat got two messages {gap:?} apart"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_round_longer_than_its_lease_puts_the_rest_back_instead_of_sending_twice() {
+    let fake = FakeTelegram::start().await;
+    // One chat, one message a second, a 2 s lease: a round cannot send all 5,
+    // and a second instance takes over every lease that expires.
+    let settings = [
+        ("ALERT_LEASE_SECONDS", "2"),
+        ("ALERT_DIGEST_AFTER", "100"),
+        ("ALERT_POLL_SECONDS", "1"),
+    ];
+    let app = app_with(&fake, "111", &settings).await;
+    let vars = fake.vars("111");
+    let mut overrides: Vec<(&str, &str)> =
+        vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    overrides.extend_from_slice(&settings);
+    let _other = app.spawn_another(&overrides).await;
+    let txn = app.state.db.begin_write().await.unwrap();
+    for i in 0..5 {
+        stockroom::service::alerts::enqueue(
+            &txn,
+            stockroom::entity::alert::AlertKind::Test,
+            format!("lease {i} end"),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    txn.commit().await.unwrap();
+    let got = fake.wait_delivered(5, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fake.received().len(), 5, "an alert went out twice");
+    for i in 0..5 {
+        let needle = format!("lease {i} end");
+        assert_eq!(
+            got.iter().filter(|m| m.text == needle).count(),
+            1,
+            "{needle}"
+        );
+    }
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM alerts WHERE status = 'SENT'")
+            .await,
+        5
+    );
+}
