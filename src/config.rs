@@ -629,6 +629,13 @@ impl Config {
             throttle_alerts_ttl: p.seconds("THROTTLE_ALERTS_TTL"),
             throttle_alerts_limit: p.number("THROTTLE_ALERTS_LIMIT", 1, u32::MAX as u64) as u32,
         };
+        if config.alert_lease <= config.alert_send_timeout * 2 {
+            p.errors.push(format!(
+                "ALERT_LEASE_SECONDS ({}) must be more than twice ALERT_SEND_TIMEOUT_SECONDS ({}), or a slow send could be claimed and sent again by another instance",
+                config.alert_lease.as_secs(),
+                config.alert_send_timeout.as_secs()
+            ));
+        }
         if p.errors.is_empty() {
             Ok(config)
         } else {
@@ -848,6 +855,16 @@ mod tests {
     fn bad_numbers_are_reported_by_name() {
         let err = Config::from_vars(vars(&[("PORT", "http")])).expect_err("refused");
         assert!(err.to_string().contains("PORT"));
+    }
+
+    #[test]
+    fn an_alert_lease_shorter_than_two_send_timeouts_is_refused() {
+        let err = Config::from_vars(vars(&[
+            ("ALERT_LEASE_SECONDS", "10"),
+            ("ALERT_SEND_TIMEOUT_SECONDS", "5"),
+        ]))
+        .expect_err("refused");
+        assert!(err.to_string().contains("ALERT_LEASE_SECONDS"));
     }
 
     #[test]

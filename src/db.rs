@@ -44,7 +44,7 @@ pub struct Db {
     /// PostgreSQL: held from commit to publish by transactions that emitted
     /// events about a product, so that one product's events are published in
     /// the order their transactions committed.
-    order_locks: Arc<Vec<Mutex<()>>>,
+    order_locks: Arc<Vec<Arc<Mutex<()>>>>,
     statements: Arc<AtomicU64>,
     bus: EventBus,
     settings: Arc<SettingsCache>,
@@ -90,7 +90,11 @@ impl Db {
         Ok(Self {
             conn,
             write_lock: sqlite.then(|| Arc::new(Mutex::new(()))),
-            order_locks: Arc::new((0..ORDER_STRIPES).map(|_| Mutex::new(())).collect()),
+            order_locks: Arc::new(
+                (0..ORDER_STRIPES)
+                    .map(|_| Arc::new(Mutex::new(())))
+                    .collect(),
+            ),
             statements,
             bus: EventBus::new(config.event_bus_capacity),
             settings: Arc::new(SettingsCache::new(config)),
@@ -232,14 +236,24 @@ impl WriteTxn {
         } else {
             BTreeSet::new()
         };
-        let mut order = Vec::with_capacity(stripes.len());
-        for i in stripes {
-            order.push(db.order_locks[i].lock().await);
-        }
-        txn.commit().await?;
-        db.bus.publish(events);
-        drop(order);
-        drop(permit);
+        // Commit and publish together in a task of their own: a caller that
+        // is cancelled while COMMIT is under way (a request timeout, a client
+        // gone) cannot commit without publishing.
+        let locks = Arc::clone(&db.order_locks);
+        let bus = db.bus.clone();
+        tokio::spawn(async move {
+            let mut order = Vec::with_capacity(stripes.len());
+            for i in stripes {
+                order.push(Arc::clone(&locks[i]).lock_owned().await);
+            }
+            txn.commit().await?;
+            bus.publish(events);
+            drop(order);
+            drop(permit);
+            Ok::<(), DbErr>(())
+        })
+        .await
+        .map_err(|e| DbErr::Custom(format!("commit task failed: {e}")))??;
         Ok(())
     }
 }

@@ -96,18 +96,22 @@ impl DomainEvent {
             },
             Self::LowStockCrossed { product } => EventRef::LowStockCrossed {
                 product_id: product.id,
+                version: product.version,
             },
             Self::ProductCreated { product } => EventRef::Product {
                 change: ProductChange::Created,
                 product_id: product.id,
+                version: product.version,
             },
             Self::ProductUpdated { product } => EventRef::Product {
                 change: ProductChange::Updated,
                 product_id: product.id,
+                version: product.version,
             },
             Self::ProductArchived { product } => EventRef::Product {
                 change: ProductChange::Archived,
                 product_id: product.id,
+                version: product.version,
             },
             Self::AuditLogAdded { entry } => EventRef::AuditLogAdded { id: entry.id },
             Self::AlertChanged { alert } => EventRef::Alert { id: alert.id },
@@ -133,10 +137,12 @@ enum EventRef {
     },
     LowStockCrossed {
         product_id: Uuid,
+        version: i32,
     },
     Product {
         change: ProductChange,
         product_id: Uuid,
+        version: i32,
     },
     AuditLogAdded {
         id: Uuid,
@@ -146,70 +152,101 @@ enum EventRef {
     },
 }
 
+/// What loading a reference found.
+enum Loaded {
+    Event(DomainEvent),
+    /// The row is gone.
+    Gone,
+    /// The row changed since the event: its state then is lost.
+    Moved,
+}
+
 impl EventRef {
-    async fn load(
-        &self,
-        conn: &impl ConnectionTrait,
-    ) -> Result<Option<DomainEvent>, sea_orm::DbErr> {
+    async fn load(&self, conn: &impl ConnectionTrait) -> Result<Loaded, sea_orm::DbErr> {
         let product = |id| product::Entity::find_by_id(id).one(conn);
+        // A product read now must be the version the event was about.
+        let as_of = |p: Option<product::Model>, version: i32| match p {
+            Some(p) if p.version == version => Ok(Arc::new(p)),
+            Some(_) => Err(Loaded::Moved),
+            None => Err(Loaded::Gone),
+        };
         Ok(match *self {
             Self::StockMoved { movement_id } => {
                 let Some(m) = stock_movement::Entity::find_by_id(movement_id)
                     .one(conn)
                     .await?
                 else {
-                    return Ok(None);
+                    return Ok(Loaded::Gone);
                 };
-                product(m.product_id).await?.map(|mut p| {
-                    // The product as of this movement, not as of now.
-                    p.stock = m.balance_after;
-                    p.version = m.product_version;
-                    DomainEvent::StockMoved {
-                        product: Arc::new(p),
-                        movement: Arc::new(m),
+                match product(m.product_id).await? {
+                    Some(mut p) => {
+                        // The movement row says what the product was then.
+                        p.stock = m.balance_after;
+                        p.version = m.product_version;
+                        Loaded::Event(DomainEvent::StockMoved {
+                            product: Arc::new(p),
+                            movement: Arc::new(m),
+                        })
                     }
-                })
+                    None => Loaded::Gone,
+                }
             }
-            Self::LowStockCrossed { product_id } => {
-                product(product_id)
-                    .await?
-                    .map(|p| DomainEvent::LowStockCrossed {
-                        product: Arc::new(p),
-                    })
-            }
-            Self::Product { change, product_id } => product(product_id).await?.map(|p| {
-                let product = Arc::new(p);
-                match change {
+            Self::LowStockCrossed {
+                product_id,
+                version,
+            } => match as_of(product(product_id).await?, version) {
+                Ok(product) => Loaded::Event(DomainEvent::LowStockCrossed { product }),
+                Err(other) => other,
+            },
+            Self::Product {
+                change,
+                product_id,
+                version,
+            } => match as_of(product(product_id).await?, version) {
+                Ok(product) => Loaded::Event(match change {
                     ProductChange::Created => DomainEvent::ProductCreated { product },
                     ProductChange::Updated => DomainEvent::ProductUpdated { product },
                     ProductChange::Archived => DomainEvent::ProductArchived { product },
+                }),
+                Err(other) => other,
+            },
+            // Audit rows never change.
+            Self::AuditLogAdded { id } => {
+                match audit_log::Entity::find_by_id(id).one(conn).await? {
+                    Some(a) => Loaded::Event(DomainEvent::AuditLogAdded { entry: Arc::new(a) }),
+                    None => Loaded::Gone,
                 }
-            }),
-            Self::AuditLogAdded { id } => audit_log::Entity::find_by_id(id)
-                .one(conn)
-                .await?
-                .map(|a| DomainEvent::AuditLogAdded { entry: Arc::new(a) }),
-            Self::Alert { id } => alert::Entity::find_by_id(id)
-                .one(conn)
-                .await?
-                .map(|a| DomainEvent::AlertChanged { alert: Arc::new(a) }),
+            }
+            // An alert may have moved on; its later changes follow as events.
+            Self::Alert { id } => match alert::Entity::find_by_id(id).one(conn).await? {
+                Some(a) => Loaded::Event(DomainEvent::AlertChanged { alert: Arc::new(a) }),
+                None => Loaded::Gone,
+            },
         })
     }
 }
 
-/// One NOTIFY payload: the sending instance, whole events, and references to
-/// events too large to send whole.
+/// One entry of a NOTIFY payload, in the order the transaction emitted them:
+/// a whole event, or a reference to one too large to send whole.
+#[derive(Debug, Serialize, Deserialize)]
+enum Entry {
+    #[serde(rename = "w")]
+    Whole(Box<serde_json::value::RawValue>),
+    #[serde(rename = "r")]
+    Ref(EventRef),
+}
+
+/// One NOTIFY payload: the sending instance and its entries, in order.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Envelope {
     #[serde(rename = "o")]
     origin: Uuid,
-    #[serde(rename = "e", default, skip_serializing_if = "Vec::is_empty")]
-    events: Vec<Box<serde_json::value::RawValue>>,
-    #[serde(rename = "r", default, skip_serializing_if = "Vec::is_empty")]
-    refs: Vec<EventRef>,
+    #[serde(rename = "e", default)]
+    entries: Vec<Entry>,
 }
 
-/// Splits `events` into NOTIFY payloads under the size limit.
+/// Splits `events` into NOTIFY payloads under the size limit, keeping their
+/// order.
 fn payloads(origin: Uuid, events: &[DomainEvent]) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = Envelope {
@@ -218,7 +255,7 @@ fn payloads(origin: Uuid, events: &[DomainEvent]) -> Vec<String> {
     };
     let mut size = 64;
     let mut flush = |env: &mut Envelope, size: &mut usize| {
-        if !env.events.is_empty() || !env.refs.is_empty() {
+        if !env.entries.is_empty() {
             let full = std::mem::replace(
                 env,
                 Envelope {
@@ -236,24 +273,23 @@ fn payloads(origin: Uuid, events: &[DomainEvent]) -> Vec<String> {
         let Ok(json) = serde_json::to_string(event) else {
             continue;
         };
-        if json.len() + 64 > MAX_PAYLOAD {
+        let (entry, len) = if json.len() + 64 > MAX_PAYLOAD {
             let Some(reference) = event.reference() else {
                 continue;
             };
-            if size + 128 > MAX_PAYLOAD {
-                flush(&mut current, &mut size);
+            (Entry::Ref(reference), 160)
+        } else {
+            let len = json.len() + 8;
+            match serde_json::value::RawValue::from_string(json) {
+                Ok(raw) => (Entry::Whole(raw), len),
+                Err(_) => continue,
             }
-            size += 128;
-            current.refs.push(reference);
-            continue;
-        }
-        if size + json.len() + 1 > MAX_PAYLOAD {
+        };
+        if size + len > MAX_PAYLOAD {
             flush(&mut current, &mut size);
         }
-        size += json.len() + 1;
-        if let Ok(raw) = serde_json::value::RawValue::from_string(json) {
-            current.events.push(raw);
-        }
+        size += len;
+        current.entries.push(entry);
     }
     flush(&mut current, &mut size);
     out
@@ -374,20 +410,24 @@ impl EventBus {
         if envelope.origin == self.0.instance {
             return;
         }
-        for raw in envelope.events {
-            match serde_json::from_str::<DomainEvent>(raw.get()) {
-                Ok(event) => self.publish([event]),
-                Err(err) => tracing::warn!(error = %err, "events: unreadable event dropped"),
-            }
-        }
-        for reference in envelope.refs {
-            match reference.load(conn).await {
-                Ok(Some(event)) => self.publish([event]),
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::warn!(error = %err, "events: loading a referenced event failed");
-                    self.publish([DomainEvent::EventsMissed]);
-                }
+        for entry in envelope.entries {
+            match entry {
+                Entry::Whole(raw) => match serde_json::from_str::<DomainEvent>(raw.get()) {
+                    Ok(event) => self.publish([event]),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "events: unreadable event dropped");
+                        self.publish([DomainEvent::EventsMissed]);
+                    }
+                },
+                Entry::Ref(reference) => match reference.load(conn).await {
+                    Ok(Loaded::Event(event)) => self.publish([event]),
+                    Ok(Loaded::Gone) => {}
+                    Ok(Loaded::Moved) => self.publish([DomainEvent::EventsMissed]),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "events: loading a referenced event failed");
+                        self.publish([DomainEvent::EventsMissed]);
+                    }
+                },
             }
         }
     }
@@ -524,15 +564,15 @@ mod tests {
         all.push(big);
         let out = payloads(origin, &all);
         assert!(out.len() > 1, "40 events need more than one payload");
-        let mut whole = 0;
-        let mut refs = 0;
+        let mut kinds = Vec::new();
         for p in &out {
             assert!(p.len() < 8000, "payload of {} bytes", p.len());
             let env: Envelope = serde_json::from_str(p).unwrap();
             assert_eq!(env.origin, origin);
-            whole += env.events.len();
-            refs += env.refs.len();
+            kinds.extend(env.entries.iter().map(|e| matches!(e, Entry::Whole(_))));
         }
-        assert_eq!((whole, refs), (40, 1));
+        // 40 whole events, then the reference: in the order emitted.
+        assert_eq!(kinds.len(), 41);
+        assert!(kinds[..40].iter().all(|w| *w) && !kinds[40]);
     }
 }

@@ -124,11 +124,12 @@ fn spawn_background_tasks(state: &AppState) {
                 _ = stop.cancelled() => break,
             };
             match event {
-                Ok(e) => {
-                    if let DomainEvent::UserChanged { user_id, .. } = *e {
-                        auth.users.invalidate(user_id);
-                    }
-                }
+                Ok(e) => match *e {
+                    DomainEvent::UserChanged { user_id, .. } => auth.users.invalidate(user_id),
+                    // Other instances' changes may have been lost.
+                    DomainEvent::EventsMissed => auth.users.invalidate_all(),
+                    _ => {}
+                },
                 // Missed events may have held a user change: forget everyone.
                 Err(broadcast::error::RecvError::Lagged(_)) => auth.users.invalidate_all(),
                 Err(broadcast::error::RecvError::Closed) => break,

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::alerts::Alert;
 use super::guards::RoleGuard;
 use super::types::{AuditLog, Product, StockMovement, parse_id};
-use super::{current_user, gql, request, state};
+use super::{gql, request, state};
 use crate::entity::user::Role;
 use crate::error::AppError;
 use crate::events::{DomainEvent, SubscriptionGuard};
@@ -121,7 +121,22 @@ async fn events(
     required: Role,
 ) -> async_graphql::Result<impl Stream<Item = EventResult> + use<>> {
     let state = state(ctx);
-    let user = current_user(ctx).await.map_err(gql)?;
+    // Subscribe first: a role change or deactivation committed after this
+    // point reaches the stream; one committed before it shows in the fresh
+    // read below.
+    let bus = state.db.bus();
+    let rx = bus.subscribe();
+    let token = request(ctx).bearer().unwrap_or_default();
+    let user = state
+        .auth
+        .authenticate_fresh(&state.db, token)
+        .await
+        .map_err(gql)?;
+    if !user.role.includes(required) {
+        return Err(gql(AppError::Forbidden(format!(
+            "this subscription needs the {required:?} role or higher"
+        ))));
+    }
     let slot = match ctx.data_opt::<SocketSubscriptions>() {
         Some(subs) => subs.acquire().map_err(gql)?,
         None => {
@@ -131,12 +146,10 @@ async fn events(
             )));
         }
     };
-    let token = request(ctx).bearer().unwrap_or_default();
     let claims = state.auth.keys.verify(token).map_err(gql)?;
     let left = (claims.exp - Utc::now().timestamp()).max(0) as u64;
-    let bus = state.db.bus();
     let st = StreamState {
-        rx: bus.subscribe(),
+        rx,
         user_id: user.id,
         required,
         expiry: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(left))),

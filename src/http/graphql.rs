@@ -257,10 +257,21 @@ impl Socket {
                     },
                     _ = tick.tick() => Message::Text(ping.into()),
                 };
-                if sink.send(message).await.is_err() {
+                // A client that reads nothing for three keep-alive intervals
+                // is gone; so is everything at shutdown.
+                let sent = tokio::select! {
+                    r = tokio::time::timeout(keepalive * 3, sink.send(message)) => {
+                        matches!(r, Ok(Ok(())))
+                    }
+                    _ = shutdown.cancelled() => false,
+                };
+                if !sent {
                     break;
                 }
             }
+            // The session's next send fails, so it ends too (and frees its
+            // subscriptions and its place among the address's connections).
+            rx.close();
         };
         tokio::join!(session, forward);
         if shutdown.is_cancelled() {

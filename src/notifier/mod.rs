@@ -35,7 +35,7 @@ use crate::events::DomainEvent;
 use crate::service::alerts::{MAX_MESSAGE_CHARS, due_condition, next_due};
 
 /// Alerts claimed in one round at most.
-const CLAIM_LIMIT: u64 = 500;
+const CLAIM_LIMIT: u64 = 2000;
 
 /// The retry policy and pacing, from the configuration.
 #[derive(Clone, Debug)]

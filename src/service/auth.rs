@@ -160,6 +160,16 @@ impl Auth {
         }
     }
 
+    /// Like [`Self::authenticate`], but reads the user row instead of
+    /// trusting the cache (for long-lived streams, checked once).
+    pub async fn authenticate_fresh(&self, db: &Db, token: &str) -> AppResult<CurrentUser> {
+        let claims = self.keys.verify(token)?;
+        if let Ok(id) = Uuid::parse_str(&claims.sub) {
+            self.users.invalidate(id);
+        }
+        self.authenticate(db, token).await
+    }
+
     /// Resolves a bearer token to its active user (see [`authenticate`]).
     pub async fn authenticate(&self, db: &Db, token: &str) -> AppResult<CurrentUser> {
         authenticate(db.conn(), &self.keys, &self.users, token).await

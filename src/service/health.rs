@@ -19,9 +19,9 @@ pub struct NotifierHealth {
 }
 
 async fn notifier(db: &Db, config: &Config, timeout: Duration) -> NotifierHealth {
-    let configured = match db.settings().current(db.conn()).await {
-        Ok(s) => s.configured(),
-        Err(_) => false,
+    let configured = match tokio::time::timeout(timeout, db.settings().current(db.conn())).await {
+        Ok(Ok(s)) => s.configured(),
+        _ => false,
     };
     let queue = match tokio::time::timeout(timeout, alerts::queue_figures(db.conn())).await {
         Ok(Ok(q)) => Some(q),

@@ -299,8 +299,8 @@ async fn an_alert_claimed_by_a_crashed_instance_is_delivered_after_its_lease() {
     let fake = FakeTelegram::start().await;
     fake.script([Reply::Hang]);
     let settings = [
-        ("ALERT_LEASE_SECONDS", "2"),
-        ("ALERT_SEND_TIMEOUT_SECONDS", "600"),
+        ("ALERT_LEASE_SECONDS", "3"),
+        ("ALERT_SEND_TIMEOUT_SECONDS", "1"),
     ];
     let first = app_with(&fake, "111", &settings).await;
     let admin = first.admin_token().await;
@@ -795,10 +795,11 @@ async fn messages_to_one_chat_are_paced() {
 #[tokio::test]
 async fn a_round_longer_than_its_lease_puts_the_rest_back_instead_of_sending_twice() {
     let fake = FakeTelegram::start().await;
-    // One chat, one message a second, a 2 s lease: a round cannot send all 5,
+    // One chat, one message a second, a 3 s lease: a round cannot send all 5,
     // and a second instance takes over every lease that expires.
     let settings = [
-        ("ALERT_LEASE_SECONDS", "2"),
+        ("ALERT_LEASE_SECONDS", "3"),
+        ("ALERT_SEND_TIMEOUT_SECONDS", "1"),
         ("ALERT_DIGEST_AFTER", "100"),
         ("ALERT_POLL_SECONDS", "1"),
     ];

@@ -31,6 +31,25 @@ fn check_config_prints_every_setting_with_secrets_masked() {
     assert!(!stdout.contains(secret));
     assert!(!stdout.contains("a-long-admin-password"));
     assert!(!stdout.contains("db-password"));
+    assert!(stdout.contains("telegram: not configured"), "{stdout}");
+}
+
+#[test]
+fn check_config_says_whether_telegram_is_configured_and_masks_its_token() {
+    let token = "123456:SECRET-bot-token-never-printed-0000";
+    let out = stockroom_bin()
+        .args(["check-config"])
+        .env("TELEGRAM_BOT_TOKEN", token)
+        .env("TELEGRAM_CHAT_IDS", "111,@ops_channel")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("telegram: configured from the environment (2 chat(s))"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("SECRET-bot-token"), "{stdout}");
 }
 
 #[test]
