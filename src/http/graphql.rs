@@ -9,6 +9,8 @@ use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{ClientIp, HttpState, REQUEST_ID};
 use crate::error::{AppError, set_retry_after};
@@ -175,6 +177,10 @@ const INIT_TIMEOUT: Refusal = Refusal {
     code: 4408,
     reason: "Connection initialisation timeout",
 };
+const TOO_MANY_REQUESTS: Refusal = Refusal {
+    code: 4429,
+    reason: "Too many requests: the address's rate limit is spent",
+};
 const GOING_AWAY: Refusal = Refusal {
     code: 1001,
     reason: "server shutting down",
@@ -228,8 +234,22 @@ impl Socket {
         ));
         // async-graphql runs the session; the connection_init read above is
         // handed to it again, and the input ends at shutdown.
+        // Operations sent over the socket spend the address's default
+        // budget like HTTP requests do; past it the connection is closed.
+        let limiters = Arc::clone(&self.app.limiters);
+        let ip = self.meta.ip.clone().unwrap_or_default();
+        let limited = Arc::new(AtomicBool::new(false));
+        let over = Arc::clone(&limited);
         let input = futures_util::stream::once(async move { Ok(Message::Text(first.into())) })
             .chain(stream)
+            .take_while(move |m| {
+                let operation = matches!(m, Ok(Message::Text(t)) if !t.contains("\"pong\""));
+                let ok = !operation || limiters.check_default(&ip).is_ok();
+                if !ok {
+                    over.store(true, Ordering::Relaxed);
+                }
+                std::future::ready(ok)
+            })
             .take_until(shutdown.clone().cancelled_owned());
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(32);
         let tx = tokio_util::sync::PollSender::new(tx);
@@ -276,6 +296,8 @@ impl Socket {
         tokio::join!(session, forward);
         if shutdown.is_cancelled() {
             self.refuse(&mut sink, GOING_AWAY).await;
+        } else if limited.load(Ordering::Relaxed) {
+            self.refuse(&mut sink, TOO_MANY_REQUESTS).await;
         }
     }
 

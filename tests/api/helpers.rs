@@ -450,6 +450,11 @@ impl TestApp {
 }
 
 impl Ws {
+    /// The underlying socket, for tests that read frames themselves.
+    pub fn raw(&mut self) -> &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+        &mut self.inner
+    }
+
     pub async fn send(&mut self, message: Value) {
         use futures_util::SinkExt;
         self.inner

@@ -564,3 +564,34 @@ async fn the_server_pings_and_closes_a_client_that_never_answers() {
     let (code, _) = silent.closed().await;
     assert_eq!(code, 3008);
 }
+
+#[tokio::test]
+async fn operations_over_a_socket_spend_the_address_rate_limit() {
+    let app = spawn_app_with(&[("THROTTLE_DEFAULT_LIMIT", "8")]).await;
+    let admin = app.admin_token().await;
+    let mut ws = app.ws(&admin).await;
+    let mut answered = 0;
+    for i in 0..10 {
+        ws.send(json!({ "id": format!("q{i}"), "type": "subscribe", "payload": { "query": "{ me { email } }" } }))
+            .await;
+    }
+    loop {
+        use futures_util::StreamExt;
+        match tokio::time::timeout(crate::helpers::WS_WAIT, ws.raw().next()).await {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => {
+                if t.contains("\"next\"") {
+                    answered += 1;
+                }
+            }
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame))))) => {
+                assert_eq!(u16::from(frame.code), 4429, "{frame:?}");
+                break;
+            }
+            other => panic!("expected a 4429 close, got {other:?}"),
+        }
+    }
+    assert!(
+        answered < 10,
+        "all {answered} operations ran past the limit"
+    );
+}
