@@ -15,9 +15,47 @@ const ALERT_FIELDS: &str =
 
 async fn app_with(fake: &FakeTelegram, chats: &str, extra: &[(&str, &str)]) -> TestApp {
     let vars = fake.vars(chats);
+    spawn_app_with(&fake_settings(&vars, extra)).await
+}
+
+/// Queues TEST alerts with these messages in one transaction, as a burst of
+/// changes would.
+async fn queue(app: &TestApp, messages: impl IntoIterator<Item = String>) {
+    let txn = app.state.db.begin_write().await.unwrap();
+    for message in messages {
+        stockroom::service::alerts::enqueue(
+            &txn,
+            stockroom::entity::alert::AlertKind::Test,
+            message,
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    txn.commit().await.unwrap();
+}
+
+/// Waits (bounded) until `n` alerts are SENT.
+async fn wait_sent(app: &TestApp, n: i64, wait: Duration) {
+    let deadline = Instant::now() + wait;
+    while app
+        .count("SELECT COUNT(*) FROM alerts WHERE status = 'SENT'")
+        .await
+        < n
+    {
+        assert!(Instant::now() < deadline, "fewer than {n} alerts were sent");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Settings for an app that sends to `fake`, plus `extra`.
+fn fake_settings<'a>(
+    vars: &'a [(String, String)],
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
     let mut all: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     all.extend_from_slice(extra);
-    spawn_app_with(&all).await
+    all
 }
 
 async fn alerts(app: &TestApp, token: &str, filter: &str) -> Vec<Value> {
@@ -315,9 +353,7 @@ async fn an_alert_claimed_by_a_crashed_instance_is_delivered_after_its_lease() {
     first.crash();
 
     let vars = fake.vars("111");
-    let mut overrides: Vec<(&str, &str)> =
-        vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    overrides.extend_from_slice(&settings);
+    let overrides = fake_settings(&vars, &settings);
     let second = first.spawn_another(&overrides).await;
     let admin = second.admin_token().await;
     let sent = wait_status(&second, &admin, &id, "SENT", Duration::from_secs(20)).await;
@@ -332,28 +368,13 @@ async fn a_backlog_for_one_chat_goes_out_as_few_digests() {
     let fake = FakeTelegram::start().await;
     let app = app_with(&fake, "111", &[]).await;
     // A hundred alerts committed at once, as a burst of changes would.
-    let txn = app.state.db.begin_write().await.unwrap();
-    for i in 0..100 {
-        stockroom::service::alerts::enqueue(
-            &txn,
-            stockroom::entity::alert::AlertKind::Test,
-            format!("backlog alert number {i:03} {}", "x".repeat(100)),
-            None,
-        )
-        .await
-        .unwrap();
-    }
-    txn.commit().await.unwrap();
+    queue(
+        &app,
+        (0..100).map(|i| format!("backlog alert number {i:03} {}", "x".repeat(100))),
+    )
+    .await;
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while app
-        .count("SELECT COUNT(*) FROM alerts WHERE status = 'SENT'")
-        .await
-        < 100
-    {
-        assert!(Instant::now() < deadline, "not all 100 alerts were sent");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_sent(&app, 100, Duration::from_secs(20)).await;
     let messages = fake.delivered();
     assert!(
         messages.len() < 10,
@@ -654,36 +675,19 @@ async fn two_instances_deliver_three_hundred_alerts_exactly_once() {
     }
     let fake = FakeTelegram::start().await;
     let vars = fake.vars("111,222,333");
-    let mut overrides: Vec<(&str, &str)> =
-        vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    overrides.push(("ALERT_CHAT_MESSAGES_PER_SECOND", "50"));
+    let overrides = fake_settings(&vars, &[("ALERT_CHAT_MESSAGES_PER_SECOND", "50")]);
     let (a, b) = spawn_pair_with(&overrides).await;
     // Committed in small batches through both instances, so both claim work.
     for (i, app) in [&a, &b].iter().enumerate() {
         for batch in 0..5 {
-            let txn = app.state.db.begin_write().await.unwrap();
-            for n in 0..10 {
-                stockroom::service::alerts::enqueue(
-                    &txn,
-                    stockroom::entity::alert::AlertKind::Test,
-                    format!("unique alert {i}-{batch}-{n} end"),
-                    None,
-                )
-                .await
-                .unwrap();
-            }
-            txn.commit().await.unwrap();
+            queue(
+                app,
+                (0..10).map(|n| format!("unique alert {i}-{batch}-{n} end")),
+            )
+            .await;
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while a
-        .count("SELECT COUNT(*) FROM alerts WHERE status = 'SENT'")
-        .await
-        < 300
-    {
-        assert!(Instant::now() < deadline, "not every alert was sent");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_sent(&a, 300, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let messages = fake.delivered();
     for i in 0..2 {
@@ -734,18 +738,7 @@ async fn a_panic_while_sending_fails_that_alert_and_the_notifier_goes_on() {
         app.state.db.clone(),
         std::sync::Arc::new(PanickingSender),
     );
-    let txn = app.state.db.begin_write().await.unwrap();
-    for i in 0..2 {
-        stockroom::service::alerts::enqueue(
-            &txn,
-            stockroom::entity::alert::AlertKind::Test,
-            format!("panics {i}"),
-            None,
-        )
-        .await
-        .unwrap();
-    }
-    txn.commit().await.unwrap();
+    queue(&app, (0..2).map(|i| format!("panics {i}"))).await;
     assert_eq!(
         notifier.run_once().await.unwrap(),
         2,
@@ -769,18 +762,7 @@ async fn a_panic_while_sending_fails_that_alert_and_the_notifier_goes_on() {
 async fn messages_to_one_chat_are_paced() {
     let fake = FakeTelegram::start().await;
     let app = app_with(&fake, "111", &[("ALERT_DIGEST_AFTER", "10")]).await;
-    let txn = app.state.db.begin_write().await.unwrap();
-    for i in 0..3 {
-        stockroom::service::alerts::enqueue(
-            &txn,
-            stockroom::entity::alert::AlertKind::Test,
-            format!("paced {i}"),
-            None,
-        )
-        .await
-        .unwrap();
-    }
-    txn.commit().await.unwrap();
+    queue(&app, (0..3).map(|i| format!("paced {i}"))).await;
     let got = fake.wait_delivered(3, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 3, "three messages, not a digest");
     for w in got.windows(2) {
@@ -805,22 +787,9 @@ async fn a_round_longer_than_its_lease_puts_the_rest_back_instead_of_sending_twi
     ];
     let app = app_with(&fake, "111", &settings).await;
     let vars = fake.vars("111");
-    let mut overrides: Vec<(&str, &str)> =
-        vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    overrides.extend_from_slice(&settings);
+    let overrides = fake_settings(&vars, &settings);
     let _other = app.spawn_another(&overrides).await;
-    let txn = app.state.db.begin_write().await.unwrap();
-    for i in 0..5 {
-        stockroom::service::alerts::enqueue(
-            &txn,
-            stockroom::entity::alert::AlertKind::Test,
-            format!("lease {i} end"),
-            None,
-        )
-        .await
-        .unwrap();
-    }
-    txn.commit().await.unwrap();
+    queue(&app, (0..5).map(|i| format!("lease {i} end"))).await;
     let got = fake.wait_delivered(5, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(fake.received().len(), 5, "an alert went out twice");
