@@ -807,3 +807,102 @@ async fn a_round_longer_than_its_lease_puts_the_rest_back_instead_of_sending_twi
         5
     );
 }
+
+/// The real binary, with DEBUG logs, Telegram failing (so delivery errors are
+/// logged) and a token stored through the API: neither token appears in its
+/// output.
+#[tokio::test]
+async fn the_bot_tokens_never_reach_the_logs() {
+    let fake = FakeTelegram::start().await;
+    fake.set_default(Some(Reply::ServerError));
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let db = format!("sqlite://{}/logs.db?mode=rwc", dir.path().display());
+    let mut server = crate::helpers::stockroom_bin()
+        .arg("serve")
+        .env("RUST_LOG", "debug")
+        .env("LOG_FORMAT", "json")
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("DATABASE_URL", &db)
+        .env("JWT_SECRET", crate::helpers::JWT_SECRET)
+        .env("ADMIN_EMAIL", ADMIN_EMAIL)
+        .env("ADMIN_PASSWORD", crate::helpers::ADMIN_PASSWORD)
+        .env("TELEGRAM_API_URL", &fake.url)
+        .env("TELEGRAM_BOT_TOKEN", TOKEN)
+        .env("TELEGRAM_CHAT_IDS", "111")
+        .env("ALERT_RETRY_BASE_SECONDS", "1")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // The port comes from the "listening" line.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let port = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("listening")) {
+            let after = &line[line.find("\"port\":").unwrap() + 7..];
+            let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+            break digits.parse::<u16>().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not start:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let api = format!("http://127.0.0.1:{port}/graphql");
+    let client = reqwest::Client::new();
+    let gql = |token: Option<String>, query: &'static str, variables: Value| {
+        let mut req = client
+            .post(&api)
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let login = gql(
+        None,
+        "mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { accessToken } }",
+        json!({ "e": ADMIN_EMAIL, "p": crate::helpers::ADMIN_PASSWORD }),
+    )
+    .await;
+    let admin = login["data"]["login"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stored = "987654:STORED-token-that-must-not-be-logged";
+    gql(
+        Some(admin.clone()),
+        "mutation($t: String!) { updateNotificationSettings(input: {botToken: $t}) { botTokenSource } }",
+        json!({ "t": stored }),
+    )
+    .await;
+    let sent = gql(
+        Some(admin.clone()),
+        "mutation { sendTestAlert { id } }",
+        json!({}),
+    )
+    .await;
+    assert!(sent["data"]["sendTestAlert"]["id"].is_string(), "{sent}");
+    // Two failed attempts, each logged.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while fake.received().len() < 2 {
+        assert!(Instant::now() < deadline, "no retries seen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        text.contains("alert not delivered"),
+        "delivery errors are logged:\n{text}"
+    );
+    assert!(fake.received().iter().all(|r| r.token == stored));
+    for secret in [TOKEN, stored, "STORED-token", "TEST-token"] {
+        assert!(!text.contains(secret), "{secret} is in the logs");
+    }
+}
