@@ -137,9 +137,7 @@ fn spawn_background_tasks(state: &AppState) {
         }
     });
 
-    state
-        .tasks
-        .spawn(state.notifier.clone().run(state.shutdown.clone()));
+    state.tasks.spawn(state.notifier.clone().run());
 
     if state.db.backend() == DbBackend::Postgres {
         let db = state.db.clone();

@@ -32,7 +32,8 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: Config, db: Db) -> anyhow::Result<Self> {
         let limiters = Arc::new(Limiters::new(&config));
-        let notifier = Arc::new(Notifier::new(&config, db.clone())?);
+        let shutdown = CancellationToken::new();
+        let notifier = Arc::new(Notifier::new(&config, db.clone(), shutdown.clone())?);
         Ok(Self {
             auth: Arc::new(Auth::new(&config, Arc::clone(&limiters))),
             limiters,
@@ -40,7 +41,7 @@ impl AppState {
             config: Arc::new(config),
             db,
             started_at: Instant::now(),
-            shutdown: CancellationToken::new(),
+            shutdown,
             tasks: TaskTracker::new(),
             notifier,
         })

@@ -33,6 +33,7 @@ enum NotificationSettings {
     ChatIds,
     BotToken,
     EnabledKinds,
+    PausedUntil,
     UpdatedAt,
 }
 
@@ -99,6 +100,10 @@ impl MigrationTrait for Migration {
                     .col(text_null(NotificationSettings::ChatIds))
                     .col(text_null(NotificationSettings::BotToken))
                     .col(text(NotificationSettings::EnabledKinds))
+                    // Telegram's 429: no instance sends to the bot before then.
+                    .col(timestamp_with_time_zone_null(
+                        NotificationSettings::PausedUntil,
+                    ))
                     .col(timestamp_with_time_zone_null(
                         NotificationSettings::UpdatedAt,
                     ))

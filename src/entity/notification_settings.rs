@@ -16,6 +16,8 @@ pub struct Model {
     /// JSON array of alert kinds.
     #[sea_orm(column_type = "Text")]
     pub enabled_kinds: String,
+    /// Set from Telegram's 429 `retry_after`: no instance sends before then.
+    pub paused_until: Option<DateTimeUtc>,
     pub updated_at: Option<DateTimeUtc>,
 }
 

@@ -95,8 +95,12 @@ pub struct Notifier {
     policy: Policy,
     per_chat: DefaultKeyedRateLimiter<String>,
     overall: DefaultDirectRateLimiter,
-    /// Set by a 429: nothing goes to the bot before then.
+    /// Set by a 429 (here, or on another instance through the settings
+    /// row): nothing goes to the bot before then.
     paused_until: Mutex<Option<Instant>>,
+    /// The application's shutdown: the send in flight finishes and is
+    /// recorded, the rest of the round goes back to PENDING.
+    stop: CancellationToken,
 }
 
 fn per_second(n: u32) -> Quota {
@@ -104,17 +108,24 @@ fn per_second(n: u32) -> Quota {
 }
 
 impl Notifier {
-    pub fn new(config: &Config, db: Db) -> anyhow::Result<Self> {
+    pub fn new(config: &Config, db: Db, stop: CancellationToken) -> anyhow::Result<Self> {
         let sender = TelegramSender::new(&config.telegram_api_url, config.alert_send_timeout)?;
         Ok(Self::with_sender(
             Policy::from_config(config),
             db,
             Arc::new(sender),
+            stop,
         ))
     }
 
-    pub fn with_sender(policy: Policy, db: Db, sender: Arc<dyn AlertSender>) -> Self {
+    pub fn with_sender(
+        policy: Policy,
+        db: Db,
+        sender: Arc<dyn AlertSender>,
+        stop: CancellationToken,
+    ) -> Self {
         Self {
+            stop,
             per_chat: RateLimiter::keyed(per_second(policy.chat_per_second)),
             overall: RateLimiter::direct(per_second(policy.global_per_second)),
             db,
@@ -136,18 +147,28 @@ impl Notifier {
         }
     }
 
-    /// Runs until `stop` is cancelled: a round whenever alerts are queued
+    /// Takes over a pause another instance recorded; true when paused.
+    async fn check_shared_pause(&self) -> bool {
+        if let Ok(Some(until)) = crate::service::settings::paused_until(self.db.conn()).await {
+            self.pause((until - Utc::now()).to_std().unwrap_or_default());
+        }
+        self.paused().is_some()
+    }
+
+    /// Runs until the application stops: a round whenever alerts are queued
     /// (on any instance), when the next retry falls due, and at least every
-    /// `ALERT_POLL_SECONDS`.
-    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+    /// `ALERT_POLL_SECONDS`. At shutdown the round under way ends at a safe
+    /// point (see `deliver_chat`).
+    pub async fn run(self: Arc<Self>) {
+        let stop = self.stop.clone();
         let mut events = self.db.bus().subscribe();
         loop {
             // Rounds until nothing more is due now.
             for _ in 0..100 {
-                let round = tokio::select! {
-                    r = AssertUnwindSafe(self.run_once()).catch_unwind() => r,
-                    _ = stop.cancelled() => return,
-                };
+                if stop.is_cancelled() {
+                    return;
+                }
+                let round = AssertUnwindSafe(self.run_once()).catch_unwind().await;
                 match round {
                     Ok(Ok(0)) => break,
                     Ok(Ok(_)) => continue,
@@ -189,7 +210,7 @@ impl Notifier {
         let Some(token) = settings.token.clone().filter(|_| settings.enabled) else {
             return Ok(0);
         };
-        if self.paused().is_some() {
+        if self.check_shared_pause().await || self.stop.is_cancelled() {
             return Ok(0);
         }
         let (claimed, lease) = self.claim().await?;
@@ -273,8 +294,22 @@ impl Notifier {
         };
         let mut messages = messages.into_iter();
         while let Some((text, group)) = messages.next() {
-            self.per_chat.until_key_ready(&chat).await;
-            self.overall.until_ready().await;
+            tokio::select! {
+                _ = async {
+                    self.per_chat.until_key_ready(&chat).await;
+                    self.overall.until_ready().await;
+                } => {}
+                _ = self.stop.cancelled() => {}
+            }
+            // Stopping: leave the rest for the next start or another instance.
+            if self.stop.is_cancelled() {
+                let mut rest: Vec<alert::Model> = group;
+                rest.extend(messages.flat_map(|(_, g)| g));
+                self.record(&rest, lease, Outcome::Deferred(Utc::now()))
+                    .await;
+                return;
+            }
+            self.check_shared_pause().await;
             // A 429 paused the bot, or pacing ate the lease (another
             // notifier may claim these soon): put this and the rest back,
             // untried.
@@ -305,6 +340,13 @@ impl Notifier {
                 Ok(Err(err)) => {
                     if let SendError::RateLimited { retry_after, .. } = &err {
                         self.pause(*retry_after);
+                        let until = Utc::now()
+                            + chrono::Duration::from_std(*retry_after).unwrap_or_default();
+                        if let Err(e) =
+                            crate::service::settings::pause_until(self.db.conn(), until).await
+                        {
+                            tracing::warn!(error = %e, "notifier: recording a 429 pause failed");
+                        }
                     }
                     Outcome::Failed(err)
                 }

@@ -122,9 +122,10 @@ pub async fn enqueue(
     Ok(created)
 }
 
-/// The alerts a committed movement raises: OUT_OF_STOCK when it took the
-/// stock to zero, otherwise LOW_STOCK when it crossed the threshold downward;
-/// STOCK_MOVEMENT for every movement when that kind is enabled.
+/// The alerts a committed movement raises: LOW_STOCK when it crossed the
+/// threshold downward (the `lowStock` subscription's crossing), OUT_OF_STOCK
+/// when it took the stock to zero (both, for a crossing that ends at zero),
+/// and STOCK_MOVEMENT for every movement when that kind is enabled.
 pub async fn on_movement(
     txn: &WriteTxn,
     actor: &Actor,
@@ -149,15 +150,7 @@ pub async fn on_movement(
         who(actor),
         when(movement.created_at)
     );
-    if product.stock == 0 && stock_before > 0 {
-        enqueue(
-            txn,
-            AlertKind::OutOfStock,
-            format!("⛔ Out of stock: {name}\nStock {stock_before} → 0 after {change}"),
-            None,
-        )
-        .await?;
-    } else if product::crossed_low_stock(stock_before, product) {
+    if product::crossed_low_stock(stock_before, product) {
         enqueue(
             txn,
             AlertKind::LowStock,
@@ -165,6 +158,15 @@ pub async fn on_movement(
                 "⚠️ Low stock: {name}\nStock {stock_before} → {} (threshold {}) after {change}",
                 product.stock, product.low_stock_threshold
             ),
+            None,
+        )
+        .await?;
+    }
+    if product.stock == 0 && stock_before > 0 {
+        enqueue(
+            txn,
+            AlertKind::OutOfStock,
+            format!("⛔ Out of stock: {name}\nStock {stock_before} → 0 after {change}"),
             None,
         )
         .await?;
@@ -202,12 +204,22 @@ pub async fn on_failed_login(
             .filter(audit_log::Column::OccurredAt.gte(since))
     };
     let minutes = window.as_secs().div_ceil(60);
+    // Once per window: no second alert while one for the same key is younger
+    // than the window (the unique dedupe key settles races between instances).
+    let recent = |prefix: String| {
+        alert::Entity::find()
+            .filter(alert::Column::Kind.eq(AlertKind::LoginFailures))
+            .filter(alert::Column::DedupeKey.starts_with(prefix))
+            .filter(alert::Column::CreatedAt.gte(since))
+            .count(&**txn)
+    };
     if let Some(id) = user_id {
         let n = failed()
             .filter(audit_log::Column::EntityId.eq(id.to_string()))
             .count(&**txn)
             .await?;
-        if n >= u64::from(threshold) {
+        if n >= u64::from(threshold) && recent(format!("login-failures:account:{id}:")).await? == 0
+        {
             enqueue(
                 txn,
                 AlertKind::LoginFailures,
@@ -240,7 +252,10 @@ pub async fn on_failed_login(
                     .await?
             }
         };
-        if n >= u64::from(threshold) && elsewhere > 0 {
+        if n >= u64::from(threshold)
+            && elsewhere > 0
+            && recent(format!("login-failures:ip:{ip}:")).await? == 0
+        {
             enqueue(
                 txn,
                 AlertKind::LoginFailures,

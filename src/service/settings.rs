@@ -157,6 +157,7 @@ fn default_row() -> notification_settings::ActiveModel {
         chat_ids: Set(None),
         bot_token: Set(None),
         enabled_kinds: Set(json!(AlertKind::DEFAULTS).to_string()),
+        paused_until: Set(None),
         updated_at: Set(None),
     }
 }
@@ -319,6 +320,36 @@ pub async fn update(db: &Db, actor: &Actor, patch: SettingsPatch) -> AppResult<T
     txn.commit().await?;
     cache.invalidate();
     Ok(after)
+}
+
+/// Until when Telegram asked every instance to wait (a 429), if still ahead.
+pub async fn paused_until(conn: &impl ConnectionTrait) -> AppResult<Option<DateTime<Utc>>> {
+    let row = notification_settings::Entity::find_by_id(ROW_ID)
+        .one(conn)
+        .await?;
+    Ok(row
+        .and_then(|r| r.paused_until)
+        .filter(|until| *until > Utc::now()))
+}
+
+/// Records a 429 for every instance: nothing goes to the bot before `until`.
+pub async fn pause_until(conn: &impl ConnectionTrait, until: DateTime<Utc>) -> AppResult<()> {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, QueryFilter};
+    notification_settings::Entity::update_many()
+        .col_expr(
+            notification_settings::Column::PausedUntil,
+            Expr::value(until),
+        )
+        .filter(notification_settings::Column::Id.eq(ROW_ID))
+        .filter(
+            sea_orm::Condition::any()
+                .add(notification_settings::Column::PausedUntil.is_null())
+                .add(notification_settings::Column::PausedUntil.lt(until)),
+        )
+        .exec(conn)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

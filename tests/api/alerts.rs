@@ -336,15 +336,44 @@ async fn a_403_is_dead_after_one_attempt() {
 async fn an_alert_claimed_by_a_crashed_instance_is_delivered_after_its_lease() {
     let fake = FakeTelegram::start().await;
     fake.script([Reply::Hang]);
+    // The send hangs past its timeout; the app dies before that.
     let settings = [
         ("ALERT_LEASE_SECONDS", "3"),
         ("ALERT_SEND_TIMEOUT_SECONDS", "1"),
     ];
-    let first = app_with(&fake, "111", &settings).await;
-    let admin = first.admin_token().await;
-    let alert = send_test(&first, &admin, "survives a crash").await;
-    let id = alert["id"].as_str().unwrap().to_string();
-    wait_status(&first, &admin, &id, "SENDING", Duration::from_secs(10)).await;
+    let vars = fake.vars("111");
+    let overrides = fake_settings(&vars, &settings);
+    let mut first = crate::helpers::spawn_crashable(&overrides).await;
+    let client = reqwest::Client::new();
+    let api = format!("{}/graphql", first.address);
+    let login: Value = client
+        .post(&api)
+        .json(&json!({ "query": "mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { accessToken } }",
+                       "variables": { "e": ADMIN_EMAIL, "p": crate::helpers::ADMIN_PASSWORD } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["data"]["login"]["accessToken"].as_str().unwrap();
+    let sent: Value = client
+        .post(&api)
+        .bearer_auth(token)
+        .json(
+            &json!({ "query": "mutation { sendTestAlert(message: \"survives a crash\") { id } }" }),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = sent["data"]["sendTestAlert"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The send is under way (SENDING, leased) when the process dies.
     let deadline = Instant::now() + Duration::from_secs(10);
     while fake.received().is_empty() {
         assert!(Instant::now() < deadline);
@@ -352,8 +381,6 @@ async fn an_alert_claimed_by_a_crashed_instance_is_delivered_after_its_lease() {
     }
     first.crash();
 
-    let vars = fake.vars("111");
-    let overrides = fake_settings(&vars, &settings);
     let second = first.spawn_another(&overrides).await;
     let admin = second.admin_token().await;
     let sent = wait_status(&second, &admin, &id, "SENT", Duration::from_secs(20)).await;
@@ -361,6 +388,49 @@ async fn an_alert_claimed_by_a_crashed_instance_is_delivered_after_its_lease() {
     let delivered = fake.delivered();
     assert_eq!(delivered.len(), 1);
     assert!(delivered[0].text.contains("survives a crash"));
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_mid_round_puts_unsent_alerts_back() {
+    let fake = FakeTelegram::start().await;
+    // One chat, one message a second, no digests: a round of 5 takes 4 s.
+    let app = app_with(&fake, "111", &[("ALERT_DIGEST_AFTER", "100")]).await;
+    queue(&app, (0..5).map(|i| format!("shutdown {i} end"))).await;
+    fake.wait_delivered(1, Duration::from_secs(10)).await;
+    let database_url = app.database_url.clone();
+    let admin = app.admin_token().await;
+    let before = alerts(&app, &admin, "").await;
+    assert!(
+        before.iter().any(|a| a["status"] == "SENDING"),
+        "{before:?}"
+    );
+    let (stopped, _kept) = app.shutdown_keeping_database().await;
+    stopped.expect("clean shutdown");
+    // Nothing is left leased: what was sent is SENT, the rest PENDING.
+    let db = sea_orm::Database::connect(&database_url).await.unwrap();
+    use sea_orm::ConnectionTrait;
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COUNT(*) FROM alerts WHERE status = 'SENDING'",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), 0);
+    let sent = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COUNT(*) FROM alerts WHERE status = 'SENT'",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<i64>(0)
+        .unwrap();
+    assert_eq!(sent as usize, fake.delivered().len());
+    assert!(sent < 5, "the shutdown did not wait for the whole round");
+    db.close().await.ok();
 }
 
 #[tokio::test]
@@ -636,11 +706,65 @@ async fn health_shows_the_queue_and_degrades_the_notifier_past_the_thresholds() 
     let g = app
         .gql(
             None,
-            "{ health { notifier { status retrying pending dead telegramConfigured } } }",
+            "{ health { notifier { status retrying sending pending dead telegramConfigured } } }",
             json!({}),
         )
         .await;
-    assert_eq!(g.data()["health"]["notifier"]["status"], "DEGRADED");
+    let n = &g.data()["health"]["notifier"];
+    assert_eq!(n["status"], "DEGRADED");
+    assert_eq!(n["telegramConfigured"], true);
+    // The one alert is being retried: waiting on retryAt, or in a send.
+    let in_flight = n["retrying"].as_i64().unwrap() + n["sending"].as_i64().unwrap();
+    assert_eq!(in_flight, 1, "{n}");
+    assert_eq!(
+        (n["pending"].as_i64(), n["dead"].as_i64()),
+        (Some(0), Some(0)),
+        "{n}"
+    );
+}
+
+#[tokio::test]
+async fn an_alert_unsent_past_the_age_threshold_degrades_the_notifier() {
+    let fake = FakeTelegram::start().await;
+    fake.set_default(Some(Reply::ServerError));
+    let app = app_with(
+        &fake,
+        "111",
+        &[
+            ("ALERT_STALE_MINUTES", "30"),
+            ("ALERT_RETRY_BASE_SECONDS", "60"),
+        ],
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let alert = send_test(&app, &admin, "old").await;
+    let body: Value = app.get("/api/v1/health").await.json().await.unwrap();
+    assert_eq!(body["services"]["notifier"]["status"], "up", "{body}");
+    // As if it had been queued 31 minutes ago.
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    stockroom::entity::alert::Entity::update_many()
+        .col_expr(
+            stockroom::entity::alert::Column::CreatedAt,
+            Expr::value(chrono::Utc::now() - chrono::Duration::minutes(31)),
+        )
+        .filter(
+            stockroom::entity::alert::Column::Id
+                .eq(uuid::Uuid::parse_str(alert["id"].as_str().unwrap()).unwrap()),
+        )
+        .exec(app.state.db.conn())
+        .await
+        .unwrap();
+    let resp = app.get("/api/v1/health").await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    let n = &body["services"]["notifier"];
+    assert_eq!(n["status"], "degraded", "{body}");
+    assert!(
+        n["reason"].as_str().unwrap().contains("unsent for 31 min"),
+        "{n}"
+    );
+    assert!(n["oldestUnsentSeconds"].as_i64().unwrap() >= 31 * 60);
 }
 
 #[tokio::test]
@@ -737,6 +861,7 @@ async fn a_panic_while_sending_fails_that_alert_and_the_notifier_goes_on() {
         stockroom::notifier::Policy::from_config(&config),
         app.state.db.clone(),
         std::sync::Arc::new(PanickingSender),
+        tokio_util::sync::CancellationToken::new(),
     );
     queue(&app, (0..2).map(|i| format!("panics {i}"))).await;
     assert_eq!(
@@ -904,5 +1029,35 @@ async fn the_bot_tokens_never_reach_the_logs() {
     assert!(fake.received().iter().all(|r| r.token == stored));
     for secret in [TOKEN, stored, "STORED-token", "TEST-token"] {
         assert!(!text.contains(secret), "{secret} is in the logs");
+    }
+}
+
+#[tokio::test]
+async fn a_429_pauses_every_instance_until_retry_after() {
+    let fake = FakeTelegram::start().await;
+    fake.script([Reply::RateLimited(3)]);
+    let vars = fake.vars("111");
+    let settings = fake_settings(&vars, &[("ALERT_POLL_SECONDS", "1")]);
+    let a = spawn_app_with(&settings).await;
+    let b = a.spawn_another(&settings).await;
+    queue(&a, ["first".to_string()]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.received().is_empty() {
+        assert!(Instant::now() < deadline, "nothing sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Queued through the other instance while the bot is paused.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    queue(&b, ["second".to_string()]).await;
+    wait_sent(&a, 2, Duration::from_secs(15)).await;
+    let received = fake.received();
+    let limited_at = received[0].at;
+    for r in &received[1..] {
+        assert!(
+            r.at - limited_at >= Duration::from_secs(3),
+            "{:?} sent {:?} after the 429",
+            r.text,
+            r.at - limited_at
+        );
     }
 }

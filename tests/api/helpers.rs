@@ -13,6 +13,9 @@ pub const ADMIN_EMAIL: &str = "admin@test.local";
 pub const ADMIN_PASSWORD: &str = "admin-password-123";
 pub const JWT_SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
 
+/// A stopped app's database, kept until this drops.
+pub struct KeptDatabase(#[allow(dead_code)] TestDb);
+
 /// Where a test's database lives; dropped with the test.
 enum TestDb {
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
@@ -200,13 +203,6 @@ impl TestApp {
             .map_err(|_| anyhow::anyhow!("server did not stop within 10 s"))??
     }
 
-    /// Stops the app as a crash would: its tasks stop where they are, nothing
-    /// more is recorded, and there is no graceful shutdown.
-    pub fn crash(&self) {
-        self.state.shutdown.cancel();
-        self.server.abort();
-    }
-
     /// A second instance on this app's database (the first keeps owning it).
     pub async fn spawn_another(&self, overrides: &[(&str, &str)]) -> TestApp {
         let mut vars = base_vars(&self.database_url);
@@ -215,6 +211,21 @@ impl TestApp {
         }
         let spare = TestDb::Sqlite(tempfile::tempdir().unwrap());
         start(vars, self.database_url.clone(), spare).await
+    }
+
+    /// Shuts down gracefully but keeps the database for inspection (it is
+    /// removed when the returned value drops).
+    pub async fn shutdown_keeping_database(self) -> (anyhow::Result<()>, KeptDatabase) {
+        let TestApp {
+            stop, server, _db, ..
+        } = self;
+        let _ = stop.send(());
+        let result = match tokio::time::timeout(Duration::from_secs(10), server).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(anyhow::anyhow!("server did not stop within 10 s")),
+        };
+        (result, KeptDatabase(_db))
     }
 
     pub async fn post_graphql(
@@ -563,5 +574,66 @@ impl Ws {
                 Err(_) => panic!("no close within {WS_WAIT:?}"),
             }
         }
+    }
+}
+
+/// An application on a runtime of its own, so that a test can kill it as a
+/// crash would: every task stops where it is, nothing more is recorded.
+pub struct CrashableApp {
+    pub address: String,
+    pub database_url: String,
+    runtime: Option<tokio::runtime::Runtime>,
+    _db: TestDb,
+}
+
+pub async fn spawn_crashable(overrides: &[(&str, &str)]) -> CrashableApp {
+    let (database_url, guard) = fresh_database().await;
+    let mut vars = base_vars(&database_url);
+    for (k, v) in overrides {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    let config = Config::from_vars(vars).expect("test config is valid");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, rx) = oneshot::channel();
+    runtime.spawn(async move {
+        let app = Application::build(config).await.expect("app builds");
+        let _ = tx.send(app.port());
+        let _ = app.run_until_stopped(std::future::pending()).await;
+    });
+    let port = rx.await.unwrap();
+    CrashableApp {
+        address: format!("http://127.0.0.1:{port}"),
+        database_url,
+        runtime: Some(runtime),
+        _db: guard,
+    }
+}
+
+impl CrashableApp {
+    /// Kills the application: no task runs another step.
+    pub fn crash(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+
+    /// A new application on this one's database.
+    pub async fn spawn_another(&self, overrides: &[(&str, &str)]) -> TestApp {
+        let mut vars = base_vars(&self.database_url);
+        for (k, v) in overrides {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        let spare = TestDb::Sqlite(tempfile::tempdir().unwrap());
+        start(vars, self.database_url.clone(), spare).await
+    }
+}
+
+impl Drop for CrashableApp {
+    fn drop(&mut self) {
+        self.crash();
     }
 }
