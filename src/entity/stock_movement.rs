@@ -30,6 +30,18 @@ pub enum MovementKind {
     Adjustment,
 }
 
+impl MovementKind {
+    /// The kind in words, for summaries and messages.
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+            Self::Return => "return",
+            Self::Adjustment => "adjustment",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
 #[sea_orm(table_name = "stock_movements")]
 pub struct Model {

@@ -21,7 +21,7 @@ use crate::db::{Db, WriteTxn};
 use crate::entity::alert::{self, AlertKind, AlertStatus};
 use crate::entity::audit_log::{self, AuditAction, EntityType};
 use crate::entity::product;
-use crate::entity::stock_movement::{self, MovementKind};
+use crate::entity::stock_movement;
 use crate::error::{AppError, AppResult};
 use crate::events::DomainEvent;
 
@@ -125,7 +125,8 @@ pub async fn enqueue(
 /// The alerts a committed movement raises: LOW_STOCK when it crossed the
 /// threshold downward (the `lowStock` subscription's crossing), OUT_OF_STOCK
 /// when it took the stock to zero (both, for a crossing that ends at zero),
-/// and STOCK_MOVEMENT for every movement when that kind is enabled.
+/// and STOCK_MOVEMENT for every movement when that kind is enabled. Runs on
+/// every movement, so nothing is rendered unless an alert will be written.
 pub async fn on_movement(
     txn: &WriteTxn,
     actor: &Actor,
@@ -133,54 +134,44 @@ pub async fn on_movement(
     movement: &stock_movement::Model,
     stock_before: i64,
 ) -> AppResult<()> {
+    let settings = txn.db().settings().current(&**txn).await?;
+    let low =
+        product::crossed_low_stock(stock_before, product) && settings.sends(AlertKind::LowStock);
+    let out = product.stock == 0 && stock_before > 0 && settings.sends(AlertKind::OutOfStock);
+    let every = settings.sends(AlertKind::StockMovement);
+    if !(low || out || every) {
+        return Ok(());
+    }
     let name = format!(
         "<b>{}</b> {}",
         escape_html(&product.sku),
         escape_html(&product.name)
     );
-    let kind_word = match movement.kind {
-        MovementKind::Inbound => "inbound",
-        MovementKind::Outbound => "outbound",
-        MovementKind::Return => "return",
-        MovementKind::Adjustment => "adjustment",
-    };
     let change = format!(
-        "{kind_word} {:+} by {} at {}",
+        "{} {:+} by {} at {}",
+        movement.kind.word(),
         movement.quantity,
         who(actor),
         when(movement.created_at)
     );
-    if product::crossed_low_stock(stock_before, product) {
-        enqueue(
-            txn,
-            AlertKind::LowStock,
-            format!(
-                "⚠️ Low stock: {name}\nStock {stock_before} → {} (threshold {}) after {change}",
-                product.stock, product.low_stock_threshold
-            ),
-            None,
-        )
-        .await?;
+    if low {
+        let message = format!(
+            "⚠️ Low stock: {name}\nStock {stock_before} → {} (threshold {}) after {change}",
+            product.stock, product.low_stock_threshold
+        );
+        enqueue(txn, AlertKind::LowStock, message, None).await?;
     }
-    if product.stock == 0 && stock_before > 0 {
-        enqueue(
-            txn,
-            AlertKind::OutOfStock,
-            format!("⛔ Out of stock: {name}\nStock {stock_before} → 0 after {change}"),
-            None,
-        )
-        .await?;
+    if out {
+        let message = format!("⛔ Out of stock: {name}\nStock {stock_before} → 0 after {change}");
+        enqueue(txn, AlertKind::OutOfStock, message, None).await?;
     }
-    enqueue(
-        txn,
-        AlertKind::StockMovement,
-        format!(
+    if every {
+        let message = format!(
             "📦 {name}: stock {stock_before} → {} after {change}",
             product.stock
-        ),
-        None,
-    )
-    .await?;
+        );
+        enqueue(txn, AlertKind::StockMovement, message, None).await?;
+    }
     Ok(())
 }
 

@@ -240,7 +240,7 @@ async fn apply_hashed(
         }
     };
 
-    let kind_word = format!("{:?}", movement.kind).to_lowercase();
+    let kind_word = movement.kind.word();
     let saved = stock_movement::Model {
         id: Uuid::now_v7(),
         product_id: product.id,
