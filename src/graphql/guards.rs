@@ -4,7 +4,7 @@ use async_graphql::{Context, Guard};
 
 use super::{current_user, gql};
 use crate::entity::user::Role;
-use crate::error::AppError;
+use crate::service::require_role;
 
 /// Allows the given role and every more powerful one.
 pub struct RoleGuard(pub Role);
@@ -12,13 +12,6 @@ pub struct RoleGuard(pub Role);
 impl Guard for RoleGuard {
     async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
         let user = current_user(ctx).await.map_err(gql)?;
-        if user.role.includes(self.0) {
-            Ok(())
-        } else {
-            Err(gql(AppError::Forbidden(format!(
-                "this operation needs the {:?} role or higher",
-                self.0
-            ))))
-        }
+        require_role(user.role, self.0).map_err(gql)
     }
 }

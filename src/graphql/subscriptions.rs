@@ -17,12 +17,12 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use uuid::Uuid;
 
 use super::alerts::Alert;
-use super::guards::RoleGuard;
 use super::types::{AuditLog, Product, StockMovement, parse_id};
 use super::{gql, request, state};
 use crate::entity::user::Role;
 use crate::error::AppError;
 use crate::events::{DomainEvent, SubscriptionGuard};
+use crate::service::require_role;
 
 /// Per WebSocket connection: how many subscriptions are open on it.
 pub struct SocketSubscriptions {
@@ -92,11 +92,8 @@ impl StreamState {
                         {
                             if !active {
                                 AppError::Unauthenticated("the account was deactivated".into())
-                            } else if !role.includes(self.required) {
-                                AppError::Forbidden(format!(
-                                    "this subscription needs the {:?} role or higher",
-                                    self.required
-                                ))
+                            } else if let Err(forbidden) = require_role(*role, self.required) {
+                                forbidden
                             } else {
                                 continue;
                             }
@@ -127,16 +124,12 @@ async fn events(
     let bus = state.db.bus();
     let rx = bus.subscribe();
     let token = request(ctx).bearer().unwrap_or_default();
-    let user = state
+    let (user, expires) = state
         .auth
         .authenticate_fresh(&state.db, token)
         .await
         .map_err(gql)?;
-    if !user.role.includes(required) {
-        return Err(gql(AppError::Forbidden(format!(
-            "this subscription needs the {required:?} role or higher"
-        ))));
-    }
+    require_role(user.role, required).map_err(gql)?;
     let slot = match ctx.data_opt::<SocketSubscriptions>() {
         Some(subs) => subs.acquire().map_err(gql)?,
         None => {
@@ -146,13 +139,12 @@ async fn events(
             )));
         }
     };
-    let claims = state.auth.keys.verify(token).map_err(gql)?;
-    let left = (claims.exp - Utc::now().timestamp()).max(0) as u64;
+    let left = (expires - Utc::now()).to_std().unwrap_or_default();
     let st = StreamState {
         rx,
         user_id: user.id,
         required,
-        expiry: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(left))),
+        expiry: Box::pin(tokio::time::sleep(left)),
         shutdown: Box::pin(state.shutdown.clone().cancelled_owned()),
         done: false,
         _slot: slot,
@@ -191,11 +183,12 @@ pub struct LowStockEvent {
 #[derive(Default)]
 pub struct Subscription;
 
+// Roles are checked by `events` against a fresh read of the user (not the
+// request's cached one), which is why these fields carry no `RoleGuard`.
 #[Subscription]
 impl Subscription {
     /// Every committed movement, of one product or of all. `movement.balanceAfter`
     /// and `product.version` let a client detect a gap.
-    #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn stock_changed(
         &self,
         ctx: &Context<'_>,
@@ -225,7 +218,6 @@ impl Subscription {
 
     /// A movement took a product from above its threshold to at or below it:
     /// once per crossing, not for every movement below the threshold.
-    #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn low_stock(
         &self,
         ctx: &Context<'_>,
@@ -243,7 +235,6 @@ impl Subscription {
     }
 
     /// Every alert as it is queued and on every change of status (ADMIN).
-    #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn alert_updated(
         &self,
         ctx: &Context<'_>,
@@ -256,7 +247,6 @@ impl Subscription {
     }
 
     /// Every audit row, as it commits (ADMIN).
-    #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn audit_log_added(
         &self,
         ctx: &Context<'_>,

@@ -13,7 +13,7 @@ use super::graphql::{bearer, request_meta};
 use super::{ClientIp, HttpState};
 use crate::entity::user::Role;
 use crate::error::AppError;
-use crate::service::{Actor, alerts};
+use crate::service::{Actor, alerts, require_role};
 
 #[derive(Deserialize, Default)]
 struct TestAlert {
@@ -49,11 +49,7 @@ async fn run(
         .and_then(bearer)
         .ok_or_else(|| AppError::Unauthenticated("authentication required".into()))?;
     let user = app.auth.authenticate(&app.db, &token).await?;
-    if !user.role.includes(Role::Admin) {
-        return Err(AppError::Forbidden(
-            "this operation needs the Admin role or higher".into(),
-        ));
-    }
+    require_role(user.role, Role::Admin)?;
     let input: TestAlert = if body.iter().all(u8::is_ascii_whitespace) {
         TestAlert::default()
     } else {

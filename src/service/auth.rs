@@ -161,13 +161,18 @@ impl Auth {
     }
 
     /// Like [`Self::authenticate`], but reads the user row instead of
-    /// trusting the cache (for long-lived streams, checked once).
-    pub async fn authenticate_fresh(&self, db: &Db, token: &str) -> AppResult<CurrentUser> {
+    /// trusting the cache (for long-lived streams, checked once); also
+    /// returns the token's expiry.
+    pub async fn authenticate_fresh(
+        &self,
+        db: &Db,
+        token: &str,
+    ) -> AppResult<(CurrentUser, DateTime<Utc>)> {
         let claims = self.keys.verify(token)?;
-        if let Ok(id) = Uuid::parse_str(&claims.sub) {
-            self.users.invalidate(id);
-        }
-        self.authenticate(db, token).await
+        let expires = DateTime::from_timestamp(claims.exp, 0)
+            .ok_or_else(|| AppError::Unauthenticated(INVALID_ACCESS.into()))?;
+        let user = active_user(db.conn(), &self.users, &claims, false).await?;
+        Ok((user, expires))
     }
 
     /// Resolves a bearer token to its active user (see [`authenticate`]).
@@ -213,9 +218,20 @@ pub async fn authenticate(
     token: &str,
 ) -> AppResult<CurrentUser> {
     let claims = keys.verify(token)?;
+    active_user(conn, cache, &claims, true).await
+}
+
+/// The active user a verified token names, from the cache when `cached`
+/// allows it; the cache is refreshed either way.
+async fn active_user(
+    conn: &impl ConnectionTrait,
+    cache: &UserCache,
+    claims: &Claims,
+    cached: bool,
+) -> AppResult<CurrentUser> {
     let id = Uuid::parse_str(&claims.sub)
         .map_err(|_| AppError::Unauthenticated(INVALID_ACCESS.into()))?;
-    if let Some(user) = cache.0.as_ref().and_then(|c| c.get(&id)) {
+    if cached && let Some(user) = cache.0.as_ref().and_then(|c| c.get(&id)) {
         return Ok(user);
     }
     match user::Entity::find_by_id(id).one(conn).await? {

@@ -37,6 +37,18 @@ pub struct CurrentUser {
     pub role: Role,
 }
 
+/// The one role rule: `have` may do what `needed` may (FORBIDDEN otherwise).
+/// Guards, REST endpoints and subscription streams all ask it.
+pub fn require_role(have: Role, needed: Role) -> AppResult<()> {
+    if have.includes(needed) {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(format!(
+            "this operation needs the {needed:?} role or higher"
+        )))
+    }
+}
+
 /// Who did something, and from where.
 #[derive(Clone, Debug, Default)]
 pub struct Actor {
