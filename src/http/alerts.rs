@@ -4,12 +4,12 @@ use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::graphql::{bearer, request_meta};
+use super::graphql::{bearer_token, request_meta};
 use super::{ClientIp, HttpState};
 use crate::entity::user::Role;
 use crate::error::AppError;
@@ -43,10 +43,7 @@ async fn run(
 ) -> Result<Response, AppError> {
     let app = &state.app;
     app.limiters.check_alerts(&ip.0)?;
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer)
+    let token = bearer_token(headers)
         .ok_or_else(|| AppError::Unauthenticated("authentication required".into()))?;
     let user = app.auth.authenticate(&app.db, &token).await?;
     require_role(user.role, Role::Admin)?;

@@ -1,5 +1,8 @@
-use async_graphql::Data;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource, WebSocketProtocols};
+use async_graphql::{Data, Executor};
 use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::Extension;
@@ -9,13 +12,11 @@ use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{ClientIp, HttpState, REQUEST_ID};
 use crate::error::{AppError, set_retry_after};
 use crate::graphql::subscriptions::SocketSubscriptions;
-use crate::graphql::{CodedSchema, RequestContext, ensure_error_codes, loaders::Loaders};
+use crate::graphql::{CodedSchema, RequestContext, loaders::Loaders};
 use crate::limits::ConnectionSlot;
 use crate::service::RequestMeta;
 use crate::state::AppState;
@@ -27,7 +28,12 @@ fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<St
         .map(String::from)
 }
 
-pub(super) fn bearer(value: &str) -> Option<String> {
+/// The token of an `Authorization: Bearer ...` header.
+pub(super) fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    header_str(headers, header::AUTHORIZATION).and_then(|v| bearer(&v))
+}
+
+fn bearer(value: &str) -> Option<String> {
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -73,16 +79,12 @@ pub async fn graphql_handler(
         Ok(req) => req,
         Err(r) => return rejection(r),
     };
-    let context = RequestContext::new(
-        request_meta(&headers, &ip),
-        header_str(&headers, header::AUTHORIZATION).and_then(|v| bearer(&v)),
-    );
+    let context = RequestContext::new(request_meta(&headers, &ip), bearer_token(&headers));
     let req = req
         .into_inner()
         .data(context)
         .data(Loaders::new(&state.app.db));
     let mut resp = state.schema.execute(req).await;
-    ensure_error_codes(&mut resp.errors);
     if let Some(seconds) =
         resp.errors
             .iter()
@@ -128,11 +130,11 @@ pub async fn graphql_ws(
     });
     let socket = Socket {
         app: state.app.clone(),
-        schema: CodedSchema(state.schema.clone()),
+        schema: state.schema.clone(),
         protocol,
         transport_ws,
         meta: request_meta(&headers, &ip),
-        header_token: header_str(&headers, header::AUTHORIZATION).and_then(|v| bearer(&v)),
+        header_token: bearer_token(&headers),
         _slot: slot,
     };
     let tasks = state.app.tasks.clone();

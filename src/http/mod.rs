@@ -15,7 +15,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::graphql::AppSchema;
+use crate::graphql::{AppSchema, CodedSchema};
 use crate::state::AppState;
 
 pub use middleware::ClientIp;
@@ -26,12 +26,17 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Clone)]
 pub struct HttpState {
     pub app: AppState,
-    pub schema: AppSchema,
+    /// Run through `CodedSchema`, so that HTTP and WebSocket answers get
+    /// their error codes from one place.
+    pub schema: CodedSchema,
 }
 
 pub fn router(app: AppState, schema: AppSchema) -> Router {
     let config = app.config.clone();
-    let state = HttpState { app, schema };
+    let state = HttpState {
+        app,
+        schema: CodedSchema(schema),
+    };
     Router::new()
         .route(
             "/graphql",
