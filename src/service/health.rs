@@ -96,12 +96,22 @@ pub async fn check(db: &Db, config: &Config, started: Instant) -> HealthReport {
             error: Some(format!("no answer within {} ms", timeout.as_millis())),
         },
     };
+    // A database that just failed its ping is not asked again.
+    let notifier = if database.up {
+        notifier(db, config, timeout).await
+    } else {
+        NotifierHealth {
+            configured: false,
+            queue: None,
+            degraded: Some("the database is down".to_string()),
+        }
+    };
     HealthReport {
         ok: database.up,
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: started.elapsed().as_secs(),
         database,
         events: db.bus().health(),
-        notifier: notifier(db, config, timeout).await,
+        notifier,
     }
 }
