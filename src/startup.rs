@@ -39,7 +39,7 @@ impl Application {
         }
         let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
         let port = listener.local_addr()?.port();
-        let state = AppState::new(config, db)?;
+        let state = AppState::new(config, db);
         let schema = build_schema(Some(state.clone()));
         let router = crate::http::router(state.clone(), schema);
         Ok(Self {

@@ -108,14 +108,9 @@ fn per_second(n: u32) -> Quota {
 }
 
 impl Notifier {
-    pub fn new(config: &Config, db: Db, stop: CancellationToken) -> anyhow::Result<Self> {
-        let sender = TelegramSender::new(&config.telegram_api_url, config.alert_send_timeout)?;
-        Ok(Self::with_sender(
-            Policy::from_config(config),
-            db,
-            Arc::new(sender),
-            stop,
-        ))
+    pub fn new(config: &Config, db: Db, stop: CancellationToken) -> Self {
+        let sender = TelegramSender::new(&config.telegram_api_url, config.alert_send_timeout);
+        Self::with_sender(Policy::from_config(config), db, Arc::new(sender), stop)
     }
 
     pub fn with_sender(

@@ -43,19 +43,31 @@ pub trait AlertSender: Send + Sync {
 /// The Bot API through frankenstein's reqwest client.
 pub struct TelegramSender {
     api_url: String,
-    client: frankenstein::reqwest::Client,
+    timeout: Duration,
+    /// Built at the first send: an instance without Telegram never pays for
+    /// an HTTP client and its TLS set-up.
+    client: std::sync::OnceLock<frankenstein::reqwest::Client>,
 }
 
 impl TelegramSender {
-    pub fn new(api_url: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let client = frankenstein::reqwest::Client::builder()
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .timeout(timeout)
-            .build()?;
-        Ok(Self {
+    pub fn new(api_url: &str, timeout: Duration) -> Self {
+        Self {
             api_url: api_url.trim_end_matches('/').to_string(),
-            client,
-        })
+            timeout,
+            client: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn client(&self) -> Result<frankenstein::reqwest::Client, SendError> {
+        if let Some(client) = self.client.get() {
+            return Ok(client.clone());
+        }
+        let client = frankenstein::reqwest::Client::builder()
+            .connect_timeout(self.timeout.min(Duration::from_secs(5)))
+            .timeout(self.timeout)
+            .build()
+            .map_err(|e| SendError::Temporary(format!("HTTP client: {e}")))?;
+        Ok(self.client.get_or_init(|| client).clone())
     }
 }
 
@@ -105,7 +117,7 @@ impl AlertSender for TelegramSender {
     async fn send(&self, token: &str, chat_id: &str, text: &str) -> Result<i64, SendError> {
         let bot = Bot::builder()
             .api_url(format!("{}/bot{token}", self.api_url))
-            .client(self.client.clone())
+            .client(self.client()?)
             .build();
         let params = SendMessageParams::builder()
             .chat_id(chat(chat_id))
