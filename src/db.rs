@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex as StdMutex};
 
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
@@ -207,6 +207,39 @@ impl WriteTxn {
         }
     }
 
+    /// Marks a point this transaction can go back to (`SAVEPOINT`), so that
+    /// one failed step of a batch does not spoil the rest of it (PostgreSQL
+    /// refuses every statement after an error until the transaction, or a
+    /// savepoint, is rolled back).
+    pub async fn savepoint(&self) -> Result<Savepoint, DbErr> {
+        self.txn.execute_unprepared("SAVEPOINT step").await?;
+        Ok(Savepoint {
+            events: self.events.lock().map(|e| e.len()).unwrap_or(0),
+        })
+    }
+
+    /// Keeps what was done since the savepoint.
+    pub async fn release(&self, _point: Savepoint) -> Result<(), DbErr> {
+        self.txn
+            .execute_unprepared("RELEASE SAVEPOINT step")
+            .await
+            .map(drop)
+    }
+
+    /// Undoes what was done since the savepoint, events included.
+    pub async fn rollback_to(&self, point: Savepoint) -> Result<(), DbErr> {
+        self.txn
+            .execute_unprepared("ROLLBACK TO SAVEPOINT step")
+            .await?;
+        self.txn
+            .execute_unprepared("RELEASE SAVEPOINT step")
+            .await?;
+        if let Ok(mut events) = self.events.lock() {
+            events.truncate(point.events);
+        }
+        Ok(())
+    }
+
     /// Commits, then publishes the queued events. On PostgreSQL the events
     /// also go out with `pg_notify` inside the transaction, so that other
     /// instances hear of them exactly when (and only if) it commits.
@@ -256,6 +289,12 @@ impl WriteTxn {
         .map_err(|e| DbErr::Custom(format!("commit task failed: {e}")))??;
         Ok(())
     }
+}
+
+/// A point inside a [`WriteTxn`]; see [`WriteTxn::savepoint`].
+#[must_use]
+pub struct Savepoint {
+    events: usize,
 }
 
 impl Deref for WriteTxn {

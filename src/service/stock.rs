@@ -319,11 +319,17 @@ async fn refusal(conn: &impl ConnectionTrait, movement: &ValidMovement) -> AppRe
         Some(p) if p.archived_at.is_none() => p,
         _ => return Err(AppError::not_found("product not found")),
     };
-    let after = i64::from(p.stock) + movement.delta;
+    check_balance(i64::from(p.stock), movement.delta)
+}
+
+/// Whether `delta` fits a product holding `stock`: never below zero, never
+/// above the largest stock a product can hold.
+pub fn check_balance(stock: i64, delta: i64) -> AppResult<()> {
+    let after = stock + delta;
     if after < 0 {
         Err(AppError::InsufficientStock {
-            available: i64::from(p.stock),
-            requested: -movement.delta,
+            available: stock,
+            requested: -delta,
         })
     } else if after > i64::from(i32::MAX) {
         Err(AppError::bad_input(
