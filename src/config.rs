@@ -115,6 +115,14 @@ pub struct Config {
     pub alert_stale_age: Duration,
     pub throttle_alerts_ttl: Duration,
     pub throttle_alerts_limit: u32,
+    pub upload_max_bytes: usize,
+    pub upload_max_rows: u32,
+    pub upload_batch_size: usize,
+    pub upload_retention: Duration,
+    pub upload_queue_alert_age: Duration,
+    pub upload_lease: Duration,
+    pub upload_poll: Duration,
+    pub upload_worker_enabled: bool,
 }
 
 /// One documented variable: its name, default (as written in `.env.example`),
@@ -456,6 +464,54 @@ pub const VARIABLES: &[Variable] = &[
         false,
         "test alerts (sendTestAlert, POST /api/v1/alerts/test) per window per client IP",
     ),
+    var(
+        "UPLOAD_MAX_BYTES",
+        "10485760",
+        false,
+        "largest uploaded file (CSV or .xlsx); larger gets 413 before it is buffered",
+    ),
+    var(
+        "UPLOAD_MAX_ROWS",
+        "100000",
+        false,
+        "most data rows in one upload; more fails the job before anything is applied",
+    ),
+    var(
+        "UPLOAD_BATCH_SIZE",
+        "500",
+        false,
+        "rows applied per transaction by the upload worker",
+    ),
+    var(
+        "UPLOAD_RETENTION_DAYS",
+        "30",
+        false,
+        "days a finished upload's file is kept (its job and row errors stay)",
+    ),
+    var(
+        "UPLOAD_QUEUE_ALERT_SECONDS",
+        "600",
+        false,
+        "health reports uploads degraded when 10 or more jobs have been queued this long",
+    ),
+    var(
+        "UPLOAD_LEASE_SECONDS",
+        "60",
+        false,
+        "a worker's hold on a job, renewed every batch; an expired one is claimed again",
+    ),
+    var(
+        "UPLOAD_WORKER_ENABLED",
+        "true",
+        false,
+        "run the upload worker in this instance (false: this instance only queues jobs)",
+    ),
+    var(
+        "UPLOAD_POLL_SECONDS",
+        "5",
+        false,
+        "the upload worker looks for jobs at least this often (it is also woken on submit)",
+    ),
 ];
 
 /// Everything wrong with the configuration, one line per variable.
@@ -628,6 +684,16 @@ impl Config {
             alert_stale_age: Duration::from_secs(60 * p.number("ALERT_STALE_MINUTES", 1, 525_600)),
             throttle_alerts_ttl: p.seconds("THROTTLE_ALERTS_TTL"),
             throttle_alerts_limit: p.number("THROTTLE_ALERTS_LIMIT", 1, u32::MAX as u64) as u32,
+            upload_max_bytes: p.number("UPLOAD_MAX_BYTES", 1024, 1 << 30) as usize,
+            upload_max_rows: p.number("UPLOAD_MAX_ROWS", 1, 10_000_000) as u32,
+            upload_batch_size: p.number("UPLOAD_BATCH_SIZE", 1, 10_000) as usize,
+            upload_retention: Duration::from_secs(
+                24 * 3600 * p.number("UPLOAD_RETENTION_DAYS", 1, 36_500),
+            ),
+            upload_queue_alert_age: p.seconds("UPLOAD_QUEUE_ALERT_SECONDS"),
+            upload_lease: p.seconds("UPLOAD_LEASE_SECONDS"),
+            upload_poll: p.seconds("UPLOAD_POLL_SECONDS"),
+            upload_worker_enabled: p.boolean("UPLOAD_WORKER_ENABLED"),
         };
         if config.alert_lease <= config.alert_send_timeout * 2 {
             p.errors.push(format!(
@@ -731,6 +797,16 @@ impl Config {
                     "ALERT_STALE_MINUTES" => (self.alert_stale_age.as_secs() / 60).to_string(),
                     "THROTTLE_ALERTS_TTL" => secs(self.throttle_alerts_ttl),
                     "THROTTLE_ALERTS_LIMIT" => self.throttle_alerts_limit.to_string(),
+                    "UPLOAD_MAX_BYTES" => self.upload_max_bytes.to_string(),
+                    "UPLOAD_MAX_ROWS" => self.upload_max_rows.to_string(),
+                    "UPLOAD_BATCH_SIZE" => self.upload_batch_size.to_string(),
+                    "UPLOAD_RETENTION_DAYS" => {
+                        (self.upload_retention.as_secs() / 86_400).to_string()
+                    }
+                    "UPLOAD_QUEUE_ALERT_SECONDS" => secs(self.upload_queue_alert_age),
+                    "UPLOAD_LEASE_SECONDS" => secs(self.upload_lease),
+                    "UPLOAD_POLL_SECONDS" => secs(self.upload_poll),
+                    "UPLOAD_WORKER_ENABLED" => self.upload_worker_enabled.to_string(),
                     _ => String::new(),
                 };
                 (v.name, value)

@@ -125,6 +125,10 @@ pub const USERS_EMAIL_KEY: UniqueKey = UniqueKey {
     name: "users_email_key",
     sqlite_columns: Some("users.email"),
 };
+pub const UPLOAD_ACTIVE_FILE_KEY: UniqueKey = UniqueKey {
+    name: "upload_jobs_active_file_key",
+    sqlite_columns: Some("upload_jobs.content_sha256, upload_jobs.kind, upload_jobs.dry_run"),
+};
 pub const MOVEMENTS_IDEMPOTENCY_KEY: UniqueKey = UniqueKey {
     name: "stock_movements_idempotency_key",
     sqlite_columns: Some("stock_movements.created_by, stock_movements.idempotency_key"),
@@ -166,6 +170,31 @@ pub fn is_check_violation(err: &DbErr) -> bool {
         Some(code) => code == "275" || code == "23514",
         None => false,
     }
+}
+
+fn db_code(err: &DbErr) -> Option<String> {
+    match err {
+        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))
+        | DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e)) => e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+/// True when the database gave up on a transaction that may succeed if run
+/// again: a deadlock (PostgreSQL 40P01), a serialization failure (40001), or
+/// SQLite's busy codes (5, 517).
+pub fn is_transient(err: &AppError) -> bool {
+    let AppError::Internal(inner) = err else {
+        return false;
+    };
+    inner
+        .downcast_ref::<DbErr>()
+        .and_then(db_code)
+        .is_some_and(|code| matches!(code.as_str(), "40P01" | "40001" | "5" | "517"))
 }
 
 /// `AppError` is `Display`, so `?` would turn it into a GraphQL error without

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::entity::user::Role;
-use crate::entity::{alert, audit_log, product, stock_movement};
+use crate::entity::{alert, audit_log, product, stock_movement, upload_job};
 
 /// The PostgreSQL NOTIFY channel every instance listens on.
 pub const CHANNEL: &str = "stockroom_events";
@@ -68,6 +68,11 @@ pub enum DomainEvent {
     /// An alert was created or changed status.
     AlertChanged {
         alert: Arc<alert::Model>,
+    },
+    /// An upload job was queued, progressed a batch, or finished. A QUEUED
+    /// one wakes the upload workers (on every instance).
+    UploadJobChanged {
+        job: Arc<upload_job::Model>,
     },
     /// Events of other instances may have been lost (the listener's connection
     /// dropped). Subscribers are told, so that clients re-fetch.
@@ -115,6 +120,7 @@ impl DomainEvent {
             },
             Self::AuditLogAdded { entry } => EventRef::AuditLogAdded { id: entry.id },
             Self::AlertChanged { alert } => EventRef::Alert { id: alert.id },
+            Self::UploadJobChanged { job } => EventRef::UploadJob { id: job.id },
             Self::UserChanged { .. } | Self::AlertsQueued | Self::EventsMissed => return None,
         })
     }
@@ -148,6 +154,9 @@ enum EventRef {
         id: Uuid,
     },
     Alert {
+        id: Uuid,
+    },
+    UploadJob {
         id: Uuid,
     },
 }
@@ -220,6 +229,11 @@ impl EventRef {
             // An alert may have moved on; its later changes follow as events.
             Self::Alert { id } => match alert::Entity::find_by_id(id).one(conn).await? {
                 Some(a) => Loaded::Event(DomainEvent::AlertChanged { alert: Arc::new(a) }),
+                None => Loaded::Gone,
+            },
+            // Likewise a job: its later progress follows as events.
+            Self::UploadJob { id } => match upload_job::Entity::find_by_id(id).one(conn).await? {
+                Some(job) => Loaded::Event(DomainEvent::UploadJobChanged { job: Arc::new(job) }),
                 None => Loaded::Gone,
             },
         })

@@ -138,6 +138,16 @@ fn spawn_background_tasks(state: &AppState) {
     });
 
     state.tasks.spawn(state.notifier.clone().run());
+    if state.config.upload_worker_enabled {
+        state.tasks.spawn(
+            std::sync::Arc::new(crate::uploads::UploadWorker::new(
+                &state.config,
+                state.db.clone(),
+                state.shutdown.clone(),
+            ))
+            .run(),
+        );
+    }
 
     if state.db.backend() == DbBackend::Postgres {
         let db = state.db.clone();

@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261126_000001_create_users_products;
 mod m20261126_000002_create_stock_movements_audit_logs;
 mod m20261127_000001_create_alerts_notification_settings;
+mod m20261127_000002_create_upload_jobs;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_create_users_products::Migration),
             Box::new(m20261126_000002_create_stock_movements_audit_logs::Migration),
             Box::new(m20261127_000001_create_alerts_notification_settings::Migration),
+            Box::new(m20261127_000002_create_upload_jobs::Migration),
         ]
     }
 }

@@ -6,4 +6,7 @@ pub mod notification_settings;
 pub mod product;
 pub mod refresh_token;
 pub mod stock_movement;
+pub mod upload_job;
+pub mod upload_job_error;
+pub mod upload_job_file;
 pub mod user;

@@ -53,6 +53,20 @@ pub struct NotifierHealth {
     pub max_attempts_unsent: i64,
 }
 
+/// The upload queue (the checklist's `upload_jobs` by status).
+#[derive(SimpleObject)]
+pub struct UploadsHealth {
+    /// DEGRADED when 10 or more jobs have been QUEUED for longer than
+    /// UPLOAD_QUEUE_ALERT_SECONDS; does not change `status`.
+    pub status: HealthStatus,
+    pub reason: Option<String>,
+    pub queued: i64,
+    pub processing: i64,
+    pub oldest_queued_seconds: Option<i64>,
+    /// QUEUED jobs older than UPLOAD_QUEUE_ALERT_SECONDS.
+    pub queued_past_threshold: i64,
+}
+
 #[derive(SimpleObject)]
 pub struct Health {
     /// OK when the database answers; DEGRADED otherwise.
@@ -62,6 +76,7 @@ pub struct Health {
     pub database: ServiceHealth,
     pub events: EventsHealth,
     pub notifier: NotifierHealth,
+    pub uploads: UploadsHealth,
 }
 
 impl From<HealthReport> for Health {
@@ -110,6 +125,22 @@ impl From<HealthReport> for Health {
                     dead: n(q.dead),
                     oldest_unsent_seconds: q.oldest_unsent_seconds,
                     max_attempts_unsent: q.max_attempts_unsent,
+                }
+            },
+            uploads: {
+                let q = r.uploads.queue.unwrap_or_default();
+                let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+                UploadsHealth {
+                    status: if r.uploads.degraded.is_some() {
+                        HealthStatus::Degraded
+                    } else {
+                        HealthStatus::Ok
+                    },
+                    reason: r.uploads.degraded,
+                    queued: n(q.queued),
+                    processing: n(q.processing),
+                    oldest_queued_seconds: q.oldest_queued_seconds,
+                    queued_past_threshold: n(q.queued_past_threshold),
                 }
             },
         }

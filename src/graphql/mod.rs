@@ -9,6 +9,7 @@ pub mod products;
 pub mod stock;
 pub mod subscriptions;
 pub mod types;
+pub mod uploads;
 pub mod users;
 
 use std::sync::Arc;
@@ -32,6 +33,7 @@ pub struct Query(
     stock::StockQuery,
     audit::AuditQuery,
     alerts::AlertsQuery,
+    uploads::UploadsQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -41,6 +43,7 @@ pub struct Mutation(
     products::ProductsMutation,
     stock::StockMutation,
     alerts::AlertsMutation,
+    uploads::UploadsMutation,
 );
 
 pub type AppSchema = Schema<Query, Mutation, subscriptions::Subscription>;

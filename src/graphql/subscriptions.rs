@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::alerts::Alert;
 use super::types::{AuditLog, Product, StockMovement, parse_id};
+use super::uploads::UploadJob;
 use super::{gql, request, state};
 use crate::entity::user::Role;
 use crate::error::AppError;
@@ -244,6 +245,43 @@ impl Subscription {
             DomainEvent::AlertChanged { alert } => Some(Alert::from(alert.as_ref().clone())),
             _ => None,
         }))
+    }
+
+    /// One upload job (MANAGER and above): its state now, then after every
+    /// batch and at the end; the stream ends once the job has finished.
+    async fn upload_job_updated(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<UploadJob>> + use<>> {
+        let id = parse_id("id", &id).map_err(gql)?;
+        // Subscribed before the read, so no change falls between the two.
+        let events = events(ctx, Role::Manager).await?;
+        let now = crate::service::uploads::get(state(ctx).db.conn(), id)
+            .await
+            .map_err(gql)?;
+        // Events older than that read are already in it.
+        let since = now.updated_at;
+        let updates = select(events, move |event| match event {
+            DomainEvent::UploadJobChanged { job } if job.id == id && job.updated_at >= since => {
+                Some(job.as_ref().clone())
+            }
+            _ => None,
+        });
+        let stream = stream::once(futures_util::future::ready(Ok(now))).chain(updates);
+        // Up to and including the first finished state: a marker after it
+        // ends the stream without waiting for another event.
+        Ok(stream
+            .flat_map(|item| {
+                let last = item.as_ref().is_ok_and(|job| job.status.is_finished());
+                let mut out = vec![Some(item.map(UploadJob::from))];
+                if last {
+                    out.push(None);
+                }
+                stream::iter(out)
+            })
+            .take_while(|item| futures_util::future::ready(item.is_some()))
+            .filter_map(futures_util::future::ready))
     }
 
     /// Every audit row, as it commits (ADMIN).

@@ -282,7 +282,10 @@ impl From<stock_movement::Model> for StockMovement {
     }
 }
 
-async fn load_user(ctx: &Context<'_>, id: Option<Uuid>) -> async_graphql::Result<Option<User>> {
+pub(super) async fn load_user(
+    ctx: &Context<'_>,
+    id: Option<Uuid>,
+) -> async_graphql::Result<Option<User>> {
     let Some(id) = id else { return Ok(None) };
     let loaders = ctx.data_unchecked::<super::loaders::Loaders>();
     let user = loaders

@@ -1,10 +1,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource, WebSocketProtocols};
+use async_graphql::http::{
+    ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource, MultipartOptions, WebSocketProtocols,
+};
 use async_graphql::{Data, Executor};
 use async_graphql_axum::rejection::GraphQLRejection;
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
 use axum::Extension;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::extract::{State, WebSocketUpgrade};
@@ -69,21 +71,26 @@ fn rejection(rejection: GraphQLRejection) -> Response {
     err.into_graphql_response()
 }
 
+/// A POST to `/graphql`: JSON, or a GraphQL multipart request carrying an
+/// upload (its file part bounded by `UPLOAD_MAX_BYTES` as it streams).
 pub async fn graphql_handler(
     State(state): State<HttpState>,
     Extension(ip): Extension<ClientIp>,
     headers: HeaderMap,
-    req: Result<GraphQLRequest, GraphQLRejection>,
+    body: axum::body::Body,
 ) -> Response {
-    let req = match req {
+    use futures_util::TryStreamExt;
+    use tokio_util::compat::TokioAsyncReadCompatExt;
+    let content_type = header_str(&headers, header::CONTENT_TYPE);
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let reader = tokio_util::io::StreamReader::new(stream).compat();
+    let options = MultipartOptions::default().max_file_size(state.app.config.upload_max_bytes);
+    let req = match async_graphql::http::receive_body(content_type, reader, options).await {
         Ok(req) => req,
-        Err(r) => return rejection(r),
+        Err(e) => return rejection(GraphQLRejection(e)),
     };
     let context = RequestContext::new(request_meta(&headers, &ip), bearer_token(&headers));
-    let req = req
-        .into_inner()
-        .data(context)
-        .data(Loaders::new(&state.app.db));
+    let req = req.data(context).data(Loaders::new(&state.app.db));
     let mut resp = state.schema.execute(req).await;
     if let Some(seconds) =
         resp.errors

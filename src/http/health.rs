@@ -12,6 +12,7 @@ pub async fn health(State(state): State<HttpState>) -> impl IntoResponse {
     let app = &state.app;
     let report = health::check(&app.db, &app.config, app.started_at).await;
     let queue = report.notifier.queue.clone().unwrap_or_default();
+    let uploads = report.uploads.queue.clone().unwrap_or_default();
     let status = if report.ok {
         StatusCode::OK
     } else {
@@ -43,6 +44,14 @@ pub async fn health(State(state): State<HttpState>) -> impl IntoResponse {
                 "dead": queue.dead,
                 "oldestUnsentSeconds": queue.oldest_unsent_seconds,
                 "maxAttemptsUnsent": queue.max_attempts_unsent,
+            },
+            "uploads": {
+                "status": if report.uploads.degraded.is_some() { "degraded" } else { "up" },
+                "reason": report.uploads.degraded,
+                "queued": uploads.queued,
+                "processing": uploads.processing,
+                "oldestQueuedSeconds": uploads.oldest_queued_seconds,
+                "queuedPastThreshold": uploads.queued_past_threshold,
             }
         }
     });

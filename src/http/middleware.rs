@@ -52,6 +52,57 @@ pub async fn rate_limit(State(state): State<HttpState>, mut req: Request, next: 
     next.run(req).await
 }
 
+/// Room for a multipart request's `operations` and `map` parts and its
+/// boundaries, beside the file itself.
+const MULTIPART_OVERHEAD: usize = 64 * 1024;
+
+/// The body limit of a request: `UPLOAD_MAX_BYTES` for an upload (the REST
+/// upload, or a GraphQL multipart request, whose file part async-graphql
+/// bounds again), `REQUEST_BODY_LIMIT_BYTES` for everything else. A declared
+/// length over it is refused at once; an undeclared one is cut off while it
+/// streams, before it is buffered.
+pub async fn body_limit(State(state): State<HttpState>, req: Request, next: Next) -> Response {
+    let config = &state.app.config;
+    let multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        });
+    let (limit, what) = match req.uri().path() {
+        "/api/v1/uploads" => (config.upload_max_bytes, "UPLOAD_MAX_BYTES"),
+        "/graphql" if multipart => (
+            config.upload_max_bytes + MULTIPART_OVERHEAD,
+            "UPLOAD_MAX_BYTES",
+        ),
+        _ => (config.request_body_limit, "REQUEST_BODY_LIMIT_BYTES"),
+    };
+    let shown = match what {
+        "UPLOAD_MAX_BYTES" => config.upload_max_bytes,
+        _ => limit,
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        let err = AppError::PayloadTooLarge(format!(
+            "request body is larger than {what} ({shown} bytes)"
+        ));
+        return if req.uri().path().starts_with("/graphql") {
+            err.into_graphql_response()
+        } else {
+            err.into_response()
+        };
+    }
+    let req = req.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, limit)));
+    next.run(req).await
+}
+
 /// tower-http answers an oversized body with an empty 413; give it the
 /// contract's error shape.
 pub async fn json_payload_too_large(resp: Response) -> Response {

@@ -4,12 +4,12 @@ mod alerts;
 mod graphql;
 mod health;
 mod middleware;
+mod uploads;
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::routing::get;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -49,11 +49,16 @@ pub fn router(app: AppState, schema: AppSchema) -> Router {
             "/api/v1/alerts/test",
             axum::routing::post(alerts::send_test),
         )
+        .route("/api/v1/uploads", axum::routing::post(uploads::create))
+        .route("/api/v1/uploads/{id}", get(uploads::show))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::rate_limit,
         ))
-        .layer(RequestBodyLimitLayer::new(config.request_body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::body_limit,
+        ))
         .layer(axum::middleware::map_response(
             middleware::json_payload_too_large,
         ))

@@ -6,6 +6,41 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::events::BusHealth;
 use crate::service::alerts::{self, QueueFigures};
+use crate::service::uploads::{self, UploadQueueFigures};
+
+/// Jobs queued past `UPLOAD_QUEUE_ALERT_SECONDS` that degrade the uploads
+/// service (the checklist's "10 or more queued for a sustained time").
+pub const UPLOAD_QUEUE_ALERT_JOBS: u64 = 10;
+
+/// The upload queue against the checklist's threshold.
+#[derive(Clone, Debug)]
+pub struct UploadsHealth {
+    /// None when the database could not be asked.
+    pub queue: Option<UploadQueueFigures>,
+    pub degraded: Option<String>,
+}
+
+async fn uploads_queue(db: &Db, config: &Config, timeout: Duration) -> UploadsHealth {
+    let queue = match tokio::time::timeout(
+        timeout,
+        uploads::queue_figures(db.conn(), config.upload_queue_alert_age),
+    )
+    .await
+    {
+        Ok(Ok(q)) => Some(q),
+        _ => None,
+    };
+    let degraded = match &queue {
+        None => Some("the upload queue could not be read".to_string()),
+        Some(q) if q.queued_past_threshold >= UPLOAD_QUEUE_ALERT_JOBS => Some(format!(
+            "{} upload jobs have been queued for more than {} s (threshold {UPLOAD_QUEUE_ALERT_JOBS} jobs)",
+            q.queued_past_threshold,
+            config.upload_queue_alert_age.as_secs()
+        )),
+        Some(_) => None,
+    };
+    UploadsHealth { queue, degraded }
+}
 
 /// The alert queue against the checklist's thresholds.
 #[derive(Clone, Debug)]
@@ -71,6 +106,8 @@ pub struct HealthReport {
     pub events: BusHealth,
     /// The alert queue; degraded past the thresholds, without changing `ok`.
     pub notifier: NotifierHealth,
+    /// The upload queue; degraded past its threshold, without changing `ok`.
+    pub uploads: UploadsHealth,
 }
 
 pub async fn check(db: &Db, config: &Config, started: Instant) -> HealthReport {
@@ -97,14 +134,24 @@ pub async fn check(db: &Db, config: &Config, started: Instant) -> HealthReport {
         },
     };
     // A database that just failed its ping is not asked again.
-    let notifier = if database.up {
-        notifier(db, config, timeout).await
+    let (notifier, uploads) = if database.up {
+        tokio::join!(
+            notifier(db, config, timeout),
+            uploads_queue(db, config, timeout)
+        )
     } else {
-        NotifierHealth {
-            configured: false,
-            queue: None,
-            degraded: Some("the database is down".to_string()),
-        }
+        let down = || Some("the database is down".to_string());
+        (
+            NotifierHealth {
+                configured: false,
+                queue: None,
+                degraded: down(),
+            },
+            UploadsHealth {
+                queue: None,
+                degraded: down(),
+            },
+        )
     };
     HealthReport {
         ok: database.up,
@@ -113,5 +160,6 @@ pub async fn check(db: &Db, config: &Config, started: Instant) -> HealthReport {
         database,
         events: db.bus().health(),
         notifier,
+        uploads,
     }
 }

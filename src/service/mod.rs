@@ -9,6 +9,7 @@ pub mod health;
 pub mod products;
 pub mod settings;
 pub mod stock;
+pub mod uploads;
 pub mod users;
 
 use sea_orm::sea_query::{Expr, ExprTrait, IntoColumnRef, LikeExpr, SimpleExpr};

@@ -16,3 +16,4 @@ mod products;
 mod roles;
 mod stock;
 mod subscriptions;
+mod uploads;
