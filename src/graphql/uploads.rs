@@ -31,8 +31,11 @@ impl From<upload_job_error::Model> for UploadRowError {
     }
 }
 
-#[derive(SimpleObject)]
+/// Also the JSON of the REST endpoints (`/api/v1/uploads`), with the same
+/// field names.
+#[derive(SimpleObject, serde::Serialize)]
 #[graphql(complex)]
+#[serde(rename_all = "camelCase")]
 pub struct UploadJob {
     pub id: ID,
     pub kind: UploadKind,
@@ -56,7 +59,9 @@ pub struct UploadJob {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     #[graphql(skip)]
+    #[serde(skip)]
     pub uuid: Uuid,
+    /// The uploader's id (GraphQL resolves it to the user).
     #[graphql(skip)]
     pub created_by: Option<Uuid>,
 }

@@ -7,13 +7,14 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::graphql::{bearer_token, request_meta};
 use super::{ClientIp, HttpState};
-use crate::entity::upload_job::{self, UploadKind, UploadStatus};
+use crate::entity::upload_job::UploadKind;
 use crate::entity::user::Role;
 use crate::error::AppError;
+use crate::graphql::uploads::UploadJob;
 use crate::service::uploads::{self, NewUpload};
 use crate::service::{Actor, CurrentUser, require_role};
 
@@ -23,53 +24,6 @@ pub struct UploadParams {
     kind: Option<String>,
     dry_run: Option<String>,
     filename: Option<String>,
-}
-
-/// The job as JSON, with the GraphQL field names.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JobView {
-    id: uuid::Uuid,
-    kind: UploadKind,
-    filename: String,
-    status: UploadStatus,
-    dry_run: bool,
-    total_rows: Option<i32>,
-    processed_rows: i32,
-    succeeded_rows: i32,
-    failed_rows: i32,
-    error: Option<String>,
-    cancel_requested: bool,
-    size_bytes: i64,
-    sha256: String,
-    created_by: Option<uuid::Uuid>,
-    created_at: chrono::DateTime<chrono::Utc>,
-    started_at: Option<chrono::DateTime<chrono::Utc>>,
-    finished_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-impl From<upload_job::Model> for JobView {
-    fn from(j: upload_job::Model) -> Self {
-        Self {
-            id: j.id,
-            kind: j.kind,
-            filename: j.filename,
-            status: j.status,
-            dry_run: j.dry_run,
-            total_rows: j.total_rows,
-            processed_rows: j.processed_rows,
-            succeeded_rows: j.succeeded_rows,
-            failed_rows: j.failed_rows,
-            error: j.error,
-            cancel_requested: j.cancel_requested,
-            size_bytes: j.content_bytes,
-            sha256: j.content_sha256,
-            created_by: j.created_by,
-            created_at: j.created_at,
-            started_at: j.started_at,
-            finished_at: j.finished_at,
-        }
-    }
 }
 
 async fn manager(state: &HttpState, headers: &HeaderMap) -> Result<CurrentUser, AppError> {
@@ -148,7 +102,7 @@ pub async fn create(
             },
         )
         .await?;
-        Ok::<_, AppError>((StatusCode::ACCEPTED, Json(JobView::from(job))).into_response())
+        Ok::<_, AppError>((StatusCode::ACCEPTED, Json(UploadJob::from(job))).into_response())
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -170,7 +124,7 @@ pub async fn show(
             .into_iter()
             .map(|e| serde_json::json!({ "row": e.row, "column": e.column_name, "message": e.message }))
             .collect();
-        let mut body = serde_json::to_value(JobView::from(job))
+        let mut body = serde_json::to_value(UploadJob::from(job))
             .map_err(|e| AppError::internal(anyhow::anyhow!(e)))?;
         if let Some(map) = body.as_object_mut() {
             map.insert("errors".into(), errors.into());

@@ -17,6 +17,9 @@ use crate::error::AppResult;
 use crate::events::DomainEvent;
 
 const MAX_SUMMARY: usize = 500;
+/// Rows per multi-row INSERT: 11 values each stays far below SQLite's
+/// 32,766 bound parameters.
+pub const INSERT_CHUNK: usize = 1000;
 
 /// What happened, to be written by [`record`].
 pub struct AuditEntry {
@@ -53,8 +56,13 @@ impl AuditEntry {
 /// Writes one audit row in the caller's transaction; `auditLogAdded`
 /// subscribers hear of it once that commits.
 pub async fn record(txn: &WriteTxn, actor: &Actor, entry: AuditEntry) -> AppResult<()> {
+    record_all(txn, vec![row(actor, entry)]).await
+}
+
+/// The row `record` would write.
+pub fn row(actor: &Actor, entry: AuditEntry) -> audit_log::Model {
     let clip = |s: &Option<String>, n: usize| s.as_ref().map(|v| v.chars().take(n).collect());
-    let row = audit_log::Model {
+    audit_log::Model {
         id: Uuid::now_v7(),
         occurred_at: Utc::now(),
         actor_id: actor.user_id,
@@ -66,13 +74,21 @@ pub async fn record(txn: &WriteTxn, actor: &Actor, entry: AuditEntry) -> AppResu
         request_id: clip(&actor.meta.request_id, 128),
         ip: clip(&actor.meta.ip, 64),
         user_agent: clip(&actor.meta.user_agent, 512),
-    };
-    audit_log::Entity::insert(audit_log::ActiveModel::from(row.clone()))
-        .exec_without_returning(&**txn)
-        .await?;
-    txn.emit(DomainEvent::AuditLogAdded {
-        entry: Arc::new(row),
-    });
+    }
+}
+
+/// Audit rows at once (multi-row INSERTs), each heard of once `txn` commits.
+pub async fn record_all(txn: &WriteTxn, rows: Vec<audit_log::Model>) -> AppResult<()> {
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        audit_log::Entity::insert_many(chunk.iter().cloned().map(audit_log::ActiveModel::from))
+            .exec_without_returning(&**txn)
+            .await?;
+    }
+    for row in rows {
+        txn.emit(DomainEvent::AuditLogAdded {
+            entry: Arc::new(row),
+        });
+    }
     Ok(())
 }
 

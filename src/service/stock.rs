@@ -240,21 +240,7 @@ async fn apply_hashed(
         }
     };
 
-    let kind_word = movement.kind.word();
-    let saved = stock_movement::Model {
-        id: Uuid::now_v7(),
-        product_id: product.id,
-        kind: movement.kind,
-        quantity: movement.delta as i32,
-        balance_after: product.stock,
-        product_version: product.version,
-        note: movement.note.clone(),
-        reference: movement.reference.clone(),
-        idempotency_key: movement.idempotency_key.clone(),
-        request_hash,
-        created_by: actor.user_id,
-        created_at: now,
-    };
+    let saved = movement_row(&product, movement, actor, request_hash, now);
     let row: stock_movement::ActiveModel = saved.clone().into();
     stock_movement::Entity::insert(row)
         .exec_without_returning(conn)
@@ -270,31 +256,81 @@ async fn apply_hashed(
     audit::record(
         txn,
         actor,
-        AuditEntry::new(
-            audit_action(movement.kind),
-            EntityType::StockMovement,
-            saved.id,
-        )
-        .summary(format!(
-            "{kind_word} {:+} of {}: stock {} -> {}",
-            movement.delta, product.sku, stock_before, product.stock
-        ))
-        .changes(
-            Some(json!({ "stock": stock_before })),
-            Some(json!({
-                "productId": product.id,
-                "sku": product.sku,
-                "kind": movement.kind,
-                "quantity": movement.delta,
-                "balanceAfter": product.stock,
-                "stock": product.stock,
-                "reference": movement.reference,
-            })),
-        ),
+        movement_audit(movement, &product, &saved, stock_before),
     )
     .await?;
+    after_movement(txn, actor, &product, &saved, stock_before).await?;
+    Ok((saved, product))
+}
+
+/// The ledger row of `movement`, which left `product` as it is now.
+fn movement_row(
+    product: &product::Model,
+    movement: &ValidMovement,
+    actor: &Actor,
+    request_hash: Option<String>,
+    now: DateTime<Utc>,
+) -> stock_movement::Model {
+    stock_movement::Model {
+        id: Uuid::now_v7(),
+        product_id: product.id,
+        kind: movement.kind,
+        quantity: movement.delta as i32,
+        balance_after: product.stock,
+        product_version: product.version,
+        note: movement.note.clone(),
+        reference: movement.reference.clone(),
+        idempotency_key: movement.idempotency_key.clone(),
+        request_hash,
+        created_by: actor.user_id,
+        created_at: now,
+    }
+}
+
+fn movement_audit(
+    movement: &ValidMovement,
+    product: &product::Model,
+    saved: &stock_movement::Model,
+    stock_before: i64,
+) -> AuditEntry {
+    AuditEntry::new(
+        audit_action(movement.kind),
+        EntityType::StockMovement,
+        saved.id,
+    )
+    .summary(format!(
+        "{} {:+} of {}: stock {} -> {}",
+        movement.kind.word(),
+        movement.delta,
+        product.sku,
+        stock_before,
+        product.stock
+    ))
+    .changes(
+        Some(json!({ "stock": stock_before })),
+        Some(json!({
+            "productId": product.id,
+            "sku": product.sku,
+            "kind": movement.kind,
+            "quantity": movement.delta,
+            "balanceAfter": product.stock,
+            "stock": product.stock,
+            "reference": movement.reference,
+        })),
+    )
+}
+
+/// The `stockChanged` (and, on a crossing, `lowStock`) events and the alerts
+/// of a recorded movement.
+async fn after_movement(
+    txn: &WriteTxn,
+    actor: &Actor,
+    product: &product::Model,
+    saved: &stock_movement::Model,
+    stock_before: i64,
+) -> AppResult<()> {
     let shared = Arc::new(product.clone());
-    if product::crossed_low_stock(stock_before, &product) {
+    if product::crossed_low_stock(stock_before, product) {
         txn.emit(DomainEvent::LowStockCrossed {
             product: Arc::clone(&shared),
         });
@@ -303,8 +339,113 @@ async fn apply_hashed(
         product: shared,
         movement: Arc::new(saved.clone()),
     });
-    super::alerts::on_movement(txn, actor, &product, &saved, stock_before).await?;
-    Ok((saved, product))
+    super::alerts::on_movement(txn, actor, product, saved, stock_before).await
+}
+
+/// Applies movements in order, as [`apply`] would one by one, to products
+/// the caller holds locked for the rest of `txn` (SQLite: any write
+/// transaction; PostgreSQL: rows read `FOR UPDATE`), given as they are now.
+/// Each movement is checked against the balance its predecessors left
+/// ([`check_balance`]); a refused one changes nothing and the rest go on.
+/// The writes go out together: one UPDATE for every product touched
+/// (guarded by the version read under the lock), the ledger rows and the
+/// audit rows as multi-row INSERTs. The events and alerts are those of
+/// [`apply`]. `products` is left as the movements leave it.
+pub async fn apply_locked(
+    txn: &WriteTxn,
+    actor: &Actor,
+    products: &mut HashMap<Uuid, product::Model>,
+    movements: &[ValidMovement],
+) -> AppResult<Vec<AppResult<stock_movement::Model>>> {
+    let now = Utc::now();
+    let mut results = Vec::with_capacity(movements.len());
+    let mut versions_before: HashMap<Uuid, i32> = HashMap::new();
+    let mut ledger = Vec::new();
+    let mut audits = Vec::new();
+    for movement in movements {
+        let Some(product) = products
+            .get_mut(&movement.product_id)
+            .filter(|p| p.archived_at.is_none())
+        else {
+            results.push(Err(AppError::not_found("product not found")));
+            continue;
+        };
+        let stock_before = i64::from(product.stock);
+        if let Err(refused) = check_balance(stock_before, movement.delta) {
+            results.push(Err(refused));
+            continue;
+        }
+        versions_before.entry(product.id).or_insert(product.version);
+        product.stock = (stock_before + movement.delta) as i32;
+        product.version += 1;
+        product.updated_at = now;
+        let saved = movement_row(product, movement, actor, None, now);
+        audits.push(audit::row(
+            actor,
+            movement_audit(movement, product, &saved, stock_before),
+        ));
+        after_movement(txn, actor, product, &saved, stock_before).await?;
+        ledger.push(saved.clone());
+        results.push(Ok(saved));
+    }
+    if versions_before.is_empty() {
+        return Ok(results);
+    }
+    // One UPDATE for all: (id, stock, version, version read) per product.
+    let backend = txn.get_database_backend();
+    let postgres = backend == sea_orm::DbBackend::Postgres;
+    let mut values = Vec::with_capacity(versions_before.len() * 4 + 1);
+    let mut tuples = Vec::with_capacity(versions_before.len());
+    values.push(Value::from(now));
+    for (id, before) in &versions_before {
+        let p = &products[id];
+        let n = values.len();
+        tuples.push(if postgres {
+            format!(
+                "(${}::uuid, ${}::int, ${}::int, ${}::int)",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4
+            )
+        } else {
+            format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4)
+        });
+        values.extend([
+            Value::from(p.id),
+            Value::from(p.stock),
+            Value::from(p.version),
+            Value::from(*before),
+        ]);
+    }
+    let updated = txn
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "WITH v(id, stock, version, seen) AS (VALUES {}) \
+                 UPDATE products SET stock = v.stock, version = v.version, updated_at = $1 \
+                 FROM v WHERE products.id = v.id AND products.version = v.seen",
+                tuples.join(", ")
+            ),
+            values,
+        ))
+        .await?;
+    if updated.rows_affected() != versions_before.len() as u64 {
+        return Err(AppError::internal(anyhow::anyhow!(
+            "products changed under a batch's lock ({} of {} updated)",
+            updated.rows_affected(),
+            versions_before.len()
+        )));
+    }
+    for chunk in ledger.chunks(audit::INSERT_CHUNK) {
+        stock_movement::Entity::insert_many(
+            chunk.iter().cloned().map(stock_movement::ActiveModel::from),
+        )
+        .exec_without_returning(&**txn)
+        .await?;
+    }
+    audit::record_all(txn, audits).await?;
+    Ok(results)
 }
 
 /// Why the conditional update matched no row, judged on the locked row.

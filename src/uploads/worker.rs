@@ -7,11 +7,16 @@
 //! once to check the header and count the rows (a bad file FAILS before
 //! anything is applied), then streamed in batches of `UPLOAD_BATCH_SIZE`.
 //! Each batch is one transaction that first renews the lease (and stops if
-//! it is no longer ours, or if a cancel was asked for), then applies each row
-//! through the same services as the mutations inside a savepoint (a refused
-//! row does not spoil the batch), records the row errors and moves the job's
-//! counters and resume point. A crash therefore resumes at the first
-//! unfinished batch and applies no row twice.
+//! it is no longer ours, or if a cancel was asked for), locks the batch's
+//! products (PostgreSQL, in SKU order), applies the rows through the same
+//! services as the mutations, records the row errors and moves the job's
+//! counters and resume point. PRODUCTS rows go one by one through
+//! `products::create_in` / `update_in`, each inside a savepoint (a refused
+//! row does not spoil the batch); STOCK_MOVEMENTS rows go together through
+//! `stock::apply_locked` (the same balance rule, ledger rows, audit rows,
+//! events and alerts as `recordStockMovement`, written with one UPDATE and
+//! multi-row INSERTs). A crash therefore resumes at the first unfinished
+//! batch and applies no row twice.
 //!
 //! A dry run validates every row against the database and a running
 //! simulation of the rows before it, and writes only its counters and row
@@ -42,7 +47,7 @@ use crate::config::Config;
 use crate::db::{Db, WriteTxn};
 use crate::entity::alert::AlertKind;
 use crate::entity::upload_job::{self, UploadStatus};
-use crate::entity::{upload_job_error, upload_job_file, user};
+use crate::entity::{product, upload_job_error, upload_job_file, user};
 use crate::error::{AppError, AppResult, is_transient};
 use crate::events::DomainEvent;
 use crate::service::alerts::{self, escape_html};
@@ -110,15 +115,16 @@ struct Catalogue {
 }
 
 impl Catalogue {
-    /// Looks up the SKUs not known yet, in one query per 500. With `lock`
-    /// (a real run on PostgreSQL) their rows are locked in SKU order, so that
-    /// two batches touching the same products queue instead of deadlocking.
+    /// Looks up the SKUs not known yet, in one query per 500, and returns
+    /// the products found. With `lock` (a real run on PostgreSQL) their rows
+    /// are locked in SKU order, so that two batches touching the same
+    /// products queue instead of deadlocking.
     async fn load<'a>(
         &mut self,
         conn: &impl ConnectionTrait,
         skus: impl Iterator<Item = &'a str>,
         lock: bool,
-    ) -> AppResult<()> {
+    ) -> AppResult<Vec<product::Model>> {
         let lock = if lock {
             " ORDER BY lower(sku) FOR UPDATE"
         } else {
@@ -130,6 +136,7 @@ impl Catalogue {
             .collect();
         wanted.sort();
         wanted.dedup();
+        let mut found = Vec::new();
         for chunk in wanted.chunks(500) {
             let placeholders = (1..=chunk.len())
                 .map(|i| format!("${i}"))
@@ -138,9 +145,7 @@ impl Catalogue {
             let rows = conn
                 .query_all_raw(Statement::from_sql_and_values(
                     conn.get_database_backend(),
-                    format!(
-                        "SELECT id, sku, stock, archived_at FROM products WHERE lower(sku) IN ({placeholders}){lock}"
-                    ),
+                    format!("SELECT * FROM products WHERE lower(sku) IN ({placeholders}){lock}"),
                     chunk.iter().map(|s| Value::from(s.clone())),
                 ))
                 .await?;
@@ -148,19 +153,19 @@ impl Catalogue {
                 self.known.insert(sku.clone(), None);
             }
             for row in rows {
-                let sku: String = row.try_get("", "sku")?;
-                let archived: Option<chrono::DateTime<Utc>> = row.try_get("", "archived_at")?;
+                let p = <product::Model as sea_orm::FromQueryResult>::from_query_result(&row, "")?;
                 self.known.insert(
-                    sku.to_ascii_lowercase(),
+                    p.sku.to_ascii_lowercase(),
                     Some(Known {
-                        id: row.try_get("", "id")?,
-                        stock: i64::from(row.try_get::<i32>("", "stock")?),
-                        archived: archived.is_some(),
+                        id: p.id,
+                        stock: i64::from(p.stock),
+                        archived: p.archived_at.is_some(),
                     }),
                 );
+                found.push(p);
             }
         }
-        Ok(())
+        Ok(found)
     }
 
     fn get(&self, sku: &str) -> Option<Known> {
@@ -183,6 +188,15 @@ fn row_error(err: AppError) -> Result<RowError, AppError> {
         AppError::NotFound(m) | AppError::Conflict(m) => RowError::new(Some("sku"), m),
         other => return Err(other),
     })
+}
+
+/// A row's outcome: Ok, refused (`Ok(Err(..))`), or an error that fails the
+/// batch.
+fn settle(outcome: AppResult<()>) -> Result<Result<(), RowError>, AppError> {
+    match outcome {
+        Ok(()) => Ok(Ok(())),
+        Err(e) => row_error(e).map(Err),
+    }
 }
 
 fn archived(sku: &str) -> AppError {
@@ -558,7 +572,7 @@ impl UploadWorker {
             *catalogue = Catalogue::default();
         }
         let lock = !job.dry_run && self.db.backend() == DbBackend::Postgres;
-        catalogue
+        let found = catalogue
             .load(
                 &*txn,
                 rows.iter()
@@ -566,34 +580,54 @@ impl UploadWorker {
                 lock,
             )
             .await?;
-        let mut errors: Vec<(u32, RowError)> = Vec::new();
-        let mut succeeded = 0;
-        let last = rows.last().map(|r| r.number).unwrap_or_default();
-        let count = rows.len();
+        // Per row: applied, or refused with why; an error that is not the
+        // row's fails the batch.
+        let mut outcomes: Vec<(u32, Result<(), RowError>)> = Vec::with_capacity(rows.len());
+        let mut movements = Vec::new();
         for row in rows {
-            let data = match &row.data {
-                Ok(data) => data,
-                Err(e) => {
-                    errors.push((row.number, e.clone()));
-                    continue;
+            let outcome = match &row.data {
+                Err(e) => Err(e.clone()),
+                Ok(data) if job.dry_run => settle(simulate(data, catalogue))?,
+                Ok(RowData::Movement(m)) => {
+                    // Applied together below.
+                    match live(catalogue, &m.sku)
+                        .and_then(|known| stock::validate(&movement_input(known.id, m)))
+                    {
+                        Ok(valid) => {
+                            movements.push((outcomes.len(), valid));
+                            Ok(())
+                        }
+                        Err(e) => Err(row_error(e)?),
+                    }
+                }
+                Ok(RowData::Product(p)) => {
+                    let point = txn.savepoint().await?;
+                    let applied = apply_product(&txn, actor, p, catalogue).await;
+                    match applied {
+                        Ok(()) => txn.release(point).await?,
+                        Err(_) => txn.rollback_to(point).await?,
+                    }
+                    settle(applied)?
                 }
             };
-            let outcome = if job.dry_run {
-                simulate(data, catalogue)
-            } else {
-                let point = txn.savepoint().await?;
-                let applied = apply(&txn, actor, data, catalogue).await;
-                match applied {
-                    Ok(()) => txn.release(point).await?,
-                    Err(_) => txn.rollback_to(point).await?,
-                }
-                applied
-            };
-            match outcome {
-                Ok(()) => succeeded += 1,
-                Err(e) => errors.push((row.number, row_error(e)?)),
+            outcomes.push((row.number, outcome));
+        }
+        if !movements.is_empty() {
+            let mut products: HashMap<Uuid, product::Model> =
+                found.into_iter().map(|p| (p.id, p)).collect();
+            let valid: Vec<_> = movements.iter().map(|(_, v)| v.clone()).collect();
+            let results = stock::apply_locked(&txn, actor, &mut products, &valid).await?;
+            for ((slot, _), result) in movements.iter().zip(results) {
+                outcomes[*slot].1 = settle(result.map(drop))?;
             }
         }
+        let errors: Vec<(u32, RowError)> = outcomes
+            .iter()
+            .filter_map(|(n, o)| o.as_ref().err().map(|e| (*n, e.clone())))
+            .collect();
+        let succeeded = (outcomes.len() - errors.len()) as i32;
+        let count = outcomes.len();
+        let last = rows.last().map(|r| r.number).unwrap_or_default();
         if !errors.is_empty() {
             let models = errors.iter().map(|(n, e)| upload_job_error::ActiveModel {
                 id: sea_orm::ActiveValue::Set(Uuid::now_v7()),
@@ -726,48 +760,42 @@ impl UploadWorker {
     }
 }
 
-/// Applies one row through the services, on the batch's transaction.
-async fn apply(
+/// Applies one PRODUCTS row through the product service, on the batch's
+/// transaction (inside a savepoint: a refused row leaves nothing).
+async fn apply_product(
     txn: &WriteTxn,
     actor: &Actor,
-    data: &RowData,
+    p: &ProductRow,
     catalogue: &mut Catalogue,
 ) -> AppResult<()> {
-    match data {
-        RowData::Product(p) => match catalogue.get(&p.sku) {
-            Some(k) if k.archived => Err(archived(&p.sku)),
-            Some(k) => {
-                let Some(patch) = patch_of(p)? else {
-                    return Ok(());
-                };
-                products::update_in(txn, actor, k.id, &patch, None).await?;
-                Ok(())
-            }
-            None => {
-                let valid = products::validate_new(&new_product(p)?)?;
-                let created = products::create_in(txn, actor, &valid).await?;
-                catalogue.set(
-                    &p.sku,
-                    Known {
-                        id: created.id,
-                        stock: i64::from(created.stock),
-                        archived: false,
-                    },
-                );
-                Ok(())
-            }
-        },
-        RowData::Movement(m) => {
-            let known = live(catalogue, &m.sku)?;
-            let valid = stock::validate(&movement_input(known.id, m))?;
-            stock::apply(txn, actor, &valid).await?;
+    match catalogue.get(&p.sku) {
+        Some(k) if k.archived => Err(archived(&p.sku)),
+        Some(k) => {
+            let Some(patch) = patch_of(p)? else {
+                return Ok(());
+            };
+            products::update_in(txn, actor, k.id, &patch, None).await?;
+            Ok(())
+        }
+        None => {
+            let valid = products::validate_new(&new_product(p)?)?;
+            let created = products::create_in(txn, actor, &valid).await?;
+            catalogue.set(
+                &p.sku,
+                Known {
+                    id: created.id,
+                    stock: i64::from(created.stock),
+                    archived: false,
+                },
+            );
             Ok(())
         }
     }
 }
 
-/// What [`apply`] would do, against the catalogue as the rows before this
-/// one would have left it; writes nothing.
+/// What a real run would do with the row (`apply_product`,
+/// `stock::apply_locked`), against the catalogue as the rows before this one
+/// would have left it; writes nothing.
 fn simulate(data: &RowData, catalogue: &mut Catalogue) -> AppResult<()> {
     match data {
         RowData::Product(p) => match catalogue.get(&p.sku) {

@@ -943,3 +943,188 @@ async fn finished_jobs_lose_their_file_after_retention_but_keep_their_record() {
         (&json!("COMPLETED"), &json!(2))
     );
 }
+
+#[tokio::test]
+async fn the_documented_example_files_import_cleanly() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/examples");
+    for ext in ["csv", "xlsx"] {
+        let app = spawn_app().await;
+        let admin = app.admin_token().await;
+        for (kind, name) in [
+            ("PRODUCTS", "products"),
+            ("STOCK_MOVEMENTS", "stock_movements"),
+        ] {
+            let file = std::fs::read(examples.join(format!("{name}.{ext}"))).unwrap();
+            let job = app
+                .upload(&admin, kind, &format!("{name}.{ext}"), file, false)
+                .await;
+            let job = app
+                .finished_job(&admin, &id_of(&job["data"]["createUploadJob"]))
+                .await;
+            assert_eq!(
+                (&job["status"], &job["succeededRows"], &job["failedRows"]),
+                (&json!("COMPLETED"), &json!(5), &json!(0)),
+                "{name}.{ext}: {job}"
+            );
+        }
+        let r = app
+            .gql(
+                Some(&admin),
+                "{ products(first: 10) { nodes { sku name stock } } }",
+                json!({}),
+            )
+            .await;
+        let stock: std::collections::BTreeMap<String, i64> = r.data()["products"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["sku"].as_str().unwrap().to_string(),
+                    p["stock"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        let expected = [
+            ("BOX-S", 504),
+            ("GLV-M", 0),
+            ("TAPE-48", 36),
+            ("WID-100", 315),
+            ("WID-200", 58),
+        ];
+        assert_eq!(
+            stock,
+            expected.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+            "{ext}"
+        );
+        assert_eq!(
+            r.data()["products"]["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["name"] == "Widget, small")
+                .count(),
+            1
+        );
+    }
+}
+
+#[tokio::test]
+async fn ten_jobs_queued_past_the_threshold_degrade_the_uploads_service() {
+    let app = spawn_app_with(&[NO_WORKER, ("UPLOAD_QUEUE_ALERT_SECONDS", "1")]).await;
+    let admin = app.admin_token().await;
+    for i in 0..9 {
+        let (status, _) = app
+            .upload_rest(
+                &admin,
+                "kind=PRODUCTS",
+                format!("sku,name\nQ-{i},q\n").into_bytes(),
+            )
+            .await;
+        assert_eq!(status, 202);
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let uploads = async || {
+        app.get("/api/v1/health")
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["services"]["uploads"]
+            .clone()
+    };
+    let nine = uploads().await;
+    assert_eq!(
+        (
+            &nine["status"],
+            &nine["queued"],
+            &nine["queuedPastThreshold"]
+        ),
+        (&json!("up"), &json!(9), &json!(9)),
+        "{nine}"
+    );
+    assert!(nine["oldestQueuedSeconds"].as_i64().unwrap() >= 1);
+    app.upload_rest(&admin, "kind=PRODUCTS", b"sku,name\nQ-9,q\n".to_vec())
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let ten = uploads().await;
+    assert_eq!(
+        (&ten["status"], &ten["queuedPastThreshold"]),
+        (&json!("degraded"), &json!(10)),
+        "{ten}"
+    );
+    assert!(
+        ten["reason"].as_str().unwrap().contains("10 upload jobs"),
+        "{ten}"
+    );
+    let r = app
+        .gql(
+            None,
+            "{ health { status uploads { status queued reason } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        r.data()["health"]["uploads"]["status"],
+        "DEGRADED",
+        "{}",
+        r.body
+    );
+    // The service's state does not change the overall status.
+    assert_eq!(r.data()["health"]["status"], "OK");
+    assert_eq!(app.get("/api/v1/health").await.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn an_import_racing_api_movements_on_the_same_product_keeps_the_ledger_exact() {
+    let app = std::sync::Arc::new(spawn_app_with(&[("UPLOAD_BATCH_SIZE", "50")]).await);
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "HOT-1", 1000).await;
+    // 1,000 rows on the one product: outbound 3, inbound 2, in turn.
+    let mut file = "sku,kind,quantity\n".to_string();
+    for i in 0..1000 {
+        file.push_str(if i % 2 == 0 {
+            "HOT-1,outbound,3\n"
+        } else {
+            "HOT-1,inbound,2\n"
+        });
+    }
+    let (_, job) = app
+        .upload_rest(&admin, "kind=STOCK_MOVEMENTS", file.into_bytes())
+        .await;
+    let id = id_of(&job);
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (app, admin, product) = (app.clone(), admin.clone(), product.clone());
+        tasks.push(tokio::spawn(async move {
+            app.record_movement(
+                &admin,
+                json!({ "productId": product, "kind": "OUTBOUND", "quantity": 7 }),
+            )
+            .await
+        }));
+    }
+    let mut api_out = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        match r.error_code() {
+            None => api_out += 7,
+            Some("INSUFFICIENT_STOCK") => {}
+            other => panic!("{other:?}: {}", r.body),
+        }
+    }
+    let job = app.finished_job(&admin, &id).await;
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    let stock = app.product(&admin, &product).await["stock"]
+        .as_i64()
+        .unwrap();
+    let ledger = app
+        .count("SELECT COALESCE(SUM(quantity), 0) FROM stock_movements")
+        .await;
+    assert!(stock >= 0);
+    assert_eq!(stock, ledger);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM stock_movements").await,
+        1 + job["succeededRows"].as_i64().unwrap() + api_out / 7
+    );
+    app.ledger_is_clean().await;
+}
