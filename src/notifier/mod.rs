@@ -202,13 +202,25 @@ impl Notifier {
     /// each chat paced. Returns how many alerts it claimed.
     pub async fn run_once(&self) -> AppResult<usize> {
         let settings = self.db.settings().current(self.db.conn()).await?;
-        let Some(token) = settings.token.clone().filter(|_| settings.enabled) else {
+        if !settings.enabled || settings.token.is_none() {
             return Ok(0);
-        };
+        }
         if self.check_shared_pause().await || self.stop.is_cancelled() {
             return Ok(0);
         }
         let (claimed, lease) = self.claim().await?;
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        // The token as it is now, not as it was before the claim: a round
+        // can wait on the pool, and the settings may change meanwhile.
+        let settings = self.db.settings().current(self.db.conn()).await?;
+        let Some(token) = settings.token.clone().filter(|_| settings.enabled) else {
+            // Turned off meanwhile: back to PENDING, untried.
+            self.record(&claimed, lease, Outcome::Deferred(Utc::now()))
+                .await;
+            return Ok(0);
+        };
         let n = claimed.len();
         let mut by_chat: Vec<(String, Vec<alert::Model>)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();

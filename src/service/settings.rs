@@ -80,7 +80,16 @@ impl TelegramSettings {
 pub struct SettingsCache {
     env_token: Option<Secret>,
     env_chats: Vec<String>,
-    cached: Mutex<Option<(Instant, Arc<TelegramSettings>)>>,
+    cached: Mutex<Cached>,
+}
+
+/// The cached row, and how many times it was invalidated: a read that
+/// started before an invalidation must not store what it read (it may be
+/// the row as it was before the change that invalidated it).
+#[derive(Default)]
+struct Cached {
+    generation: u64,
+    entry: Option<(Instant, Arc<TelegramSettings>)>,
 }
 
 impl SettingsCache {
@@ -88,32 +97,40 @@ impl SettingsCache {
         Self {
             env_token: config.telegram_bot_token.clone(),
             env_chats: config.telegram_chat_ids.clone(),
-            cached: Mutex::new(None),
+            cached: Mutex::new(Cached::default()),
         }
     }
 
     /// The settings in effect: cached for a few seconds, read on `conn`
     /// otherwise (so inside a caller's transaction when there is one).
     pub async fn current(&self, conn: &impl ConnectionTrait) -> AppResult<Arc<TelegramSettings>> {
-        if let Ok(cached) = self.cached.lock()
-            && let Some((at, settings)) = cached.as_ref()
-            && at.elapsed() < CACHE_TTL
-        {
-            return Ok(Arc::clone(settings));
-        }
+        let generation = match self.cached.lock() {
+            Ok(cached) => {
+                if let Some((at, settings)) = cached.entry.as_ref()
+                    && at.elapsed() < CACHE_TTL
+                {
+                    return Ok(Arc::clone(settings));
+                }
+                Some(cached.generation)
+            }
+            Err(_) => None,
+        };
         let row = notification_settings::Entity::find_by_id(ROW_ID)
             .one(conn)
             .await?;
         let settings = Arc::new(self.merge(row.as_ref()));
-        if let Ok(mut cached) = self.cached.lock() {
-            *cached = Some((Instant::now(), Arc::clone(&settings)));
+        if let Ok(mut cached) = self.cached.lock()
+            && Some(cached.generation) == generation
+        {
+            cached.entry = Some((Instant::now(), Arc::clone(&settings)));
         }
         Ok(settings)
     }
 
     pub fn invalidate(&self) {
         if let Ok(mut cached) = self.cached.lock() {
-            *cached = None;
+            cached.generation += 1;
+            cached.entry = None;
         }
     }
 

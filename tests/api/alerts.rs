@@ -542,7 +542,13 @@ async fn settings_show_the_token_source_and_hint_but_never_the_token() {
     // The stored token is the one used.
     send_test(&app, &admin, "with the stored token").await;
     let got = fake.wait_delivered(2, Duration::from_secs(10)).await;
-    assert!(got.iter().all(|m| m.token == stored));
+    assert!(
+        got.iter().all(|m| m.token == stored),
+        "{:?}",
+        got.iter()
+            .map(|m| (m.token.clone(), m.chat_id.clone(), m.text.clone()))
+            .collect::<Vec<_>>()
+    );
 
     // Clearing it falls back to the environment's.
     let r = app
