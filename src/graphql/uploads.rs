@@ -31,8 +31,8 @@ impl From<upload_job_error::Model> for UploadRowError {
     }
 }
 
-/// Also the JSON of the REST endpoints (`/api/v1/uploads`), with the same
-/// field names.
+// Also the JSON of the REST endpoints (`/api/v1/uploads`), with the same
+// field names.
 #[derive(SimpleObject, serde::Serialize)]
 #[graphql(complex)]
 #[serde(rename_all = "camelCase")]
@@ -61,7 +61,7 @@ pub struct UploadJob {
     #[graphql(skip)]
     #[serde(skip)]
     pub uuid: Uuid,
-    /// The uploader's id (GraphQL resolves it to the user).
+    // The uploader's id (GraphQL resolves it to the user).
     #[graphql(skip)]
     pub created_by: Option<Uuid>,
 }

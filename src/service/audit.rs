@@ -17,9 +17,6 @@ use crate::error::AppResult;
 use crate::events::DomainEvent;
 
 const MAX_SUMMARY: usize = 500;
-/// Rows per multi-row INSERT: 11 values each stays far below SQLite's
-/// 32,766 bound parameters.
-pub const INSERT_CHUNK: usize = 1000;
 
 /// What happened, to be written by [`record`].
 pub struct AuditEntry {
@@ -79,7 +76,11 @@ pub fn row(actor: &Actor, entry: AuditEntry) -> audit_log::Model {
 
 /// Audit rows at once (multi-row INSERTs), each heard of once `txn` commits.
 pub async fn record_all(txn: &WriteTxn, rows: Vec<audit_log::Model>) -> AppResult<()> {
-    for chunk in rows.chunks(INSERT_CHUNK) {
+    let per_statement = crate::db::rows_per_statement(
+        txn.get_database_backend(),
+        <audit_log::Column as sea_orm::Iterable>::iter().count(),
+    );
+    for chunk in rows.chunks(per_statement) {
         audit_log::Entity::insert_many(chunk.iter().cloned().map(audit_log::ActiveModel::from))
             .exec_without_returning(&**txn)
             .await?;

@@ -391,53 +391,57 @@ pub async fn apply_locked(
     if versions_before.is_empty() {
         return Ok(results);
     }
-    // One UPDATE for all: (id, stock, version, version read) per product.
+    // One UPDATE per few hundred products: (id, stock, version, version
+    // read) each.
     let backend = txn.get_database_backend();
     let postgres = backend == sea_orm::DbBackend::Postgres;
-    let mut values = Vec::with_capacity(versions_before.len() * 4 + 1);
-    let mut tuples = Vec::with_capacity(versions_before.len());
-    values.push(Value::from(now));
-    for (id, before) in &versions_before {
-        let p = &products[id];
-        let n = values.len();
-        tuples.push(if postgres {
-            format!(
-                "(${}::uuid, ${}::int, ${}::int, ${}::int)",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4
-            )
-        } else {
-            format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4)
-        });
-        values.extend([
-            Value::from(p.id),
-            Value::from(p.stock),
-            Value::from(p.version),
-            Value::from(*before),
-        ]);
+    let touched: Vec<(&Uuid, &i32)> = versions_before.iter().collect();
+    let mut updated = 0;
+    for chunk in touched.chunks(crate::db::rows_per_statement(backend, 4)) {
+        let mut values = Vec::with_capacity(chunk.len() * 4 + 1);
+        let mut tuples = Vec::with_capacity(chunk.len());
+        values.push(Value::from(now));
+        for (id, before) in chunk {
+            let p = &products[*id];
+            let n = values.len();
+            let (a, b, c, d) = (n + 1, n + 2, n + 3, n + 4);
+            tuples.push(if postgres {
+                format!("(${a}::uuid, ${b}::int, ${c}::int, ${d}::int)")
+            } else {
+                format!("(${a}, ${b}, ${c}, ${d})")
+            });
+            values.extend([
+                Value::from(p.id),
+                Value::from(p.stock),
+                Value::from(p.version),
+                Value::from(**before),
+            ]);
+        }
+        updated += txn
+            .execute_raw(Statement::from_sql_and_values(
+                backend,
+                format!(
+                    "WITH v(id, stock, version, seen) AS (VALUES {}) \
+                     UPDATE products SET stock = v.stock, version = v.version, updated_at = $1 \
+                     FROM v WHERE products.id = v.id AND products.version = v.seen",
+                    tuples.join(", ")
+                ),
+                values,
+            ))
+            .await?
+            .rows_affected();
     }
-    let updated = txn
-        .execute_raw(Statement::from_sql_and_values(
-            backend,
-            format!(
-                "WITH v(id, stock, version, seen) AS (VALUES {}) \
-                 UPDATE products SET stock = v.stock, version = v.version, updated_at = $1 \
-                 FROM v WHERE products.id = v.id AND products.version = v.seen",
-                tuples.join(", ")
-            ),
-            values,
-        ))
-        .await?;
-    if updated.rows_affected() != versions_before.len() as u64 {
+    if updated != versions_before.len() as u64 {
         return Err(AppError::internal(anyhow::anyhow!(
-            "products changed under a batch's lock ({} of {} updated)",
-            updated.rows_affected(),
+            "products changed under a batch's lock ({updated} of {} updated)",
             versions_before.len()
         )));
     }
-    for chunk in ledger.chunks(audit::INSERT_CHUNK) {
+    let per_statement = crate::db::rows_per_statement(
+        backend,
+        <stock_movement::Column as sea_orm::Iterable>::iter().count(),
+    );
+    for chunk in ledger.chunks(per_statement) {
         stock_movement::Entity::insert_many(
             chunk.iter().cloned().map(stock_movement::ActiveModel::from),
         )
