@@ -92,6 +92,7 @@ pub struct Config {
     pub graphql_max_depth: usize,
     pub graphql_max_complexity: usize,
     pub graphql_introspection: bool,
+    pub graphql_max_root_fields: usize,
     pub event_bus_capacity: usize,
     pub ws_max_subscriptions_per_connection: usize,
     pub ws_max_connections_per_ip: usize,
@@ -325,6 +326,12 @@ pub const VARIABLES: &[Variable] = &[
         "true",
         false,
         "allow schema introspection (GraphiQL needs it)",
+    ),
+    var(
+        "GRAPHQL_MAX_ROOT_FIELDS",
+        "50",
+        false,
+        "most root fields (aliases included) in one GraphQL operation",
     ),
     var(
         "EVENT_BUS_CAPACITY",
@@ -649,6 +656,7 @@ impl Config {
             graphql_max_depth: p.number("GRAPHQL_MAX_DEPTH", 2, 100) as usize,
             graphql_max_complexity: p.number("GRAPHQL_MAX_COMPLEXITY", 10, 1_000_000) as usize,
             graphql_introspection: p.boolean("GRAPHQL_INTROSPECTION"),
+            graphql_max_root_fields: p.number("GRAPHQL_MAX_ROOT_FIELDS", 1, 10_000) as usize,
             event_bus_capacity: p.number("EVENT_BUS_CAPACITY", 16, 1 << 20) as usize,
             ws_max_subscriptions_per_connection: p.number(
                 "WS_MAX_SUBSCRIPTIONS_PER_CONNECTION",
@@ -769,6 +777,7 @@ impl Config {
                     "GRAPHQL_MAX_DEPTH" => self.graphql_max_depth.to_string(),
                     "GRAPHQL_MAX_COMPLEXITY" => self.graphql_max_complexity.to_string(),
                     "GRAPHQL_INTROSPECTION" => self.graphql_introspection.to_string(),
+                    "GRAPHQL_MAX_ROOT_FIELDS" => self.graphql_max_root_fields.to_string(),
                     "EVENT_BUS_CAPACITY" => self.event_bus_capacity.to_string(),
                     "WS_MAX_SUBSCRIPTIONS_PER_CONNECTION" => {
                         self.ws_max_subscriptions_per_connection.to_string()

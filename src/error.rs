@@ -27,6 +27,9 @@ pub enum AppError {
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A request body in a content type the endpoint does not take.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// A bound on open resources (connections, subscriptions) was reached.
     #[error("{0}")]
     LimitExceeded(String),
@@ -73,6 +76,7 @@ impl AppError {
             Self::InsufficientStock { .. } => "INSUFFICIENT_STOCK",
             Self::RateLimited { .. } => "RATE_LIMITED",
             Self::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             Self::LimitExceeded(_) => "LIMIT_EXCEEDED",
             Self::SubscriptionLagged { .. } => "SUBSCRIPTION_LAGGED",
             Self::EventsMissed => "EVENTS_MISSED",
@@ -90,6 +94,7 @@ impl AppError {
             Self::RateLimited { .. } | Self::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::SubscriptionLagged { .. } | Self::EventsMissed => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

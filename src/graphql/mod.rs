@@ -4,6 +4,7 @@ pub mod alerts;
 pub mod audit;
 pub mod guards;
 pub mod health;
+pub mod limits;
 pub mod loaders;
 pub mod products;
 pub mod stock;
@@ -88,6 +89,7 @@ pub fn build_schema(state: Option<AppState>) -> AppSchema {
         builder = builder
             .limit_depth(config.graphql_max_depth)
             .limit_complexity(config.graphql_max_complexity)
+            .extension(limits::MaxRootFields(config.graphql_max_root_fields))
             .data(state);
         if !config.graphql_introspection {
             builder = builder.disable_introspection();

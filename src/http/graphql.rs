@@ -71,6 +71,25 @@ fn rejection(rejection: GraphQLRejection) -> Response {
     err.into_graphql_response()
 }
 
+/// Only JSON, or multipart for uploads. A browser posts `text/plain` or a
+/// form across origins without a CORS preflight; refusing those keeps a
+/// foreign page from running operations with a user's cookies or network.
+fn accepted_content_type(content_type: Option<&str>) -> Result<(), AppError> {
+    let essence = content_type
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    match essence.as_str() {
+        "application/json" | "application/graphql-response+json" | "multipart/form-data" => Ok(()),
+        "" => Err(AppError::UnsupportedMediaType(
+            "a POST to /graphql needs Content-Type: application/json (or multipart/form-data for an upload)".into(),
+        )),
+        other => Err(AppError::UnsupportedMediaType(format!(
+            "Content-Type {other} is not accepted: send application/json (or multipart/form-data for an upload)"
+        ))),
+    }
+}
+
 /// A POST to `/graphql`: JSON, or a GraphQL multipart request carrying an
 /// upload (its file part bounded by `UPLOAD_MAX_BYTES` as it streams).
 pub async fn graphql_handler(
@@ -82,6 +101,9 @@ pub async fn graphql_handler(
     use futures_util::TryStreamExt;
     use tokio_util::compat::TokioAsyncReadCompatExt;
     let content_type = header_str(&headers, header::CONTENT_TYPE);
+    if let Err(refused) = accepted_content_type(content_type.as_deref()) {
+        return refused.into_graphql_response();
+    }
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let reader = tokio_util::io::StreamReader::new(stream).compat();
     let options = MultipartOptions::default().max_file_size(state.app.config.upload_max_bytes);
@@ -106,12 +128,19 @@ pub async fn graphql_handler(
 }
 
 pub async fn graphiql() -> impl IntoResponse {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .title("Stockroom")
-            .finish(),
+    let policy = [(
+        header::CONTENT_SECURITY_POLICY,
+        axum::http::HeaderValue::from_static(super::GRAPHIQL_CSP),
+    )];
+    (
+        policy,
+        Html(
+            GraphiQLSource::build()
+                .endpoint("/graphql")
+                .subscription_endpoint("/graphql/ws")
+                .title("Stockroom")
+                .finish(),
+        ),
     )
 }
 

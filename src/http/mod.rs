@@ -11,6 +11,7 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::routing::get;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -37,7 +38,7 @@ pub fn router(app: AppState, schema: AppSchema) -> Router {
         app,
         schema: CodedSchema(schema),
     };
-    Router::new()
+    let router = Router::new()
         .route(
             "/graphql",
             get(graphql::graphiql).post(graphql::graphql_handler),
@@ -73,9 +74,35 @@ pub fn router(app: AppState, schema: AppSchema) -> Router {
                 .make_span_with(middleware::make_span)
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .with_state(state)
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
+    security_headers(router).with_state(state)
 }
+
+/// Headers every answer carries unless its handler set its own: no MIME
+/// sniffing, no referrer, a content policy that lets a JSON answer load
+/// nothing and be framed by no one (the GraphiQL page sets a wider one), and
+/// no caching, since answers carry tokens and inventory data.
+fn security_headers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    let set = |name, value: &'static str| {
+        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+    };
+    router
+        .layer(set(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(set(header::REFERRER_POLICY, "no-referrer"))
+        .layer(set(header::CONTENT_SECURITY_POLICY, API_CSP))
+        .layer(set(header::CACHE_CONTROL, "no-store"))
+}
+
+/// The content policy of API answers.
+const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The content policy of the GraphiQL page: its code and styles come from
+/// unpkg.com (until they are served from the binary), it talks to this
+/// origin over HTTP and WebSocket, and nothing may frame it.
+pub const GRAPHIQL_CSP: &str = "default-src 'none'; script-src 'unsafe-inline' https://unpkg.com; \
+style-src 'unsafe-inline' https://unpkg.com; img-src 'self' data: https://unpkg.com; \
+font-src https://unpkg.com data:; connect-src 'self' ws: wss:; frame-ancestors 'none'; \
+base-uri 'none'; form-action 'none'";
 
 fn cors(origins: &[String]) -> CorsLayer {
     if origins.is_empty() {

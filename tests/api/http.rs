@@ -366,3 +366,118 @@ async fn a_second_forwarded_for_line_from_the_proxy_wins_over_the_clients() {
         .to_string();
     assert_eq!(last_login_ip(&app, &token).await, "203.0.113.9");
 }
+
+#[tokio::test]
+async fn graphql_posts_other_than_json_or_multipart_get_415_and_run_nothing() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let mutation =
+        r#"{"query":"mutation { createProduct(input: {sku: \"CSRF-1\", name: \"x\"}) { id } }"}"#;
+    for content_type in [
+        Some("text/plain"),
+        Some("text/plain;charset=UTF-8"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let mut req = app
+            .client
+            .post(format!("{}/graphql", app.address))
+            .bearer_auth(&admin)
+            .body(mutation);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 415, "{content_type:?}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "UNSUPPORTED_MEDIA_TYPE",
+            "{content_type:?}"
+        );
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM products").await, 0);
+    // JSON with a charset, and the GraphQL response type, are fine.
+    for ct in [
+        "application/json; charset=utf-8",
+        "application/graphql-response+json",
+    ] {
+        let resp = app
+            .client
+            .post(format!("{}/graphql", app.address))
+            .header("content-type", ct)
+            .body(r#"{"query":"{ health { status } }"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{ct}");
+    }
+}
+
+#[tokio::test]
+async fn an_operation_with_too_many_root_fields_is_refused() {
+    let app = spawn_app_with(&[("GRAPHQL_MAX_ROOT_FIELDS", "50")]).await;
+    let aliases = |n: usize| {
+        (0..n)
+            .map(|i| format!("a{i}: health {{ status }}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let ok = app
+        .gql(None, &format!("{{ {} }}", aliases(50)), json!({}))
+        .await;
+    assert_eq!(ok.data()["a49"]["status"], "OK");
+    let r = app
+        .gql(None, &format!("{{ {} }}", aliases(51)), json!({}))
+        .await;
+    let err = r.expect_code("BAD_USER_INPUT");
+    assert!(
+        err["message"].as_str().unwrap().contains("51 root fields"),
+        "{err}"
+    );
+    assert!(r.body["data"].is_null(), "{}", r.body);
+    // Fields reached through fragments count too.
+    let fragment = format!(
+        "query {{ ...Many ... on Query {{ x: health {{ status }} }} }} fragment Many on Query {{ {} }}",
+        aliases(50)
+    );
+    app.gql(None, &fragment, json!({}))
+        .await
+        .expect_code("BAD_USER_INPUT");
+}
+
+#[tokio::test]
+async fn answers_carry_the_security_headers() {
+    let app = spawn_app().await;
+    let check = |resp: &reqwest::Response, what: &str| {
+        let h = resp.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{what}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{what}");
+        assert_eq!(h["cache-control"], "no-store", "{what}");
+        h["content-security-policy"].to_str().unwrap().to_string()
+    };
+    let health = app.get("/api/v1/health").await;
+    assert!(check(&health, "health").starts_with("default-src 'none'"));
+    let login = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .json(&json!({ "query": "mutation { login(input: {email: \"admin@test.local\", password: \"admin-password-123\"}) { accessToken } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(check(&login, "login").contains("frame-ancestors 'none'"));
+    let page = app.get("/graphql").await;
+    let policy = check(&page, "graphiql");
+    assert!(
+        policy.contains("script-src") && policy.contains("connect-src 'self'"),
+        "{policy}"
+    );
+    let refused = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    check(&refused, "415");
+}
