@@ -71,6 +71,9 @@ pub struct Config {
     pub auto_migrate: bool,
     pub jwt_secret: Secret,
     pub jwt_secret_source: SecretSource,
+    /// The signing key before the last rotation: accepted for verification
+    /// only, so that tokens it signed stay valid until they expire.
+    pub jwt_secret_previous: Option<Secret>,
     pub jwt_issuer: String,
     pub jwt_audience: String,
     pub jwt_access_ttl: Duration,
@@ -200,6 +203,12 @@ pub const VARIABLES: &[Variable] = &[
         "",
         true,
         "HS256 signing key, at least 32 bytes; generated per process in development when empty",
+    ),
+    var(
+        "JWT_SECRET_PREVIOUS",
+        "",
+        true,
+        "the JWT_SECRET before a rotation: verifies tokens it signed, signs nothing; remove once they expired",
     ),
     var(
         "JWT_ISSUER",
@@ -579,6 +588,24 @@ impl Config {
             }
             (Secret::new(jwt_raw), SecretSource::Configured)
         };
+        let previous_raw = p.raw("JWT_SECRET_PREVIOUS");
+        let jwt_secret_previous = if previous_raw.is_empty() {
+            None
+        } else {
+            if previous_raw.len() < MIN_JWT_SECRET_BYTES {
+                p.errors.push(format!(
+                    "JWT_SECRET_PREVIOUS: must be at least {MIN_JWT_SECRET_BYTES} bytes (got {})",
+                    previous_raw.len()
+                ));
+            }
+            if previous_raw == jwt_secret.expose() {
+                p.errors.push(
+                    "JWT_SECRET_PREVIOUS: is the same as JWT_SECRET; set it to the secret being replaced"
+                        .to_string(),
+                );
+            }
+            Some(Secret::new(previous_raw))
+        };
 
         let admin_password = Some(p.raw("ADMIN_PASSWORD"))
             .filter(|s| !s.is_empty())
@@ -629,6 +656,7 @@ impl Config {
             auto_migrate: p.boolean("AUTO_MIGRATE"),
             jwt_secret,
             jwt_secret_source,
+            jwt_secret_previous,
             jwt_issuer: p.raw("JWT_ISSUER"),
             jwt_audience: p.raw("JWT_AUDIENCE"),
             jwt_access_ttl: p.seconds("JWT_ACCESS_TTL_SECONDS"),
@@ -753,6 +781,11 @@ impl Config {
                         SecretSource::Configured => masked(&self.jwt_secret),
                         SecretSource::Generated => "(generated per process)".to_string(),
                     },
+                    "JWT_SECRET_PREVIOUS" => self
+                        .jwt_secret_previous
+                        .as_ref()
+                        .map(masked)
+                        .unwrap_or_default(),
                     "JWT_ISSUER" => self.jwt_issuer.clone(),
                     "JWT_AUDIENCE" => self.jwt_audience.clone(),
                     "JWT_ACCESS_TTL_SECONDS" => secs(self.jwt_access_ttl),

@@ -83,10 +83,26 @@ pub struct Claims {
     pub jti: String,
 }
 
-/// HS256 keys and the fixed validation rules for access tokens.
+/// The key id of a signing secret: a hash prefix that names the secret
+/// without revealing it.
+fn key_id(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(format!("stockroom-jwt-kid:{secret}").as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// HS256 keys and the fixed validation rules for access tokens. Tokens are
+/// signed with `JWT_SECRET` and carry its key id (`kid`); a token whose `kid`
+/// names `JWT_SECRET_PREVIOUS` is verified with that one, so that rotating the
+/// secret logs no one out.
 pub struct JwtKeys {
+    kid: String,
     encoding: EncodingKey,
     decoding: DecodingKey,
+    previous: Option<(String, DecodingKey)>,
     validation: Validation,
     issuer: String,
     audience: String,
@@ -95,15 +111,22 @@ pub struct JwtKeys {
 
 impl JwtKeys {
     pub fn new(config: &Config) -> Self {
-        let secret = config.jwt_secret.expose().as_bytes();
+        let secret = config.jwt_secret.expose();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[&config.jwt_issuer]);
         validation.set_audience(&[&config.jwt_audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 5;
         Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+            kid: key_id(secret),
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            previous: config.jwt_secret_previous.as_ref().map(|p| {
+                (
+                    key_id(p.expose()),
+                    DecodingKey::from_secret(p.expose().as_bytes()),
+                )
+            }),
             validation,
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
@@ -124,16 +147,35 @@ impl JwtKeys {
             exp: expires_at.timestamp(),
             jti: Uuid::new_v4().to_string(),
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(AppError::internal)?;
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.kid.clone());
+        let token =
+            jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(AppError::internal)?;
         Ok((token, expires_at))
     }
 
-    /// Checks signature (HS256 only), expiry, issuer and audience.
+    /// Checks signature (HS256 only, with the key its `kid` names), expiry,
+    /// issuer and audience. A token without a `kid` (signed before key ids)
+    /// is tried with the current key, then the previous one.
     pub fn verify(&self, token: &str) -> AppResult<Claims> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let refused = || AppError::Unauthenticated(INVALID_ACCESS.into());
+        let header = jsonwebtoken::decode_header(token).map_err(|_| refused())?;
+        let previous = self.previous.as_ref();
+        let keys: Vec<&DecodingKey> = match header.kid.as_deref() {
+            Some(kid) if kid == self.kid => vec![&self.decoding],
+            Some(kid) => previous
+                .filter(|(p, _)| p == kid)
+                .map(|(_, key)| key)
+                .into_iter()
+                .collect(),
+            None => std::iter::once(&self.decoding)
+                .chain(previous.map(|(_, key)| key))
+                .collect(),
+        };
+        keys.into_iter()
+            .find_map(|key| jsonwebtoken::decode::<Claims>(token, key, &self.validation).ok())
             .map(|data| data.claims)
-            .map_err(|_| AppError::Unauthenticated(INVALID_ACCESS.into()))
+            .ok_or_else(refused)
     }
 }
 

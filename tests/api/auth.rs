@@ -450,3 +450,75 @@ async fn an_overlong_password_is_refused_and_audited_against_the_account() {
     assert_eq!(row["changes"]["after"]["reason"], "password too long");
     assert_eq!(row["actor"]["email"], ADMIN_EMAIL);
 }
+
+fn kid_of(token: &str) -> Option<String> {
+    use base64::Engine;
+    let header = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    json["kid"].as_str().map(String::from)
+}
+
+#[tokio::test]
+async fn a_rotated_secret_keeps_its_tokens_valid_only_while_it_is_the_previous_one() {
+    let old = "old-secret-old-secret-old-secret-0001";
+    let new = "new-secret-new-secret-new-secret-0002";
+    let app = crate::helpers::spawn_app_with(&[("JWT_SECRET", old)]).await;
+    let token = app.admin_token().await;
+    let old_kid = kid_of(&token).expect("tokens carry a kid");
+    let me = "{ me { email } }";
+
+    // Rotated: the new secret signs, the old one still verifies.
+    let rotated = app
+        .spawn_another(&[("JWT_SECRET", new), ("JWT_SECRET_PREVIOUS", old)])
+        .await;
+    let r = rotated.gql(Some(&token), me, json!({})).await;
+    assert_eq!(r.data()["me"]["email"], "admin@test.local", "{}", r.body);
+    let fresh = rotated.admin_token().await;
+    let new_kid = kid_of(&fresh).unwrap();
+    assert_ne!(new_kid, old_kid);
+    assert!(
+        !new_kid.contains("secret"),
+        "a kid names the key, never shows it"
+    );
+
+    // Once the previous secret is removed, its tokens are refused; the new
+    // ones are not.
+    let after = app.spawn_another(&[("JWT_SECRET", new)]).await;
+    after
+        .gql(Some(&token), me, json!({}))
+        .await
+        .expect_code("UNAUTHENTICATED");
+    let r = after.gql(Some(&fresh), me, json!({})).await;
+    assert_eq!(r.data()["me"]["email"], "admin@test.local");
+    // And the old instance never accepted the new key.
+    app.gql(Some(&fresh), me, json!({}))
+        .await
+        .expect_code("UNAUTHENTICATED");
+}
+
+#[test]
+fn the_previous_secret_must_differ_and_be_long_enough() {
+    use std::collections::HashMap;
+    let base = |previous: &str| -> HashMap<String, String> {
+        [
+            ("DATABASE_URL", "sqlite::memory:"),
+            ("JWT_SECRET", "current-secret-current-secret-000001"),
+            ("JWT_SECRET_PREVIOUS", previous),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    };
+    let err = |previous: &str| {
+        stockroom::config::Config::from_vars(base(previous))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    assert!(err("current-secret-current-secret-000001").contains("same as JWT_SECRET"));
+    assert!(err("short").contains("at least 32 bytes"));
+    assert_eq!(err("previous-secret-previous-secret-0001"), "");
+}
