@@ -7,24 +7,40 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
-/// A value that must never reach a log, an error message or an audit record.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
+/// A value that must never reach a log, an error message or an audit record:
+/// `secrecy`'s string, zeroed when dropped, printed as `***`.
+#[derive(Clone)]
+pub struct Secret(secrecy::SecretString);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(secrecy::SecretString::from(value.into()))
     }
 
     /// The secret itself; call only where it is used, never to print it.
     pub fn expose(&self) -> &str {
-        &self.0
+        use secrecy::ExposeSecret;
+        self.0.expose_secret()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.expose().is_empty()
     }
 }
+
+impl Default for Secret {
+    fn default() -> Self {
+        Self::new(String::new())
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -875,13 +891,23 @@ pub fn mask_url(url: &str) -> String {
     }
 }
 
-/// 256 random bits, hex encoded.
+/// 256 random bits from the operating system's CSPRNG, hex encoded.
 pub fn generate_secret() -> String {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
+    // uuid draws on the same source: the fallback only shapes the failure.
+    random_hex(32).unwrap_or_else(|_| {
+        format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        )
+    })
+}
+
+/// `bytes` random bytes from the operating system's CSPRNG, hex encoded.
+pub fn random_hex(bytes: usize) -> Result<String, getrandom::Error> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 struct Parser {
@@ -942,6 +968,19 @@ impl Parser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_secrets_are_256_random_bits_and_secrets_never_print()
+    -> Result<(), getrandom::Error> {
+        let (a, b) = (random_hex(32)?, random_hex(32)?);
+        assert_eq!(a.len(), 64);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+        let secret = Secret::new(a.clone());
+        assert_eq!(format!("{secret} {secret:?}"), "*** ***");
+        assert_eq!(secret.expose(), a);
+        Ok(())
+    }
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

@@ -300,8 +300,10 @@ pub struct Session {
     pub user: user::Model,
 }
 
-fn new_refresh_token() -> String {
-    format!("srt_{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
+fn new_refresh_token() -> AppResult<String> {
+    let random = crate::config::random_hex(32)
+        .map_err(|e| AppError::internal(anyhow::anyhow!("no random source: {e}")))?;
+    Ok(format!("srt_{random}"))
 }
 
 fn token_hash(token: &str) -> String {
@@ -315,7 +317,7 @@ async fn insert_refresh_token(
     user_id: Uuid,
     ttl: Duration,
 ) -> AppResult<(Uuid, String)> {
-    let token = new_refresh_token();
+    let token = new_refresh_token()?;
     let id = Uuid::now_v7();
     let now = Utc::now();
     refresh_token::ActiveModel {
