@@ -90,9 +90,14 @@ impl AuthMutation {
         refresh_token: String,
     ) -> async_graphql::Result<AuthPayload> {
         let state = state(ctx);
-        let session = auth::refresh(&state.db, &state.auth, &refresh_token)
-            .await
-            .map_err(gql)?;
+        let session = auth::refresh(
+            &state.db,
+            &state.auth,
+            &refresh_token,
+            request(ctx).meta.clone(),
+        )
+        .await
+        .map_err(gql)?;
         Ok(session.into())
     }
 

@@ -17,7 +17,8 @@ use uuid::Uuid;
 use super::audit::{self, AuditEntry};
 use super::{Actor, CurrentUser, RequestMeta};
 use crate::config::Config;
-use crate::db::Db;
+use crate::db::{Db, WriteTxn};
+use crate::entity::alert::AlertKind;
 use crate::entity::audit_log::{AuditAction, EntityType};
 use crate::entity::refresh_token;
 use crate::entity::user::{self, Role};
@@ -467,6 +468,61 @@ pub async fn login(
     })
 }
 
+/// A rotated refresh token came back: someone holds a copy. Audited as a
+/// failed login of its user, with a LOGIN_FAILURES alert (once per token).
+async fn refresh_reused(
+    txn: &WriteTxn,
+    row: &refresh_token::Model,
+    revoked: u64,
+    meta: RequestMeta,
+) -> AppResult<()> {
+    let email = user::Entity::find_by_id(row.user_id)
+        .one(&**txn)
+        .await?
+        .map(|u| u.email)
+        .unwrap_or_default();
+    let actor = Actor {
+        user_id: None,
+        name: None,
+        meta,
+    };
+    let ip = actor
+        .meta
+        .ip
+        .clone()
+        .unwrap_or_else(|| "an unknown address".into());
+    audit::record(
+        txn,
+        &actor,
+        AuditEntry::new(AuditAction::LoginFailed, EntityType::User, row.user_id)
+            .summary(format!(
+                "a rotated refresh token of {email} was presented again from {ip}: possible token theft; {revoked} sessions revoked"
+            ))
+            .changes(
+                None,
+                Some(serde_json::json!({
+                    "email": email,
+                    "reason": "refresh_token_reused",
+                    "sessionsRevoked": revoked,
+                })),
+            ),
+    )
+    .await?;
+    let message = format!(
+        "🚨 A rotated refresh token of <b>{}</b> was used again from {}: possible token theft. All {revoked} sessions of the account were revoked.",
+        super::alerts::escape_html(&email),
+        super::alerts::escape_html(&ip)
+    );
+    super::alerts::enqueue(
+        txn,
+        AlertKind::LoginFailures,
+        message,
+        Some(format!("refresh-reuse:{}", row.id)),
+    )
+    .await?;
+    Ok(())
+}
+
 /// The stored row of a presented refresh token; unknown is UNAUTHENTICATED.
 async fn find_refresh_token(
     conn: &impl ConnectionTrait,
@@ -483,12 +539,13 @@ async fn find_refresh_token(
 /// issued. Presenting a token that was already rotated is treated as theft:
 /// every session of its user is revoked.
 #[tracing::instrument(skip_all)]
-pub async fn refresh(db: &Db, auth: &Auth, token: &str) -> AppResult<Session> {
+pub async fn refresh(db: &Db, auth: &Auth, token: &str, meta: RequestMeta) -> AppResult<Session> {
     let txn = db.begin_write().await?;
     let row = find_refresh_token(&*txn, token).await?;
     if row.revoked_at.is_some() {
         if row.replaced_by.is_some() {
             let revoked = revoke_all_refresh_tokens(&*txn, row.user_id).await?;
+            refresh_reused(&txn, &row, revoked, meta).await?;
             txn.commit().await?;
             tracing::warn!(user_id = %row.user_id, revoked, "rotated refresh token reused; all sessions revoked");
         }

@@ -124,7 +124,12 @@ const LOGOUT: &str = "mutation($t: String!) { logout(refreshToken: $t) }";
 
 #[tokio::test]
 async fn refresh_rotates_and_a_reused_token_revokes_the_session() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(&[
+        ("TELEGRAM_BOT_TOKEN", "123:test"),
+        ("TELEGRAM_CHAT_IDS", "42"),
+        ("TELEGRAM_API_URL", "http://127.0.0.1:9"),
+    ])
+    .await;
     let first = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let old = first.data()["login"]["refreshToken"]
         .as_str()
@@ -150,6 +155,26 @@ async fn refresh_rotates_and_a_reused_token_revokes_the_session() {
     app.gql(None, REFRESH, json!({ "t": new }))
         .await
         .expect_code("UNAUTHENTICATED");
+    // The theft is audited and raises one LOGIN_FAILURES alert, however often
+    // the stolen token comes back; the token itself is recorded nowhere.
+    app.gql(None, REFRESH, json!({ "t": old }))
+        .await
+        .expect_code("UNAUTHENTICATED");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_logs WHERE action = 'LOGIN_FAILED' AND summary LIKE '%possible token theft%'")
+            .await,
+        2
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM alerts WHERE kind = 'LOGIN_FAILURES' AND message LIKE '%token theft%'")
+            .await,
+        1
+    );
+    let leaked = format!(
+        "SELECT COUNT(*) FROM audit_logs WHERE summary LIKE '%{0}%' OR CAST(changes AS TEXT) LIKE '%{0}%'",
+        &old[4..20]
+    );
+    assert_eq!(app.count(&leaked).await, 0);
 }
 
 #[tokio::test]
