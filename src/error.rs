@@ -166,15 +166,7 @@ pub fn on_unique_violation(err: DbErr, key: &UniqueKey, domain: AppError) -> App
 /// True when the database refused a row because of a CHECK constraint
 /// (SQLite extended code 275, PostgreSQL 23514); `sql_err()` does not classify these.
 pub fn is_check_violation(err: &DbErr) -> bool {
-    let text = match err {
-        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
-        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)) => e,
-        _ => return false,
-    };
-    match text.as_database_error().and_then(|d| d.code()) {
-        Some(code) => code == "275" || code == "23514",
-        None => false,
-    }
+    db_code(err).is_some_and(|code| code == "275" || code == "23514")
 }
 
 fn db_code(err: &DbErr) -> Option<String> {

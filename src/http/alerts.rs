@@ -9,11 +9,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::graphql::{bearer_token, request_meta};
+use super::graphql::{authorize, request_meta};
 use super::{ClientIp, HttpState};
 use crate::entity::user::Role;
 use crate::error::AppError;
-use crate::service::{Actor, alerts, require_role};
+use crate::service::{Actor, alerts};
 
 #[derive(Deserialize, Default)]
 struct TestAlert {
@@ -43,10 +43,7 @@ async fn run(
 ) -> Result<Response, AppError> {
     let app = &state.app;
     app.limiters.check_alerts(&ip.0)?;
-    let token = bearer_token(headers)
-        .ok_or_else(|| AppError::Unauthenticated("authentication required".into()))?;
-    let user = app.auth.authenticate(&app.db, &token).await?;
-    require_role(user.role, Role::Admin)?;
+    let user = authorize(state, headers, Role::Admin).await?;
     let input: TestAlert = if body.iter().all(u8::is_ascii_whitespace) {
         TestAlert::default()
     } else {

@@ -43,6 +43,21 @@ fn bearer(value: &str) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
+/// The REST endpoints' authentication: a bearer token of an active user
+/// with at least `role`.
+pub(super) async fn authorize(
+    state: &HttpState,
+    headers: &HeaderMap,
+    role: crate::entity::user::Role,
+) -> Result<crate::service::CurrentUser, AppError> {
+    let app = &state.app;
+    let token = bearer_token(headers)
+        .ok_or_else(|| AppError::Unauthenticated("authentication required".into()))?;
+    let user = app.auth.authenticate(&app.db, &token).await?;
+    crate::service::require_role(user.role, role)?;
+    Ok(user)
+}
+
 pub(super) fn request_meta(headers: &HeaderMap, ip: &ClientIp) -> RequestMeta {
     RequestMeta {
         request_id: header_str(headers, REQUEST_ID),

@@ -9,14 +9,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::graphql::{bearer_token, request_meta};
+use super::graphql::{authorize, request_meta};
 use super::{ClientIp, HttpState};
 use crate::entity::upload_job::UploadKind;
 use crate::entity::user::Role;
 use crate::error::AppError;
 use crate::graphql::uploads::UploadJob;
+use crate::service::Actor;
 use crate::service::uploads::{self, NewUpload};
-use crate::service::{Actor, CurrentUser, require_role};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -24,15 +24,6 @@ pub struct UploadParams {
     kind: Option<String>,
     dry_run: Option<String>,
     filename: Option<String>,
-}
-
-async fn manager(state: &HttpState, headers: &HeaderMap) -> Result<CurrentUser, AppError> {
-    let app = &state.app;
-    let token = bearer_token(headers)
-        .ok_or_else(|| AppError::Unauthenticated("authentication required".into()))?;
-    let user = app.auth.authenticate(&app.db, &token).await?;
-    require_role(user.role, Role::Manager)?;
-    Ok(user)
 }
 
 fn parse_kind(kind: Option<&str>) -> Result<UploadKind, AppError> {
@@ -73,7 +64,7 @@ pub async fn create(
 ) -> Response {
     let run = async {
         // Who and what first, so that a refused request reads no body.
-        let user = manager(&state, &headers).await?;
+        let user = authorize(&state, &headers, Role::Manager).await?;
         let kind = parse_kind(params.kind.as_deref())?;
         let dry_run = parse_flag(params.dry_run.as_deref())?;
         let max = state.app.config.upload_max_bytes;
@@ -114,7 +105,7 @@ pub async fn show(
     headers: HeaderMap,
 ) -> Response {
     let run = async {
-        manager(&state, &headers).await?;
+        authorize(&state, &headers, Role::Manager).await?;
         let id = uuid::Uuid::parse_str(&id)
             .map_err(|_| AppError::bad_input("id", "id is not a valid id"))?;
         let conn = state.app.db.conn();

@@ -344,6 +344,15 @@ impl TestApp {
         row.try_get_by_index::<i64>(0).unwrap()
     }
 
+    /// Every product's stock equals the sum of its movements, and every
+    /// movement's balance follows from the one before.
+    pub async fn ledger_is_clean(&self) {
+        let (_, drift) = stockroom::service::stock::verify_ledger(self.state.db.conn())
+            .await
+            .unwrap();
+        assert!(drift.is_empty(), "ledger drift: {drift:?}");
+    }
+
     pub async fn exec(&self, sql: &str) {
         self.state.db.conn().execute_unprepared(sql).await.unwrap();
     }

@@ -5,13 +5,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, is_postgres, spawn_app, stockroom_bin};
 
-async fn ledger_is_clean(app: &TestApp) {
-    let (_, drift) = stockroom::service::stock::verify_ledger(app.state.db.conn())
-        .await
-        .unwrap();
-    assert!(drift.is_empty(), "ledger drift: {drift:?}");
-}
-
 #[tokio::test]
 async fn fifty_racing_outbounds_never_oversell() {
     let app = Arc::new(spawn_app().await);
@@ -51,7 +44,7 @@ async fn fifty_racing_outbounds_never_oversell() {
             .await,
         33
     );
-    ledger_is_clean(&app).await;
+    app.ledger_is_clean().await;
 }
 
 /// A small deterministic generator, so a failure can be replayed.
@@ -130,7 +123,7 @@ async fn two_hundred_mixed_racing_movements_keep_every_ledger_exact() {
             .await,
         0
     );
-    ledger_is_clean(&app).await;
+    app.ledger_is_clean().await;
 }
 
 #[tokio::test]
@@ -317,7 +310,7 @@ async fn each_kind_moves_stock_by_its_signed_quantity() {
         outbound_to_zero.data()["recordStockMovement"]["balanceAfter"],
         0
     );
-    ledger_is_clean(&app).await;
+    app.ledger_is_clean().await;
 }
 
 #[tokio::test]
@@ -529,7 +522,7 @@ async fn racing_replays_of_an_outbound_that_empties_stock_all_get_the_first_move
             .await,
         1
     );
-    ledger_is_clean(&app).await;
+    app.ledger_is_clean().await;
 }
 
 #[tokio::test]

@@ -104,13 +104,6 @@ impl TestApp {
             CancellationToken::new(),
         )
     }
-
-    async fn ledger_is_clean(&self) {
-        let (_, drift) = stockroom::service::stock::verify_ledger(self.state.db.conn())
-            .await
-            .unwrap();
-        assert!(drift.is_empty(), "ledger drift: {drift:?}");
-    }
 }
 
 fn id_of(job: &Value) -> String {
