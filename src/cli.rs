@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use migration::{Migrator, MigratorTrait};
-use sea_orm::ConnectionTrait as _;
+use sea_orm::{ColumnTrait as _, ConnectionTrait as _, EntityTrait as _, QueryFilter as _};
 
 use crate::config::{Config, VARIABLES};
 use crate::db::Db;
@@ -45,6 +45,33 @@ pub enum Command {
     },
     /// Check that every product's stock equals the sum of its movements; exit 1 on drift.
     VerifyLedger,
+    /// Set a user's password (a locked-out sole admin): prints a generated one,
+    /// or reads it from standard input with --stdin. Clears a lock and ends
+    /// the user's sessions; audited with the command line as actor.
+    ResetPassword {
+        email: String,
+        /// Read the new password from the first line of standard input.
+        #[arg(long)]
+        stdin: bool,
+    },
+    /// Turn a user's two-factor login off (a lost authenticator) and end their
+    /// sessions; audited with the command line as actor.
+    #[command(name = "reset-2fa")]
+    ResetTwoFactor { email: String },
+    /// The periodic security review: admins and managers without 2FA, expired
+    /// passwords, locked accounts, repeated failed logins. Exit 1 when any
+    /// finding is listed.
+    SecurityReport {
+        /// Count failed logins over this many hours.
+        #[arg(long, default_value_t = 24)]
+        hours: u32,
+        /// List accounts and addresses with at least this many failures.
+        #[arg(long, default_value_t = 3)]
+        min_failures: u64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// SQLite: write a consistent copy of the live database to a new file (VACUUM INTO).
     /// PostgreSQL deployments use pg_dump.
     Backup {
@@ -134,8 +161,195 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             Ok(ExitCode::FAILURE)
         }
         Command::Backup { to } => backup(&config, &to).await,
+        Command::ResetPassword { email, stdin } => reset_password(&config, &email, stdin).await,
+        Command::ResetTwoFactor { email } => reset_two_factor(&config, &email).await,
+        Command::SecurityReport {
+            hours,
+            min_failures,
+            json,
+        } => security_report(&config, hours, min_failures, json).await,
         Command::CheckConfig | Command::ExportSchema { .. } => Ok(ExitCode::SUCCESS),
     }
+}
+
+async fn reset_password(config: &Config, email: &str, stdin: bool) -> anyhow::Result<ExitCode> {
+    let (password, generated) = if stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        (line.trim_end_matches(['\r', '\n']).to_string(), false)
+    } else {
+        (crate::config::random_hex(12)?, true)
+    };
+    let db = Db::connect(config).await?;
+    let result = crate::service::auth::reset_password(
+        &db,
+        &crate::service::Actor::cli("reset-password"),
+        email,
+        &password,
+    )
+    .await;
+    db.close().await?;
+    match result {
+        Ok(user) => {
+            println!(
+                "password of {} reset; lock cleared; sessions ended",
+                user.email
+            );
+            if generated {
+                println!("new password: {password}");
+                println!("give it to the user over a safe channel; they should change it at once");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            eprintln!("reset-password: {err}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn reset_two_factor(config: &Config, email: &str) -> anyhow::Result<ExitCode> {
+    let db = Db::connect(config).await?;
+    let email = email.trim().to_lowercase();
+    let found = crate::entity::user::Entity::find()
+        .filter(crate::entity::user::Column::Email.eq(email.as_str()))
+        .one(db.conn())
+        .await?;
+    let Some(user) = found else {
+        db.close().await?;
+        eprintln!("reset-2fa: no user with email {email}");
+        return Ok(ExitCode::FAILURE);
+    };
+    let had = user.totp_secret.is_some();
+    let result =
+        crate::service::two_factor::reset(&db, &crate::service::Actor::cli("reset-2fa"), user.id)
+            .await;
+    db.close().await?;
+    match result {
+        Ok(user) if had => {
+            println!(
+                "two-factor login of {} turned off; sessions ended",
+                user.email
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(user) => {
+            println!("{} has no two-factor login: nothing to reset", user.email);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            eprintln!("reset-2fa: {err}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn security_report(
+    config: &Config,
+    hours: u32,
+    min_failures: u64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let db = Db::connect(config).await?;
+    let policy = crate::service::auth::AccountPolicy::new(config);
+    let r = crate::service::security::report(db.conn(), &policy, hours, min_failures.max(1))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"));
+    db.close().await?;
+    let r = r?;
+    let user = |u: &crate::entity::user::Model| {
+        serde_json::json!({
+            "email": u.email,
+            "role": u.role,
+            "twoFactorEnabled": u.two_factor_enabled(),
+            "passwordChangedAt": u.password_set_at(),
+            "lockedUntil": u.locked_until,
+            "lastLoginAt": u.last_login_at,
+        })
+    };
+    let users = |v: &[crate::entity::user::Model]| v.iter().map(user).collect::<Vec<_>>();
+    let findings = r.privileged_without_two_factor.len()
+        + r.expired_passwords.len()
+        + r.locked.len()
+        + r.failed_by_account.len()
+        + r.failed_by_ip.len();
+    if json {
+        let doc = serde_json::json!({
+            "generatedAt": r.generated_at,
+            "since": r.since,
+            "policy": {
+                "passwordMaxAgeDays": policy.password_max_age_days,
+                "lockoutThreshold": policy.lockout_threshold,
+                "lockoutSeconds": policy.lockout.as_secs(),
+                "twoFactorRequiredRoles": policy.two_factor_roles,
+            },
+            "activeUsers": r.active_users,
+            "twoFactorUsers": r.two_factor_users,
+            "privilegedWithoutTwoFactor": users(&r.privileged_without_two_factor),
+            "expiredPasswords": users(&r.expired_passwords),
+            "lockedAccounts": users(&r.locked),
+            "failedLoginsByAccount": r.failed_by_account,
+            "failedLoginsByIp": r.failed_by_ip,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        let ts = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
+        println!("security report, {}", ts(r.generated_at));
+        println!(
+            "policy: password max age {} day(s) (0 = none); lockout after {} failure(s) for {} s; 2FA required for {:?}",
+            policy.password_max_age_days,
+            policy.lockout_threshold,
+            policy.lockout.as_secs(),
+            policy.two_factor_roles
+        );
+        println!(
+            "{} active user(s), {} with two-factor login",
+            r.active_users, r.two_factor_users
+        );
+        let section = |title: &str, list: &[crate::entity::user::Model]| {
+            println!("\n{title}: {}", list.len());
+            for u in list {
+                println!(
+                    "  {} ({:?}) password set {}{}{}",
+                    u.email,
+                    u.role,
+                    ts(u.password_set_at()),
+                    if u.two_factor_enabled() {
+                        ", 2FA on"
+                    } else {
+                        ", 2FA off"
+                    },
+                    u.locked_until
+                        .map(|t| format!(", locked until {}", ts(t)))
+                        .unwrap_or_default()
+                );
+            }
+        };
+        section(
+            "admins and managers without 2FA",
+            &r.privileged_without_two_factor,
+        );
+        section("passwords older than the policy", &r.expired_passwords);
+        section("locked accounts", &r.locked);
+        let groups = |title: &str, list: &[crate::service::security::FailedLogins]| {
+            println!(
+                "\n{title} with {}+ failed logins since {}: {}",
+                r.min_failures,
+                ts(r.since),
+                list.len()
+            );
+            for g in list {
+                println!("  {}: {} (last {})", g.key, g.count, ts(g.last_at));
+            }
+        };
+        groups("accounts", &r.failed_by_account);
+        groups("addresses", &r.failed_by_ip);
+    }
+    Ok(if findings == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<ExitCode> {

@@ -95,6 +95,16 @@ pub struct Config {
     pub jwt_access_ttl: Duration,
     pub jwt_refresh_ttl: Duration,
     pub auth_cache_ttl: Duration,
+    /// Consecutive failed logins that lock an account; 0 turns locking off.
+    pub login_lockout_threshold: u32,
+    pub login_lockout: Duration,
+    /// Days a password stays valid; 0 is no limit.
+    pub password_max_age_days: u32,
+    /// Roles whose users must turn on two-factor login before doing anything.
+    pub two_factor_required_roles: Vec<crate::entity::user::Role>,
+    /// Encrypts TOTP secrets at rest; derived from JWT_SECRET when unset in
+    /// development.
+    pub totp_encryption_key: Option<Secret>,
     pub admin_email: String,
     pub admin_password: Option<Secret>,
     pub throttle_default_ttl: Duration,
@@ -255,6 +265,36 @@ pub const VARIABLES: &[Variable] = &[
         "5",
         false,
         "how long a verified user (role, active) is reused across requests; 0 reads it every request",
+    ),
+    var(
+        "LOGIN_LOCKOUT_THRESHOLD",
+        "10",
+        false,
+        "consecutive failed logins that lock an account (kept in the database); 0 turns locking off",
+    ),
+    var(
+        "LOGIN_LOCKOUT_SECONDS",
+        "900",
+        false,
+        "how long a locked account stays locked; an ADMIN's unlockUser ends it sooner",
+    ),
+    var(
+        "PASSWORD_MAX_AGE_DAYS",
+        "0",
+        false,
+        "past this age a user must change their password before anything else; 0 is no limit",
+    ),
+    var(
+        "TWO_FACTOR_REQUIRED_ROLES",
+        "",
+        false,
+        "comma-separated roles (e.g. ADMIN,MANAGER) whose users must turn on two-factor login before anything else",
+    ),
+    var(
+        "TOTP_ENCRYPTION_KEY",
+        "",
+        true,
+        "encrypts two-factor secrets at rest (at least 32 bytes); required in production once a user has 2FA; derived from JWT_SECRET in development when empty",
     ),
     var(
         "ADMIN_EMAIL",
@@ -623,6 +663,39 @@ impl Config {
             Some(Secret::new(previous_raw))
         };
 
+        let mut two_factor_required_roles = Vec::new();
+        for name in p.raw("TWO_FACTOR_REQUIRED_ROLES").split(',').map(str::trim) {
+            use crate::entity::user::Role;
+            let role = match name.to_ascii_uppercase().as_str() {
+                "" => continue,
+                "ADMIN" => Role::Admin,
+                "MANAGER" => Role::Manager,
+                "STAFF" => Role::Staff,
+                "VIEWER" => Role::Viewer,
+                _ => {
+                    p.errors.push(format!(
+                        "TWO_FACTOR_REQUIRED_ROLES: unknown role {name:?}; expected ADMIN, MANAGER, STAFF or VIEWER"
+                    ));
+                    continue;
+                }
+            };
+            if !two_factor_required_roles.contains(&role) {
+                two_factor_required_roles.push(role);
+            }
+        }
+        let totp_raw = p.raw("TOTP_ENCRYPTION_KEY");
+        let totp_encryption_key = if totp_raw.is_empty() {
+            None
+        } else {
+            if totp_raw.len() < MIN_JWT_SECRET_BYTES {
+                p.errors.push(format!(
+                    "TOTP_ENCRYPTION_KEY: must be at least {MIN_JWT_SECRET_BYTES} bytes (got {})",
+                    totp_raw.len()
+                ));
+            }
+            Some(Secret::new(totp_raw))
+        };
+
         let admin_password = Some(p.raw("ADMIN_PASSWORD"))
             .filter(|s| !s.is_empty())
             .map(Secret::new);
@@ -678,6 +751,11 @@ impl Config {
             jwt_access_ttl: p.seconds("JWT_ACCESS_TTL_SECONDS"),
             jwt_refresh_ttl: p.seconds("JWT_REFRESH_TTL_SECONDS"),
             auth_cache_ttl: Duration::from_secs(p.number("AUTH_CACHE_SECONDS", 0, 3600)),
+            login_lockout_threshold: p.number("LOGIN_LOCKOUT_THRESHOLD", 0, 1_000_000) as u32,
+            login_lockout: p.seconds("LOGIN_LOCKOUT_SECONDS"),
+            password_max_age_days: p.number("PASSWORD_MAX_AGE_DAYS", 0, 36_500) as u32,
+            two_factor_required_roles,
+            totp_encryption_key,
             admin_email,
             admin_password,
             throttle_default_ttl: p.seconds("THROTTLE_DEFAULT_TTL"),
@@ -807,6 +885,19 @@ impl Config {
                     "JWT_ACCESS_TTL_SECONDS" => secs(self.jwt_access_ttl),
                     "JWT_REFRESH_TTL_SECONDS" => secs(self.jwt_refresh_ttl),
                     "AUTH_CACHE_SECONDS" => secs(self.auth_cache_ttl),
+                    "LOGIN_LOCKOUT_THRESHOLD" => self.login_lockout_threshold.to_string(),
+                    "LOGIN_LOCKOUT_SECONDS" => secs(self.login_lockout),
+                    "PASSWORD_MAX_AGE_DAYS" => self.password_max_age_days.to_string(),
+                    "TWO_FACTOR_REQUIRED_ROLES" => self
+                        .two_factor_required_roles
+                        .iter()
+                        .map(|r| format!("{r:?}").to_uppercase())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    "TOTP_ENCRYPTION_KEY" => match &self.totp_encryption_key {
+                        Some(s) => masked(s),
+                        None => "(unset: derived from JWT_SECRET in development)".to_string(),
+                    },
                     "ADMIN_EMAIL" => self.admin_email.clone(),
                     "ADMIN_PASSWORD" => match &self.admin_password {
                         Some(s) => masked(s),

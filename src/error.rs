@@ -15,6 +15,16 @@ pub enum AppError {
     Unauthenticated(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The password was right; the account has two-factor login on and the
+    /// code is missing.
+    #[error("{0}")]
+    TwoFactorRequired(String),
+    /// The user's role requires two-factor login and it is not on yet.
+    #[error("{0}")]
+    TwoFactorEnrollmentRequired(String),
+    /// The password is older than PASSWORD_MAX_AGE_DAYS.
+    #[error("{0}")]
+    PasswordChangeRequired(String),
     #[error("{message}")]
     BadInput { field: String, message: String },
     #[error("{0}")]
@@ -70,6 +80,9 @@ impl AppError {
         match self {
             Self::Unauthenticated(_) => "UNAUTHENTICATED",
             Self::Forbidden(_) => "FORBIDDEN",
+            Self::TwoFactorRequired(_) => "TWO_FACTOR_REQUIRED",
+            Self::TwoFactorEnrollmentRequired(_) => "TWO_FACTOR_ENROLLMENT_REQUIRED",
+            Self::PasswordChangeRequired(_) => "PASSWORD_CHANGE_REQUIRED",
             Self::BadInput { .. } => "BAD_USER_INPUT",
             Self::NotFound(_) => "NOT_FOUND",
             Self::Conflict(_) => "CONFLICT",
@@ -86,8 +99,10 @@ impl AppError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Unauthenticated(_) | Self::TwoFactorRequired(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_)
+            | Self::TwoFactorEnrollmentRequired(_)
+            | Self::PasswordChangeRequired(_) => StatusCode::FORBIDDEN,
             Self::BadInput { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) | Self::InsufficientStock { .. } => StatusCode::CONFLICT,

@@ -39,7 +39,16 @@ impl Application {
         }
         let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
         let port = listener.local_addr()?.port();
-        let state = AppState::new(config, db);
+        if config.is_production()
+            && config.totp_encryption_key.is_none()
+            && crate::service::two_factor::any_enabled(db.conn()).await?
+        {
+            anyhow::bail!(
+                "TOTP_ENCRYPTION_KEY: required when APP_ENV=production and a user has two-factor login on; \
+                 set it to the key their secrets were encrypted with"
+            );
+        }
+        let state = AppState::new(config, db)?;
         let schema = build_schema(Some(state.clone()));
         let router = crate::http::router(state.clone(), schema);
         Ok(Self {
@@ -98,6 +107,9 @@ impl Application {
     }
 }
 
+/// How often expired account locks are ended and audited.
+const LOCK_SWEEP_INTERVAL: Duration = Duration::from_secs(15);
+
 /// The tasks that run beside the server, each tracked and stopped by the
 /// application's cancellation token.
 fn spawn_background_tasks(state: &AppState) {
@@ -108,6 +120,24 @@ fn spawn_background_tasks(state: &AppState) {
         loop {
             tokio::select! {
                 _ = tick.tick() => limiters.retain_recent(),
+                _ = stop.cancelled() => break,
+            }
+        }
+    });
+
+    // Locks whose time is over are ended and audited, also when nobody logs
+    // in again.
+    let stop = state.shutdown.clone();
+    let db = state.db.clone();
+    state.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(LOCK_SWEEP_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(err) = crate::service::auth::end_expired_locks(&db).await {
+                        tracing::warn!(error = %err, "ending expired account locks failed; retrying later");
+                    }
+                }
                 _ = stop.cancelled() => break,
             }
         }

@@ -30,12 +30,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, db: Db) -> Self {
+    pub fn new(config: Config, db: Db) -> crate::error::AppResult<Self> {
         let limiters = Arc::new(Limiters::new(&config));
         let shutdown = CancellationToken::new();
         let notifier = Arc::new(Notifier::new(&config, db.clone(), shutdown.clone()));
-        Self {
-            auth: Arc::new(Auth::new(&config, Arc::clone(&limiters))),
+        Ok(Self {
+            auth: Arc::new(Auth::new(&config, Arc::clone(&limiters))?),
             limiters,
             sockets: Arc::new(ConnectionCounter::new(config.ws_max_connections_per_ip)),
             config: Arc::new(config),
@@ -44,6 +44,6 @@ impl AppState {
             shutdown,
             tasks: TaskTracker::new(),
             notifier,
-        }
+        })
     }
 }

@@ -5,7 +5,20 @@ pub const MIN_PASSWORD_CHARS: usize = 8;
 pub const MAX_PASSWORD_CHARS: usize = 128;
 pub const MAX_EMAIL: usize = 254;
 
-/// Length limits keep a huge password from becoming a hashing DoS.
+/// The 30,000 most common passwords, most common first (zxcvbn's list, MIT; see
+/// `data/README.md`), one per line, lower case.
+const COMMON_PASSWORDS: &str = include_str!("../data/common-passwords.txt");
+
+/// True when the password, ignoring case, is one of the most common ones.
+pub fn is_common_password(password: &str) -> bool {
+    static SET: std::sync::OnceLock<std::collections::HashSet<&'static str>> =
+        std::sync::OnceLock::new();
+    let set = SET.get_or_init(|| COMMON_PASSWORDS.lines().collect());
+    set.contains(password.to_lowercase().as_str())
+}
+
+/// Length limits keep a huge password from becoming a hashing DoS; a password
+/// from the common list is refused.
 pub fn check_password_policy(password: &str) -> Result<(), String> {
     let n = password.chars().count();
     if n < MIN_PASSWORD_CHARS {
@@ -13,6 +26,9 @@ pub fn check_password_policy(password: &str) -> Result<(), String> {
     }
     if n > MAX_PASSWORD_CHARS {
         return Err(format!("must be at most {MAX_PASSWORD_CHARS} characters"));
+    }
+    if is_common_password(password) {
+        return Err("is one of the 30,000 most common passwords; choose another".into());
     }
     Ok(())
 }

@@ -48,6 +48,18 @@ pub enum AuditAction {
     UploadCreate,
     #[sea_orm(string_value = "UPLOAD_FINISH")]
     UploadFinish,
+    #[sea_orm(string_value = "TWO_FACTOR_ENROLL")]
+    TwoFactorEnroll,
+    #[sea_orm(string_value = "TWO_FACTOR_ENABLE")]
+    TwoFactorEnable,
+    #[sea_orm(string_value = "TWO_FACTOR_DISABLE")]
+    TwoFactorDisable,
+    #[sea_orm(string_value = "ACCOUNT_LOCK")]
+    AccountLock,
+    #[sea_orm(string_value = "ACCOUNT_UNLOCK")]
+    AccountUnlock,
+    #[sea_orm(string_value = "PASSWORD_RESET")]
+    PasswordReset,
 }
 
 #[derive(

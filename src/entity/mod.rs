@@ -4,6 +4,7 @@ pub mod alert;
 pub mod audit_log;
 pub mod notification_settings;
 pub mod product;
+pub mod recovery_code;
 pub mod refresh_token;
 pub mod stock_movement;
 pub mod upload_job;

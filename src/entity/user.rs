@@ -58,6 +58,30 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     pub last_login_at: Option<DateTimeUtc>,
+    /// None only for rows older than the column; read through
+    /// [`Model::password_set_at`].
+    pub password_changed_at: Option<DateTimeUtc>,
+    pub failed_login_count: i32,
+    pub locked_until: Option<DateTimeUtc>,
+    /// Encrypted (see `service::two_factor`); never leaves the server.
+    pub totp_secret: Option<String>,
+    pub totp_enabled_at: Option<DateTimeUtc>,
+    pub totp_last_step: Option<i64>,
+}
+
+impl Model {
+    pub fn two_factor_enabled(&self) -> bool {
+        self.totp_enabled_at.is_some()
+    }
+
+    pub fn password_set_at(&self) -> DateTimeUtc {
+        self.password_changed_at.unwrap_or(self.created_at)
+    }
+
+    /// The end of a lock still in force at `now`.
+    pub fn locked_at(&self, now: DateTimeUtc) -> Option<DateTimeUtc> {
+        self.locked_until.filter(|until| *until > now)
+    }
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

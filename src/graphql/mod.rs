@@ -7,6 +7,7 @@ pub mod health;
 pub mod limits;
 pub mod loaders;
 pub mod products;
+pub mod restrictions;
 pub mod stock;
 pub mod subscriptions;
 pub mod types;
@@ -90,6 +91,7 @@ pub fn build_schema(state: Option<AppState>) -> AppSchema {
             .limit_depth(config.graphql_max_depth)
             .limit_complexity(config.graphql_max_complexity)
             .extension(limits::MaxRootFields(config.graphql_max_root_fields))
+            .extension(restrictions::AccountRestrictions)
             .data(state);
         if !config.graphql_introspection {
             builder = builder.disable_introspection();
@@ -147,11 +149,15 @@ pub fn request<'a>(ctx: &Context<'a>) -> &'a RequestContext {
 /// The caller, authenticated once per request (lazily: public operations
 /// cost no database read).
 pub async fn current_user(ctx: &Context<'_>) -> AppResult<CurrentUser> {
-    let req = request(ctx);
+    authenticated(state(ctx), request(ctx)).await
+}
+
+/// The caller of a request, authenticated once per HTTP request and on every
+/// operation of a WebSocket.
+pub async fn authenticated(state: &AppState, req: &RequestContext) -> AppResult<CurrentUser> {
     let Some(token) = req.bearer.as_deref() else {
         return Err(AppError::Unauthenticated("authentication required".into()));
     };
-    let state = state(ctx);
     match &req.user {
         Some(cell) => cell
             .get_or_try_init(|| state.auth.authenticate(&state.db, token))

@@ -130,6 +130,8 @@ async fn events(
         .authenticate_fresh(&state.db, token)
         .await
         .map_err(gql)?;
+    // No subscription is a way out of a restriction.
+    user.check_allowed("subscription").map_err(gql)?;
     require_role(user.role, required).map_err(gql)?;
     let slot = match ctx.data_opt::<SocketSubscriptions>() {
         Some(subs) => subs.acquire().map_err(gql)?,

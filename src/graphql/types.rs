@@ -118,12 +118,21 @@ pub struct User {
     pub is_active: bool,
     pub created_at: DateTime<Utc>,
     pub last_login_at: Option<DateTime<Utc>>,
+    /// True once two-factor login is confirmed.
+    pub two_factor_enabled: bool,
+    /// When the password was last set (by the user, an admin or the CLI).
+    pub password_changed_at: DateTime<Utc>,
+    /// The end of a lock after repeated failed logins; null when not locked.
+    pub locked_until: Option<DateTime<Utc>>,
 }
 
 impl From<user::Model> for User {
     fn from(u: user::Model) -> Self {
         Self {
             id: ID(u.id.to_string()),
+            two_factor_enabled: u.two_factor_enabled(),
+            password_changed_at: u.password_set_at(),
+            locked_until: u.locked_at(Utc::now()),
             email: u.email,
             display_name: u.display_name,
             role: u.role,
@@ -140,15 +149,25 @@ pub struct AuthPayload {
     pub access_token_expires_at: DateTime<Utc>,
     pub refresh_token: String,
     pub user: User,
+    /// The password expired: everything but changePassword, me and logout
+    /// answers PASSWORD_CHANGE_REQUIRED until it is changed.
+    pub password_change_required: bool,
+    /// The user's role requires two-factor login: everything but enrollment,
+    /// me and logout answers TWO_FACTOR_ENROLLMENT_REQUIRED until it is on.
+    pub two_factor_enrollment_required: bool,
 }
 
 impl From<crate::service::auth::Session> for AuthPayload {
     fn from(s: crate::service::auth::Session) -> Self {
+        use crate::service::Restriction;
         Self {
             access_token: s.access_token,
             access_token_expires_at: s.access_token_expires_at,
             refresh_token: s.refresh_token,
             user: s.user.into(),
+            password_change_required: s.restriction == Some(Restriction::PasswordChangeRequired),
+            two_factor_enrollment_required: s.restriction
+                == Some(Restriction::TwoFactorEnrollmentRequired),
         }
     }
 }

@@ -54,6 +54,8 @@ pub(super) async fn authorize(
     let token = bearer_token(headers)
         .ok_or_else(|| AppError::Unauthenticated("authentication required".into()))?;
     let user = app.auth.authenticate(&app.db, &token).await?;
+    // No REST endpoint is a way out of a restriction.
+    user.check_allowed("rest")?;
     crate::service::require_role(user.role, role)?;
     Ok(user)
 }

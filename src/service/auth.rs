@@ -9,13 +9,15 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QuerySelect,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
-use super::{Actor, CurrentUser, RequestMeta};
+use super::two_factor::{self, SecretBox};
+use super::{Actor, CurrentUser, RequestMeta, Restriction};
 use crate::config::Config;
 use crate::db::{Db, WriteTxn};
 use crate::entity::alert::AlertKind;
@@ -190,17 +192,67 @@ pub struct Auth {
     /// Failed logins per account or address that raise a LOGIN_FAILURES alert,
     /// and the window they are counted in.
     pub failure_alert: (u32, Duration),
+    pub policy: AccountPolicy,
+    pub secrets: SecretBox,
+    pub production: bool,
+}
+
+/// Lockout, password age and the roles that must use two-factor login.
+pub struct AccountPolicy {
+    /// Consecutive failures that lock an account; 0 is off.
+    pub lockout_threshold: u32,
+    pub lockout: Duration,
+    /// 0 is no limit.
+    pub password_max_age_days: u32,
+    pub two_factor_roles: Vec<Role>,
+}
+
+impl AccountPolicy {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            lockout_threshold: config.login_lockout_threshold,
+            lockout: config.login_lockout,
+            password_max_age_days: config.password_max_age_days,
+            two_factor_roles: config.two_factor_required_roles.clone(),
+        }
+    }
+
+    /// True when the user's password is older than the policy allows.
+    pub fn password_expired(&self, u: &user::Model, now: DateTime<Utc>) -> bool {
+        self.password_max_age_days > 0
+            && now - u.password_set_at()
+                > chrono::Duration::days(i64::from(self.password_max_age_days))
+    }
+
+    /// True when the user's role requires 2FA and it is not on.
+    pub fn needs_two_factor(&self, u: &user::Model) -> bool {
+        self.two_factor_roles.contains(&u.role) && !u.two_factor_enabled()
+    }
+
+    /// What the user must do first; a password change comes before enrolling.
+    pub fn restriction(&self, u: &user::Model, now: DateTime<Utc>) -> Option<Restriction> {
+        if self.password_expired(u, now) {
+            Some(Restriction::PasswordChangeRequired)
+        } else if self.needs_two_factor(u) {
+            Some(Restriction::TwoFactorEnrollmentRequired)
+        } else {
+            None
+        }
+    }
 }
 
 impl Auth {
-    pub fn new(config: &Config, limiters: std::sync::Arc<Limiters>) -> Self {
-        Self {
+    pub fn new(config: &Config, limiters: std::sync::Arc<Limiters>) -> AppResult<Self> {
+        Ok(Self {
             keys: JwtKeys::new(config),
             users: UserCache::new(config.auth_cache_ttl),
             limiters,
             refresh_ttl: config.jwt_refresh_ttl,
             failure_alert: (config.alert_login_failures, config.alert_login_window),
-        }
+            policy: AccountPolicy::new(config),
+            secrets: SecretBox::new(config)?,
+            production: config.is_production(),
+        })
     }
 
     /// Like [`Self::authenticate`], but reads the user row instead of
@@ -214,13 +266,15 @@ impl Auth {
         let claims = self.keys.verify(token)?;
         let expires = DateTime::from_timestamp(claims.exp, 0)
             .ok_or_else(|| AppError::Unauthenticated(INVALID_ACCESS.into()))?;
-        let user = active_user(db.conn(), &self.users, &claims, false).await?;
+        let user = active_user(db.conn(), self, &claims, false).await?;
         Ok((user, expires))
     }
 
-    /// Resolves a bearer token to its active user (see [`authenticate`]).
+    /// Resolves a bearer token to its active user, with the user's current
+    /// role (read from the database, or from the short cache) and restriction.
     pub async fn authenticate(&self, db: &Db, token: &str) -> AppResult<CurrentUser> {
-        authenticate(db.conn(), &self.keys, &self.users, token).await
+        let claims = self.keys.verify(token)?;
+        active_user(db.conn(), self, &claims, true).await
     }
 }
 
@@ -252,26 +306,15 @@ impl UserCache {
     }
 }
 
-/// Resolves a bearer token to the active user it was issued to, with the
-/// user's current role (read from the database, or from the short cache).
-pub async fn authenticate(
-    conn: &impl ConnectionTrait,
-    keys: &JwtKeys,
-    cache: &UserCache,
-    token: &str,
-) -> AppResult<CurrentUser> {
-    let claims = keys.verify(token)?;
-    active_user(conn, cache, &claims, true).await
-}
-
 /// The active user a verified token names, from the cache when `cached`
 /// allows it; the cache is refreshed either way.
 async fn active_user(
     conn: &impl ConnectionTrait,
-    cache: &UserCache,
+    auth: &Auth,
     claims: &Claims,
     cached: bool,
 ) -> AppResult<CurrentUser> {
+    let cache = &auth.users;
     let id = Uuid::parse_str(&claims.sub)
         .map_err(|_| AppError::Unauthenticated(INVALID_ACCESS.into()))?;
     if cached && let Some(user) = cache.0.as_ref().and_then(|c| c.get(&id)) {
@@ -280,6 +323,7 @@ async fn active_user(
     match user::Entity::find_by_id(id).one(conn).await? {
         Some(u) if u.is_active => {
             let user = CurrentUser {
+                restriction: auth.policy.restriction(&u, Utc::now()),
                 id: u.id,
                 email: u.email,
                 role: u.role,
@@ -299,6 +343,8 @@ pub struct Session {
     pub access_token_expires_at: DateTime<Utc>,
     pub refresh_token: String,
     pub user: user::Model,
+    /// What the user must do before anything else.
+    pub restriction: Option<Restriction>,
 }
 
 fn new_refresh_token() -> AppResult<String> {
@@ -353,14 +399,16 @@ fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
-/// Checks the login rate limits, verifies the password, and on success
-/// records the login and opens a session. Every attempt is audited.
+/// Checks the login rate limits, verifies the password (and the second factor
+/// when 2FA is on), and on success records the login and opens a session.
+/// Every attempt is audited; consecutive failures lock the account.
 #[tracing::instrument(skip_all)]
 pub async fn login(
     db: &Db,
     auth: &Auth,
     email: &str,
     password: &str,
+    otp: Option<&str>,
     meta: RequestMeta,
 ) -> AppResult<Session> {
     let normalized = normalize_email(email);
@@ -383,20 +431,27 @@ pub async fn login(
     } else {
         None
     };
+    let now = Utc::now();
+    // The password is checked in every case, so that a locked account answers
+    // as a wrong password does, in the same time.
     let failure = match &found {
         None => {
             if password.len() <= MAX_PASSWORD_BYTES {
                 verify_password(dummy_hash().await?, password).await?;
             }
-            Some("unknown email")
+            Some(Failure::UnknownEmail)
         }
         Some(u) => {
-            if password.len() > MAX_PASSWORD_BYTES {
-                Some("password too long")
-            } else if !verify_password(&u.password_hash, password).await? {
-                Some("wrong password")
+            let matches = password.len() <= MAX_PASSWORD_BYTES
+                && verify_password(&u.password_hash, password).await?;
+            if u.locked_at(now).is_some() {
+                Some(Failure::Locked)
+            } else if password.len() > MAX_PASSWORD_BYTES {
+                Some(Failure::PasswordTooLong)
+            } else if !matches {
+                Some(Failure::WrongPassword)
             } else if !u.is_active {
-                Some("account deactivated")
+                Some(Failure::Deactivated)
             } else {
                 None
             }
@@ -404,68 +459,339 @@ pub async fn login(
     };
     let user = match (found, failure) {
         (Some(user), None) => user,
-        (found, Some(reason)) => {
-            let actor = Actor {
-                user_id: found.as_ref().map(|u| u.id),
-                name: found.as_ref().map(|u| u.email.clone()),
-                meta,
-            };
-            let entry = AuditEntry {
-                action: AuditAction::LoginFailed,
-                entity_type: EntityType::User,
-                entity_id: found.as_ref().map(|u| u.id.to_string()),
-                summary: format!("failed login for {email}: {reason}"),
-                changes: Some(serde_json::json!({
-                    "before": null,
-                    "after": { "email": email, "reason": reason }
-                })),
-            };
-            let ip = actor.meta.ip.clone();
-            let txn = db.begin_write().await?;
-            audit::record(&txn, &actor, entry).await?;
-            let (threshold, window) = auth.failure_alert;
-            super::alerts::on_failed_login(
-                &txn,
-                actor.user_id,
-                &email,
-                ip.as_deref(),
-                threshold,
-                window,
-            )
-            .await?;
-            txn.commit().await?;
-            return Err(AppError::Unauthenticated(INVALID_CREDENTIALS.into()));
+        (found, Some(failure)) => {
+            return Err(failed_login(db, auth, found.as_ref(), &email, failure, meta).await?);
         }
         (None, None) => return Err(AppError::Unauthenticated(INVALID_CREDENTIALS.into())),
     };
 
     let txn = db.begin_write().await?;
-    let now = Utc::now();
-    let mut active: user::ActiveModel = user.into();
-    active.last_login_at = Set(Some(now));
-    let user = active.update(&*txn).await?;
-    let (_, refresh) = insert_refresh_token(&*txn, user.id, auth.refresh_ttl).await?;
+    let mut second_factor = None;
+    if user.two_factor_enabled() {
+        let Some(code) = otp.map(str::trim).filter(|c| !c.is_empty()) else {
+            return Err(AppError::TwoFactorRequired(
+                "this account has two-factor login: send the authenticator's code (or a recovery code) in otp".into(),
+            ));
+        };
+        match two_factor::consume_code(&*txn, &auth.secrets, &user, code, now).await? {
+            Some(method) => second_factor = Some(method),
+            None => {
+                drop(txn);
+                let failure = Failure::WrongSecondFactor;
+                return Err(failed_login(db, auth, Some(&user), &email, failure, meta).await?);
+            }
+        }
+    }
     let actor = Actor {
         user_id: Some(user.id),
         name: Some(user.email.clone()),
         meta,
     };
+    end_expired_lock(&txn, &user, now).await?;
+    let mut active: user::ActiveModel = user.into();
+    active.last_login_at = Set(Some(now));
+    active.failed_login_count = Set(0);
+    let user = active.update(&*txn).await?;
+    let (_, refresh) = insert_refresh_token(&*txn, user.id, auth.refresh_ttl).await?;
+    let how = match second_factor {
+        None => "",
+        Some(two_factor::Method::Totp) => " with an authenticator code",
+        Some(two_factor::Method::RecoveryCode) => " with a recovery code",
+    };
     audit::record(
         &txn,
         &actor,
         AuditEntry::new(AuditAction::Login, EntityType::User, user.id)
-            .summary(format!("{} logged in", user.email)),
+            .summary(format!("{} logged in{how}", user.email)),
     )
     .await?;
     txn.commit().await?;
+    // The cached user may carry a restriction this login's state lifts.
+    auth.users.invalidate(user.id);
 
     let (access_token, access_token_expires_at) = auth.keys.issue(&user)?;
     Ok(Session {
         access_token,
         access_token_expires_at,
         refresh_token: refresh,
+        restriction: auth.policy.restriction(&user, now),
         user,
     })
+}
+
+/// Why a login failed, as the audit log tells it. The client always gets
+/// the same UNAUTHENTICATED.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    UnknownEmail,
+    PasswordTooLong,
+    WrongPassword,
+    Deactivated,
+    Locked,
+    WrongSecondFactor,
+}
+
+impl Failure {
+    fn reason(self) -> &'static str {
+        match self {
+            Self::UnknownEmail => "unknown email",
+            Self::PasswordTooLong => "password too long",
+            Self::WrongPassword => "wrong password",
+            Self::Deactivated => "account deactivated",
+            Self::Locked => "account locked",
+            Self::WrongSecondFactor => "wrong two-factor code",
+        }
+    }
+
+    /// Failures that count towards locking the account.
+    fn counts(self) -> bool {
+        matches!(
+            self,
+            Self::PasswordTooLong | Self::WrongPassword | Self::WrongSecondFactor
+        )
+    }
+}
+
+/// Audits a failed login, raises the LOGIN_FAILURES alert when due, counts
+/// it against the account (locking it at the threshold), and returns the
+/// error the client gets.
+async fn failed_login(
+    db: &Db,
+    auth: &Auth,
+    found: Option<&user::Model>,
+    email: &str,
+    failure: Failure,
+    meta: RequestMeta,
+) -> AppResult<AppError> {
+    let reason = failure.reason();
+    let actor = Actor {
+        user_id: found.map(|u| u.id),
+        name: found.map(|u| u.email.clone()),
+        meta,
+    };
+    let entry = AuditEntry {
+        action: AuditAction::LoginFailed,
+        entity_type: EntityType::User,
+        entity_id: found.map(|u| u.id.to_string()),
+        summary: format!("failed login for {email}: {reason}"),
+        changes: Some(serde_json::json!({
+            "before": null,
+            "after": { "email": email, "reason": reason }
+        })),
+    };
+    let txn = db.begin_write().await?;
+    audit::record(&txn, &actor, entry).await?;
+    let (threshold, window) = auth.failure_alert;
+    super::alerts::on_failed_login(
+        &txn,
+        actor.user_id,
+        email,
+        actor.meta.ip.as_deref(),
+        threshold,
+        window,
+    )
+    .await?;
+    if let Some(u) = found
+        && failure.counts()
+    {
+        count_failure(&txn, &auth.policy, u.id, &actor).await?;
+    }
+    txn.commit().await?;
+    Ok(AppError::Unauthenticated(INVALID_CREDENTIALS.into()))
+}
+
+/// One more consecutive failure; at the threshold the account is locked
+/// (audited, with a LOGIN_FAILURES alert). The row is locked, so failures
+/// racing on several instances are all counted.
+async fn count_failure(
+    txn: &WriteTxn,
+    policy: &AccountPolicy,
+    user_id: Uuid,
+    actor: &Actor,
+) -> AppResult<()> {
+    if policy.lockout_threshold == 0 {
+        return Ok(());
+    }
+    let Some(u) = user::Entity::find_by_id(user_id)
+        .lock_exclusive()
+        .one(&**txn)
+        .await?
+    else {
+        return Ok(());
+    };
+    let now = Utc::now();
+    if u.locked_at(now).is_some() {
+        return Ok(());
+    }
+    end_expired_lock(txn, &u, now).await?;
+    let count = u.failed_login_count.saturating_add(1);
+    let threshold = i32::try_from(policy.lockout_threshold).unwrap_or(i32::MAX);
+    if count < threshold {
+        user::Entity::update_many()
+            .col_expr(user::Column::FailedLoginCount, Expr::value(count))
+            .filter(user::Column::Id.eq(u.id))
+            .exec(&**txn)
+            .await?;
+        return Ok(());
+    }
+    let until = now + chrono::Duration::from_std(policy.lockout).map_err(AppError::internal)?;
+    user::Entity::update_many()
+        .col_expr(user::Column::FailedLoginCount, Expr::value(0))
+        .col_expr(user::Column::LockedUntil, Expr::value(until))
+        .filter(user::Column::Id.eq(u.id))
+        .exec(&**txn)
+        .await?;
+    let ip = actor.meta.ip.as_deref().unwrap_or("an unknown address");
+    audit::record(
+        txn,
+        actor,
+        AuditEntry::new(AuditAction::AccountLock, EntityType::User, u.id)
+            .summary(format!(
+                "{} locked until {} after {count} consecutive failed logins (the last from {ip})",
+                u.email,
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ))
+            .changes(
+                None,
+                Some(serde_json::json!({ "lockedUntil": until, "failedLogins": count })),
+            ),
+    )
+    .await?;
+    let message = format!(
+        "🔒 Account <b>{}</b> locked until {} UTC after {count} consecutive failed logins (the last from {}).",
+        super::alerts::escape_html(&u.email),
+        until.format("%Y-%m-%d %H:%M"),
+        super::alerts::escape_html(ip)
+    );
+    super::alerts::enqueue(
+        txn,
+        AlertKind::LoginFailures,
+        message,
+        Some(format!("lock:{}:{}", u.id, until.timestamp())),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Clears a lock whose time is over and audits its end, once: the update is
+/// conditional on the lock read, so only one instance writes the row.
+async fn end_expired_lock(txn: &WriteTxn, u: &user::Model, now: DateTime<Utc>) -> AppResult<()> {
+    let Some(until) = u.locked_until.filter(|until| *until <= now) else {
+        return Ok(());
+    };
+    let res = user::Entity::update_many()
+        .col_expr(
+            user::Column::LockedUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(user::Column::Id.eq(u.id))
+        .filter(user::Column::LockedUntil.eq(until))
+        .exec(&**txn)
+        .await?;
+    if res.rows_affected == 1 {
+        audit::record(
+            txn,
+            &Actor::system(),
+            AuditEntry::new(AuditAction::AccountUnlock, EntityType::User, u.id).summary(format!(
+                "the lock of {} ended at {}",
+                u.email,
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Ends and audits every lock whose time is over; run periodically, so the
+/// end of a lock is in the audit log even when nobody logs in again.
+pub async fn end_expired_locks(db: &Db) -> AppResult<usize> {
+    let now = Utc::now();
+    let expired = user::Entity::find()
+        .filter(user::Column::LockedUntil.lte(now))
+        .all(db.conn())
+        .await?;
+    for u in &expired {
+        let txn = db.begin_write().await?;
+        end_expired_lock(&txn, u, now).await?;
+        txn.commit().await?;
+    }
+    Ok(expired.len())
+}
+
+/// An ADMIN ends a lock early (and clears the failure count). Audited when
+/// the account was locked.
+pub async fn unlock(db: &Db, actor: &Actor, user_id: Uuid) -> AppResult<user::Model> {
+    let txn = db.begin_write().await?;
+    let u = user::Entity::find_by_id(user_id)
+        .lock_exclusive()
+        .one(&*txn)
+        .await?
+        .ok_or_else(|| AppError::not_found("user not found"))?;
+    let now = Utc::now();
+    let was_locked = u.locked_at(now);
+    end_expired_lock(&txn, &u, now).await?;
+    let mut active: user::ActiveModel = u.clone().into();
+    active.locked_until = Set(None);
+    active.failed_login_count = Set(0);
+    let after = active.update(&*txn).await?;
+    if let Some(until) = was_locked {
+        let by = actor.name.as_deref().unwrap_or("the system");
+        audit::record(
+            &txn,
+            actor,
+            AuditEntry::new(AuditAction::AccountUnlock, EntityType::User, u.id).summary(format!(
+                "{} unlocked by {by} (was locked until {})",
+                u.email,
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )),
+        )
+        .await?;
+    }
+    txn.commit().await?;
+    Ok(after)
+}
+
+/// Sets a user's password from outside the account (the CLI recovery of a
+/// locked-out admin): clears any lock, ends every session, audited as
+/// PASSWORD_RESET.
+pub async fn reset_password(
+    db: &Db,
+    actor: &Actor,
+    email: &str,
+    new_password: &str,
+) -> AppResult<user::Model> {
+    validate_new_password("password", new_password)?;
+    let email = normalize_email(email);
+    let hash = hash_password(new_password).await?;
+    let txn = db.begin_write().await?;
+    let u = user::Entity::find()
+        .filter(user::Column::Email.eq(email.as_str()))
+        .lock_exclusive()
+        .one(&*txn)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("no user with email {email}")))?;
+    let now = Utc::now();
+    let mut active: user::ActiveModel = u.into();
+    active.password_hash = Set(hash);
+    active.password_changed_at = Set(Some(now));
+    active.locked_until = Set(None);
+    active.failed_login_count = Set(0);
+    active.updated_at = Set(now);
+    let u = active.update(&*txn).await?;
+    let revoked = revoke_all_refresh_tokens(&*txn, u.id).await?;
+    let by = actor.name.as_deref().unwrap_or("the system");
+    audit::record(
+        &txn,
+        actor,
+        AuditEntry::new(AuditAction::PasswordReset, EntityType::User, u.id).summary(format!(
+            "password of {} reset by {by}; lock cleared; {revoked} session(s) revoked",
+            u.email
+        )),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(u)
 }
 
 /// A rotated refresh token came back: someone holds a copy. Audited as a
@@ -576,6 +902,7 @@ pub async fn refresh(db: &Db, auth: &Auth, token: &str, meta: RequestMeta) -> Ap
         access_token,
         access_token_expires_at,
         refresh_token: new_token,
+        restriction: auth.policy.restriction(&user, Utc::now()),
         user,
     })
 }
@@ -639,9 +966,11 @@ pub async fn change_password(
     }
     let hash = hash_password(new_password).await?;
     let txn = db.begin_write().await?;
+    let now = Utc::now();
     let mut active: user::ActiveModel = user.into();
     active.password_hash = Set(hash);
-    active.updated_at = Set(Utc::now());
+    active.password_changed_at = Set(Some(now));
+    active.updated_at = Set(now);
     let user = active.update(&*txn).await?;
     let revoked = revoke_all_refresh_tokens(&*txn, user.id).await?;
     audit::record(

@@ -7,8 +7,10 @@ pub mod audit;
 pub mod auth;
 pub mod health;
 pub mod products;
+pub mod security;
 pub mod settings;
 pub mod stock;
+pub mod two_factor;
 pub mod uploads;
 pub mod users;
 
@@ -36,6 +38,61 @@ pub struct CurrentUser {
     pub id: Uuid,
     pub email: String,
     pub role: Role,
+    /// What the user must do before anything else, if anything.
+    pub restriction: Option<Restriction>,
+}
+
+impl CurrentUser {
+    /// Refuses an operation the user's restriction does not allow.
+    pub fn check_allowed(&self, operation: &str) -> AppResult<()> {
+        match self.restriction {
+            Some(r) if !r.allows(operation) => Err(r.error()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A signed-in user who must change their password, or turn on two-factor
+/// login, before anything else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restriction {
+    PasswordChangeRequired,
+    TwoFactorEnrollmentRequired,
+}
+
+impl Restriction {
+    /// The root fields still open: public ones, `me`, introspection (so that
+    /// GraphiQL works), and the way out of the restriction.
+    pub fn allows(self, root_field: &str) -> bool {
+        const ALWAYS: &[&str] = &[
+            "me",
+            "logout",
+            "login",
+            "refreshToken",
+            "health",
+            "__typename",
+            "__schema",
+            "__type",
+        ];
+        ALWAYS.contains(&root_field)
+            || match self {
+                Self::PasswordChangeRequired => root_field == "changePassword",
+                Self::TwoFactorEnrollmentRequired => {
+                    matches!(root_field, "beginTwoFactorEnrollment" | "confirmTwoFactor")
+                }
+            }
+    }
+
+    pub fn error(self) -> AppError {
+        match self {
+            Self::PasswordChangeRequired => AppError::PasswordChangeRequired(
+                "your password has expired: change it with changePassword first".into(),
+            ),
+            Self::TwoFactorEnrollmentRequired => AppError::TwoFactorEnrollmentRequired(
+                "your role requires two-factor login: turn it on with beginTwoFactorEnrollment and confirmTwoFactor first".into(),
+            ),
+        }
+    }
 }
 
 /// The one role rule: `have` may do what `needed` may (FORBIDDEN otherwise).
@@ -68,9 +125,26 @@ impl Actor {
         }
     }
 
-    /// The process itself (CLI, seeding).
+    /// The process itself (seeding, background work).
     pub fn system() -> Self {
         Self::default()
+    }
+
+    /// An operator at the command line: no user, named in the audit row's
+    /// user agent with the OS user running it.
+    pub fn cli(command: &str) -> Self {
+        let os_user = std::env::var("USER")
+            .or_else(|_| std::env::var("USERNAME"))
+            .unwrap_or_else(|_| "unknown".into());
+        Self {
+            user_id: None,
+            name: Some(format!("the command line ({os_user})")),
+            meta: RequestMeta {
+                request_id: None,
+                ip: None,
+                user_agent: Some(format!("stockroom-cli {command} (os user {os_user})")),
+            },
+        }
     }
 }
 

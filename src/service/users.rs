@@ -68,6 +68,12 @@ async fn insert_user(
         created_at: Set(now),
         updated_at: Set(now),
         last_login_at: Set(None),
+        password_changed_at: Set(Some(now)),
+        failed_login_count: Set(0),
+        locked_until: Set(None),
+        totp_secret: Set(None),
+        totp_enabled_at: Set(None),
+        totp_last_step: Set(None),
     }
     .insert(conn)
     .await

@@ -17,7 +17,7 @@ pub const JWT_SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
 pub struct KeptDatabase(#[allow(dead_code)] TestDb);
 
 /// Where a test's database lives; dropped with the test.
-enum TestDb {
+pub enum TestDb {
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
     Postgres { admin_url: String, name: String },
 }
@@ -49,7 +49,7 @@ impl Drop for TestDb {
 }
 
 /// The database URL a new test gets, and the guard that removes it.
-async fn fresh_database() -> (String, TestDb) {
+pub async fn fresh_database() -> (String, TestDb) {
     match std::env::var("STOCKROOM_TEST_POSTGRES_URL") {
         Ok(admin_url) if !admin_url.is_empty() => {
             let name = format!("stockroom_test_{}", uuid::Uuid::new_v4().simple());

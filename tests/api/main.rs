@@ -14,6 +14,7 @@ mod contract;
 mod http;
 mod products;
 mod roles;
+mod security;
 mod stock;
 mod subscriptions;
 mod uploads;

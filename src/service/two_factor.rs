@@ -1,0 +1,494 @@
+//! Two-factor login: TOTP (RFC 6238) with secrets encrypted at rest, and
+//! one-time recovery codes stored as hashes.
+//!
+//! A code is taken once: the time step it matched is stored and a later
+//! login needs a later step; a recovery code is marked used by a conditional
+//! update, so two racing logins cannot both spend it.
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Condition, Expr};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QuerySelect,
+};
+use sha2::{Digest, Sha256};
+use totp_rs::{Builder, Totp};
+use uuid::Uuid;
+
+use super::audit::{self, AuditEntry};
+use super::{Actor, CurrentUser};
+use crate::config::Config;
+use crate::db::{Db, WriteTxn};
+use crate::entity::audit_log::{AuditAction, EntityType};
+use crate::entity::{recovery_code, user};
+use crate::error::{AppError, AppResult};
+
+pub const RECOVERY_CODE_COUNT: usize = 10;
+const ISSUER: &str = "Stockroom";
+/// 160 bits, RFC 4226's recommendation.
+const SECRET_BYTES: usize = 20;
+/// Crockford's base32: no I, L, O or U to misread.
+const RECOVERY_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// What a user scans when enrolling; shown once.
+pub struct Enrollment {
+    pub secret: String,
+    pub otpauth_uri: String,
+    pub qr_code_svg: String,
+}
+
+/// How a second factor was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Totp,
+    RecoveryCode,
+}
+
+/// The key that encrypts TOTP secrets (AES-256-GCM, bound to the user's id).
+pub struct SecretBox {
+    key: RandomizedNonceKey,
+    /// Names the key without revealing it, so a changed key is told apart
+    /// from a damaged row.
+    kid: String,
+    /// False when derived from JWT_SECRET (development only).
+    configured: bool,
+}
+
+impl SecretBox {
+    pub fn new(config: &Config) -> AppResult<Self> {
+        let (material, configured) = match &config.totp_encryption_key {
+            Some(key) => (key.expose(), true),
+            None => (config.jwt_secret.expose(), false),
+        };
+        let key = Sha256::digest(format!("stockroom-totp-key-v1:{material}").as_bytes());
+        let kid = Sha256::digest(format!("stockroom-totp-kid:{material}").as_bytes())
+            .iter()
+            .take(4)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(Self {
+            key: RandomizedNonceKey::new(&AES_256_GCM, &key)
+                .map_err(|_| AppError::internal(anyhow::anyhow!("AES key setup failed")))?,
+            kid,
+            configured,
+        })
+    }
+
+    pub fn configured(&self) -> bool {
+        self.configured
+    }
+
+    fn seal(&self, user_id: Uuid, secret: &[u8]) -> AppResult<String> {
+        let mut buf = secret.to_vec();
+        let nonce = self
+            .key
+            .seal_in_place_append_tag(Aad::from(user_id.as_bytes()), &mut buf)
+            .map_err(|_| AppError::internal(anyhow::anyhow!("encrypting a TOTP secret failed")))?;
+        let mut out = nonce.as_ref().to_vec();
+        out.extend_from_slice(&buf);
+        Ok(format!("v1.{}.{}", self.kid, B64.encode(out)))
+    }
+
+    fn open(&self, user_id: Uuid, stored: &str) -> AppResult<Vec<u8>> {
+        let fail =
+            |why: &str| AppError::internal(anyhow::anyhow!("TOTP secret of user {user_id}: {why}"));
+        let mut parts = stored.splitn(3, '.');
+        let (Some("v1"), Some(kid), Some(data)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(fail("unknown format"));
+        };
+        if kid != self.kid {
+            return Err(fail(
+                "encrypted with another TOTP_ENCRYPTION_KEY; restore that key or reset the user's 2FA",
+            ));
+        }
+        let raw = B64.decode(data).map_err(|_| fail("not base64"))?;
+        if raw.len() < NONCE_LEN {
+            return Err(fail("truncated"));
+        }
+        let (nonce, sealed) = raw.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| fail("bad nonce"))?;
+        let mut sealed = sealed.to_vec();
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(user_id.as_bytes()), &mut sealed)
+            .map_err(|_| fail("does not decrypt"))?;
+        Ok(plain.to_vec())
+    }
+}
+
+/// SHA-1, six digits, 30 s steps and one step of skew either side: what every
+/// authenticator app does.
+fn totp(secret: Vec<u8>, account: &str) -> AppResult<Totp> {
+    Builder::new()
+        .with_secret(secret.into_boxed_slice())
+        .with_account_name(account)
+        .with_issuer(Some(ISSUER))
+        .build()
+        .map_err(|e| AppError::internal(anyhow::anyhow!("TOTP setup failed: {e}")))
+}
+
+fn unix_now(now: DateTime<Utc>) -> u64 {
+    u64::try_from(now.timestamp()).unwrap_or(0)
+}
+
+fn recovery_hash(user_id: Uuid, code: &str) -> String {
+    let normalized: String = code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    Sha256::digest(format!("stockroom-recovery:{user_id}:{normalized}").as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn new_recovery_code() -> AppResult<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| AppError::internal(anyhow::anyhow!("no random source: {e}")))?;
+    let chars: Vec<char> = bytes
+        .iter()
+        .map(|b| RECOVERY_ALPHABET[usize::from(b & 31)] as char)
+        .collect();
+    Ok(chars
+        .chunks(4)
+        .map(|c| c.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join("-"))
+}
+
+/// A six-digit code is a TOTP code; anything else is tried as a recovery code.
+fn looks_like_totp(code: &str) -> bool {
+    let digits: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+    digits.len() == 6 && digits.chars().all(|c| c.is_ascii_digit())
+}
+
+/// Checks a code (TOTP or recovery) of a user with 2FA on and spends it.
+/// `Ok(None)` is a wrong, reused or spent code.
+pub async fn consume_code(
+    conn: &impl ConnectionTrait,
+    secrets: &SecretBox,
+    user: &user::Model,
+    code: &str,
+    now: DateTime<Utc>,
+) -> AppResult<Option<Method>> {
+    let Some(stored) = user.totp_secret.as_deref() else {
+        return Ok(None);
+    };
+    if looks_like_totp(code) {
+        let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+        let totp = totp(secrets.open(user.id, stored)?, &user.email)?;
+        let Some(step) = totp.check(&code, unix_now(now)) else {
+            return Ok(None);
+        };
+        let step = i64::try_from(step).map_err(AppError::internal)?;
+        // Conditional: a code for a step at or before the last accepted one is
+        // a replay, also when two logins race with the same code.
+        let res = user::Entity::update_many()
+            .col_expr(user::Column::TotpLastStep, Expr::value(step))
+            .filter(user::Column::Id.eq(user.id))
+            .filter(
+                Condition::any()
+                    .add(user::Column::TotpLastStep.is_null())
+                    .add(user::Column::TotpLastStep.lt(step)),
+            )
+            .exec(conn)
+            .await?;
+        return Ok((res.rows_affected == 1).then_some(Method::Totp));
+    }
+    let res = recovery_code::Entity::update_many()
+        .col_expr(recovery_code::Column::UsedAt, Expr::value(now))
+        .filter(recovery_code::Column::UserId.eq(user.id))
+        .filter(recovery_code::Column::CodeHash.eq(recovery_hash(user.id, code)))
+        .filter(recovery_code::Column::UsedAt.is_null())
+        .exec(conn)
+        .await?;
+    Ok((res.rows_affected == 1).then_some(Method::RecoveryCode))
+}
+
+/// Recovery codes a user has not spent.
+pub async fn unused_recovery_codes(conn: &impl ConnectionTrait, user_id: Uuid) -> AppResult<u64> {
+    Ok(recovery_code::Entity::find()
+        .filter(recovery_code::Column::UserId.eq(user_id))
+        .filter(recovery_code::Column::UsedAt.is_null())
+        .count(conn)
+        .await?)
+}
+
+async fn locked_user(txn: &WriteTxn, id: Uuid) -> AppResult<user::Model> {
+    user::Entity::find_by_id(id)
+        .lock_exclusive()
+        .one(&**txn)
+        .await?
+        .ok_or_else(|| AppError::Unauthenticated("user no longer exists".into()))
+}
+
+/// Starts (or restarts) enrollment: a new secret, stored encrypted and not yet
+/// in force. CONFLICT when 2FA is already on.
+pub async fn begin_enrollment(
+    db: &Db,
+    secrets: &SecretBox,
+    production: bool,
+    current: &CurrentUser,
+    actor: &Actor,
+) -> AppResult<Enrollment> {
+    if production && !secrets.configured() {
+        return Err(AppError::conflict(
+            "two-factor login is not available: the server has no TOTP_ENCRYPTION_KEY; ask an operator to set it",
+        ));
+    }
+    let mut secret = vec![0u8; SECRET_BYTES];
+    getrandom::fill(&mut secret)
+        .map_err(|e| AppError::internal(anyhow::anyhow!("no random source: {e}")))?;
+    let txn = db.begin_write().await?;
+    let user = locked_user(&txn, current.id).await?;
+    if user.two_factor_enabled() {
+        return Err(AppError::conflict(
+            "two-factor login is already on; turn it off first to enroll a new device",
+        ));
+    }
+    let sealed = secrets.seal(user.id, &secret)?;
+    let totp = totp(secret, &user.email)?;
+    let otpauth_uri = totp
+        .to_url()
+        .map_err(|e| AppError::internal(anyhow::anyhow!("otpauth URI: {e}")))?;
+    let enrollment = Enrollment {
+        secret: totp.secret().to_base32(),
+        qr_code_svg: qr_svg(&otpauth_uri)?,
+        otpauth_uri,
+    };
+    let mut active: user::ActiveModel = user.into();
+    active.totp_secret = Set(Some(sealed));
+    active.totp_last_step = Set(None);
+    active.updated_at = Set(Utc::now());
+    let user = active.update(&*txn).await?;
+    audit::record(
+        &txn,
+        actor,
+        AuditEntry::new(AuditAction::TwoFactorEnroll, EntityType::User, user.id)
+            .summary(format!("{} began two-factor enrollment", user.email)),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(enrollment)
+}
+
+fn qr_svg(uri: &str) -> AppResult<String> {
+    use qrcode::render::svg;
+    let code = qrcode::QrCode::new(uri.as_bytes())
+        .map_err(|e| AppError::internal(anyhow::anyhow!("QR code: {e}")))?;
+    Ok(code
+        .render::<svg::Color>()
+        .min_dimensions(200, 200)
+        .quiet_zone(true)
+        .build())
+}
+
+/// Turns 2FA on with a first code from the authenticator and returns fresh
+/// recovery codes (shown once, stored hashed).
+pub async fn confirm(
+    db: &Db,
+    secrets: &SecretBox,
+    current: &CurrentUser,
+    code: &str,
+    actor: &Actor,
+) -> AppResult<Vec<String>> {
+    let txn = db.begin_write().await?;
+    let user = locked_user(&txn, current.id).await?;
+    if user.two_factor_enabled() {
+        return Err(AppError::conflict("two-factor login is already on"));
+    }
+    if user.totp_secret.is_none() {
+        return Err(AppError::conflict(
+            "no enrollment in progress: call beginTwoFactorEnrollment first",
+        ));
+    }
+    let now = Utc::now();
+    if !looks_like_totp(code)
+        || consume_code(&*txn, secrets, &user, code, now).await? != Some(Method::Totp)
+    {
+        return Err(AppError::bad_input(
+            "code",
+            "code is not valid: enter the current six-digit code of the authenticator",
+        ));
+    }
+    recovery_code::Entity::delete_many()
+        .filter(recovery_code::Column::UserId.eq(user.id))
+        .exec(&*txn)
+        .await?;
+    let mut codes = Vec::with_capacity(RECOVERY_CODE_COUNT);
+    let mut rows = Vec::with_capacity(RECOVERY_CODE_COUNT);
+    for _ in 0..RECOVERY_CODE_COUNT {
+        let code = new_recovery_code()?;
+        rows.push(recovery_code::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            user_id: Set(user.id),
+            code_hash: Set(recovery_hash(user.id, &code)),
+            created_at: Set(now),
+            used_at: Set(None),
+        });
+        codes.push(code);
+    }
+    recovery_code::Entity::insert_many(rows).exec(&*txn).await?;
+    user::Entity::update_many()
+        .col_expr(user::Column::TotpEnabledAt, Expr::value(now))
+        .col_expr(user::Column::UpdatedAt, Expr::value(now))
+        .filter(user::Column::Id.eq(user.id))
+        .exec(&*txn)
+        .await?;
+    audit::record(
+        &txn,
+        actor,
+        AuditEntry::new(AuditAction::TwoFactorEnable, EntityType::User, user.id).summary(format!(
+            "{} turned on two-factor login; {RECOVERY_CODE_COUNT} recovery codes issued",
+            user.email
+        )),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(codes)
+}
+
+/// Turns 2FA off with a current code or a recovery code.
+pub async fn disable(
+    db: &Db,
+    secrets: &SecretBox,
+    current: &CurrentUser,
+    code: &str,
+    actor: &Actor,
+) -> AppResult<()> {
+    let txn = db.begin_write().await?;
+    let user = locked_user(&txn, current.id).await?;
+    if !user.two_factor_enabled() {
+        return Err(AppError::conflict("two-factor login is not on"));
+    }
+    let Some(method) = consume_code(&*txn, secrets, &user, code, Utc::now()).await? else {
+        return Err(AppError::bad_input(
+            "code",
+            "code is not valid: enter a current code of the authenticator or an unused recovery code",
+        ));
+    };
+    let how = match method {
+        Method::Totp => "an authenticator code",
+        Method::RecoveryCode => "a recovery code",
+    };
+    clear(&txn, &user).await?;
+    audit::record(
+        &txn,
+        actor,
+        AuditEntry::new(AuditAction::TwoFactorDisable, EntityType::User, user.id).summary(format!(
+            "{} turned off two-factor login with {how}",
+            user.email
+        )),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+async fn clear(txn: &WriteTxn, user: &user::Model) -> AppResult<()> {
+    recovery_code::Entity::delete_many()
+        .filter(recovery_code::Column::UserId.eq(user.id))
+        .exec(&**txn)
+        .await?;
+    user::Entity::update_many()
+        .col_expr(
+            user::Column::TotpSecret,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            user::Column::TotpEnabledAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(user::Column::TotpLastStep, Expr::value(Option::<i64>::None))
+        .col_expr(user::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(user::Column::Id.eq(user.id))
+        .exec(&**txn)
+        .await?;
+    Ok(())
+}
+
+/// Turns another user's 2FA off (an ADMIN, or the CLI for a locked-out admin)
+/// and ends their sessions, so the next login enrolls afresh.
+pub async fn reset(db: &Db, actor: &Actor, user_id: Uuid) -> AppResult<user::Model> {
+    let txn = db.begin_write().await?;
+    let user = user::Entity::find_by_id(user_id)
+        .lock_exclusive()
+        .one(&*txn)
+        .await?
+        .ok_or_else(|| AppError::not_found("user not found"))?;
+    if user.totp_secret.is_none() {
+        return Ok(user);
+    }
+    clear(&txn, &user).await?;
+    let revoked = super::auth::revoke_all_refresh_tokens(&*txn, user.id).await?;
+    let by = actor.name.as_deref().unwrap_or("the command line");
+    audit::record(
+        &txn,
+        actor,
+        AuditEntry::new(AuditAction::TwoFactorDisable, EntityType::User, user.id).summary(format!(
+            "two-factor login of {} reset by {by}; {revoked} session(s) revoked",
+            user.email
+        )),
+    )
+    .await?;
+    let user = user::Entity::find_by_id(user_id)
+        .one(&*txn)
+        .await?
+        .ok_or_else(|| AppError::not_found("user not found"))?;
+    txn.commit().await?;
+    Ok(user)
+}
+
+/// True when any user has 2FA on (production then needs TOTP_ENCRYPTION_KEY).
+pub async fn any_enabled(conn: &impl ConnectionTrait) -> AppResult<bool> {
+    Ok(user::Entity::find()
+        .filter(user::Column::TotpEnabledAt.is_not_null())
+        .count(conn)
+        .await?
+        > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_codes_are_80_bits_and_match_however_typed() -> AppResult<()> {
+        let code = new_recovery_code()?;
+        assert_eq!(code.len(), 19);
+        assert_eq!(code.matches('-').count(), 3);
+        let id = Uuid::now_v7();
+        assert_eq!(
+            recovery_hash(id, &code),
+            recovery_hash(id, &code.to_lowercase().replace('-', " "))
+        );
+        assert_ne!(
+            recovery_hash(id, &code),
+            recovery_hash(Uuid::now_v7(), &code)
+        );
+        assert_ne!(code, new_recovery_code()?);
+        Ok(())
+    }
+
+    #[test]
+    fn secrets_are_sealed_to_their_user_and_key() -> AppResult<()> {
+        let mut vars = std::collections::HashMap::new();
+        vars.insert("TOTP_ENCRYPTION_KEY".to_string(), "k".repeat(40));
+        let config = Config::from_vars(vars.clone()).map_err(AppError::internal)?;
+        let sb = SecretBox::new(&config)?;
+        let (id, secret) = (Uuid::now_v7(), b"twenty-byte-secret!!".to_vec());
+        let sealed = sb.seal(id, &secret)?;
+        assert!(!sealed.contains(&B64.encode(&secret)));
+        assert_eq!(sb.open(id, &sealed)?, secret);
+        assert!(sb.open(Uuid::now_v7(), &sealed).is_err());
+        vars.insert("TOTP_ENCRYPTION_KEY".to_string(), "z".repeat(40));
+        let other = SecretBox::new(&Config::from_vars(vars).map_err(AppError::internal)?)?;
+        assert!(other.open(id, &sealed).is_err());
+        Ok(())
+    }
+}
