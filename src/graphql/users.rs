@@ -170,6 +170,20 @@ impl UsersQuery {
     }
 }
 
+/// The caller of an operation that checks a two-factor code, after the login
+/// rate limit: guessing codes is limited like guessing passwords.
+async fn code_caller(
+    ctx: &Context<'_>,
+) -> async_graphql::Result<(crate::service::CurrentUser, crate::service::Actor)> {
+    let me = current_user(ctx).await.map_err(gql)?;
+    state(ctx)
+        .auth
+        .limiters
+        .check_login(request(ctx).meta.ip.as_deref(), &me.email)
+        .map_err(gql)?;
+    Ok((me, actor(ctx).await.map_err(gql)?))
+}
+
 #[derive(Default)]
 pub struct AuthMutation;
 
@@ -255,23 +269,11 @@ impl AuthMutation {
         ctx: &Context<'_>,
         code: String,
     ) -> async_graphql::Result<TwoFactorConfirmation> {
-        let me = current_user(ctx).await.map_err(gql)?;
+        let (me, actor) = code_caller(ctx).await?;
         let state = state(ctx);
-        // Guessing codes is limited like guessing passwords.
-        state
-            .auth
-            .limiters
-            .check_login(request(ctx).meta.ip.as_deref(), &me.email)
+        let codes = two_factor::confirm(&state.db, &state.auth.secrets, &me, &code, &actor)
+            .await
             .map_err(gql)?;
-        let codes = two_factor::confirm(
-            &state.db,
-            &state.auth.secrets,
-            &me,
-            &code,
-            &actor(ctx).await.map_err(gql)?,
-        )
-        .await
-        .map_err(gql)?;
         state.auth.users.invalidate(me.id);
         let user = users::get(state.db.conn(), me.id)
             .await
@@ -290,22 +292,11 @@ impl AuthMutation {
         ctx: &Context<'_>,
         code: String,
     ) -> async_graphql::Result<bool> {
-        let me = current_user(ctx).await.map_err(gql)?;
+        let (me, actor) = code_caller(ctx).await?;
         let state = state(ctx);
-        state
-            .auth
-            .limiters
-            .check_login(request(ctx).meta.ip.as_deref(), &me.email)
+        two_factor::disable(&state.db, &state.auth.secrets, &me, &code, &actor)
+            .await
             .map_err(gql)?;
-        two_factor::disable(
-            &state.db,
-            &state.auth.secrets,
-            &me,
-            &code,
-            &actor(ctx).await.map_err(gql)?,
-        )
-        .await
-        .map_err(gql)?;
         state.auth.users.invalidate(me.id);
         Ok(true)
     }

@@ -48,6 +48,32 @@ async fn login(
     app.gql(None, LOGIN, json!({ "i": input })).await
 }
 
+/// The cheapest read a signed-in VIEWER may make.
+async fn products_page(app: &TestApp, token: &str) -> crate::helpers::Gql {
+    app.gql(
+        Some(token),
+        "{ products(first: 1) { totalCount } }",
+        json!({}),
+    )
+    .await
+}
+
+/// Runs the CLI on the app's database.
+fn cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+    stockroom_bin()
+        .args(args)
+        .env("DATABASE_URL", &app.database_url)
+        .output()
+        .unwrap()
+}
+
+fn token_of(session: &crate::helpers::Gql) -> String {
+    session.data()["login"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// A new user with `role`; returns (id, email, token).
 async fn user(app: &TestApp, admin: &str, role: &str) -> (String, String, String) {
     let email = format!(
@@ -63,10 +89,7 @@ async fn user(app: &TestApp, admin: &str, role: &str) -> (String, String, String
         )
         .await;
     let id = r.data()["createUser"]["id"].as_str().unwrap().to_string();
-    let token = login(app, &email, PASSWORD, None).await.data()["login"]["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = token_of(&login(app, &email, PASSWORD, None).await);
     (id, email, token)
 }
 
@@ -202,10 +225,7 @@ async fn two_factor_enrollment_login_replay_recovery_codes_and_disable() {
     // A later code works once.
     let now_code = code(&secret, 0);
     let ok = login(&app, &email, PASSWORD, Some(&now_code)).await;
-    let token = ok.data()["login"]["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = token_of(&ok);
     assert_eq!(ok.data()["login"]["user"]["twoFactorEnabled"], true);
     login(&app, &email, PASSWORD, Some(&now_code))
         .await
@@ -365,18 +385,11 @@ async fn a_role_that_requires_two_factor_can_only_enroll_until_it_is_on() {
     let session = login(&app, &email, PASSWORD, None).await;
     assert_eq!(session.data()["login"]["twoFactorEnrollmentRequired"], true);
     assert_eq!(session.data()["login"]["passwordChangeRequired"], false);
-    let token = session.data()["login"]["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = token_of(&session);
 
-    app.gql(
-        Some(&token),
-        "{ products(first: 1) { totalCount } }",
-        json!({}),
-    )
-    .await
-    .expect_code("TWO_FACTOR_ENROLLMENT_REQUIRED");
+    products_page(&app, &token)
+        .await
+        .expect_code("TWO_FACTOR_ENROLLMENT_REQUIRED");
     let products = app.count("SELECT COUNT(*) FROM products").await;
     app.gql(
         Some(&token),
@@ -426,13 +439,7 @@ async fn a_role_that_requires_two_factor_can_only_enroll_until_it_is_on() {
         .data();
 
     let (_, _) = enroll(&app, &token).await;
-    let r = app
-        .gql(
-            Some(&token),
-            "{ products(first: 1) { totalCount } }",
-            json!({}),
-        )
-        .await;
+    let r = products_page(&app, &token).await;
     assert!(r.data()["products"]["totalCount"].is_number());
     app.shutdown().await.unwrap();
 }
@@ -484,12 +491,7 @@ async fn repeated_failures_lock_the_account_on_every_instance_until_unlocked() {
     // No more locks or counting while locked.
     assert_eq!(audit_count(&restarted, "ACCOUNT_LOCK", &id).await, 1);
 
-    let admin = login(&restarted, ADMIN_EMAIL, ADMIN_PASSWORD, None)
-        .await
-        .data()["login"]["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let admin = token_of(&login(&restarted, ADMIN_EMAIL, ADMIN_PASSWORD, None).await);
     let listed = restarted
         .gql(
             Some(&admin),
@@ -572,17 +574,10 @@ async fn an_expired_password_must_be_changed_to_a_new_uncommon_one_first() {
 
     let session = login(&app, &email, PASSWORD, None).await;
     assert_eq!(session.data()["login"]["passwordChangeRequired"], true);
-    let token = session.data()["login"]["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    app.gql(
-        Some(&token),
-        "{ products(first: 1) { totalCount } }",
-        json!({}),
-    )
-    .await
-    .expect_code("PASSWORD_CHANGE_REQUIRED");
+    let token = token_of(&session);
+    products_page(&app, &token)
+        .await
+        .expect_code("PASSWORD_CHANGE_REQUIRED");
     app.gql(Some(&token), "{ me { passwordChangedAt } }", json!({}))
         .await
         .data();
@@ -621,17 +616,8 @@ async fn an_expired_password_must_be_changed_to_a_new_uncommon_one_first() {
     .data();
     let fresh = login(&app, &email, "a-fresh-passphrase-9", None).await;
     assert_eq!(fresh.data()["login"]["passwordChangeRequired"], false);
-    let token = fresh.data()["login"]["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    app.gql(
-        Some(&token),
-        "{ products(first: 1) { totalCount } }",
-        json!({}),
-    )
-    .await
-    .data();
+    let token = token_of(&fresh);
+    products_page(&app, &token).await.data();
 
     // Creating a user with a common password writes nothing either.
     let users = app.count("SELECT COUNT(*) FROM users").await;
@@ -714,11 +700,7 @@ async fn the_security_report_lists_what_the_review_needs() {
     assert_eq!(doc["privilegedWithoutTwoFactor"][0]["email"], ADMIN_EMAIL);
     assert_eq!(doc["lockedAccounts"][0]["email"], staff.as_str());
     assert_eq!(doc["failedLoginsByIp"][0]["key"], "203.0.113.9");
-    let text = stockroom_bin()
-        .arg("security-report")
-        .env("DATABASE_URL", &app.database_url)
-        .output()
-        .unwrap();
+    let text = cli(&app, &["security-report"]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
         text.contains("admins and managers without 2FA: 1"),
@@ -748,11 +730,7 @@ async fn the_cli_resets_a_password_and_two_factor_login_audited() {
     }
 
     // A generated password, printed once.
-    let out = stockroom_bin()
-        .args(["reset-password", ADMIN_EMAIL])
-        .env("DATABASE_URL", &app.database_url)
-        .output()
-        .unwrap();
+    let out = cli(&app, &["reset-password", ADMIN_EMAIL]);
     assert!(
         out.status.success(),
         "{}",
@@ -793,11 +771,7 @@ async fn the_cli_resets_a_password_and_two_factor_login_audited() {
     assert!(chosen.status.success());
     assert!(!String::from_utf8_lossy(&chosen.stdout).contains("chosen-admin-passphrase"));
 
-    let out = stockroom_bin()
-        .args(["reset-2fa", ADMIN_EMAIL])
-        .env("DATABASE_URL", &app.database_url)
-        .output()
-        .unwrap();
+    let out = cli(&app, &["reset-2fa", ADMIN_EMAIL]);
     assert!(
         out.status.success(),
         "{}",
