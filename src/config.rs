@@ -112,6 +112,9 @@ pub struct Config {
     pub throttle_login_ttl: Duration,
     pub throttle_login_limit: u32,
     pub trust_proxy: bool,
+    /// Proxies in front of the service that append to X-Forwarded-For (a CDN
+    /// and a load balancer are two); used when `trust_proxy` is on.
+    pub trust_proxy_hops: usize,
     pub cors_origins: Vec<String>,
     pub log_format: LogFormat,
     pub rust_log: String,
@@ -336,7 +339,13 @@ pub const VARIABLES: &[Variable] = &[
         "TRUST_PROXY",
         "false",
         false,
-        "take the client IP from the last X-Forwarded-For entry (only behind a trusted proxy that appends it)",
+        "take the client IP from X-Forwarded-For (only behind trusted proxies that append to it; see TRUST_PROXY_HOPS)",
+    ),
+    var(
+        "TRUST_PROXY_HOPS",
+        "1",
+        false,
+        "with TRUST_PROXY: how many trusted proxies append to X-Forwarded-For (2 for a CDN in front of a load balancer); the client is that many entries from the end",
     ),
     var(
         "CORS_ORIGINS",
@@ -763,6 +772,7 @@ impl Config {
             throttle_login_ttl: p.seconds("THROTTLE_LOGIN_TTL"),
             throttle_login_limit: p.number("THROTTLE_LOGIN_LIMIT", 1, u32::MAX as u64) as u32,
             trust_proxy: p.boolean("TRUST_PROXY"),
+            trust_proxy_hops: p.number("TRUST_PROXY_HOPS", 1, 16) as usize,
             cors_origins: p
                 .raw("CORS_ORIGINS")
                 .split(',')
@@ -908,6 +918,7 @@ impl Config {
                     "THROTTLE_LOGIN_TTL" => secs(self.throttle_login_ttl),
                     "THROTTLE_LOGIN_LIMIT" => self.throttle_login_limit.to_string(),
                     "TRUST_PROXY" => self.trust_proxy.to_string(),
+                    "TRUST_PROXY_HOPS" => self.trust_proxy_hops.to_string(),
                     "CORS_ORIGINS" => self.cors_origins.join(","),
                     "LOG_FORMAT" => format!("{:?}", self.log_format).to_lowercase(),
                     "RUST_LOG" => self.rust_log.clone(),

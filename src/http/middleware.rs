@@ -8,27 +8,34 @@ use axum::response::{IntoResponse, Response};
 use super::{HttpState, REQUEST_ID};
 use crate::error::AppError;
 
-/// The client's address as the rate limiter and the audit log see it. Behind a
-/// trusted proxy it is the last `X-Forwarded-For` entry: the one that proxy
-/// appended (on the last header line, for proxies that add a line of their
-/// own). Earlier entries come from the client and prove nothing. One trusted
-/// hop is assumed.
+/// The client's address as the rate limiter, the audit log and the metrics
+/// see it. Behind `hops` trusted proxies it is the `hops`-th `X-Forwarded-For`
+/// entry from the end (header lines read in order as one list): each trusted
+/// proxy appended the address it saw, so the outermost one's entry is the
+/// client. Earlier entries come from the client and prove nothing. With fewer
+/// entries than hops, the first one is taken.
 #[derive(Clone, Debug)]
 pub struct ClientIp(pub String);
 
-fn client_ip(req: &Request, trust_proxy: bool) -> String {
-    if trust_proxy
-        && let Some(last) = req
-            .headers()
-            .get_all("x-forwarded-for")
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
+fn forwarded_client(req: &Request, hops: usize) -> Option<String> {
+    let entries: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let index = entries.len().checked_sub(hops.max(1)).unwrap_or(0);
+    entries.get(index).map(|s| s.to_string())
+}
+
+fn client_ip(req: &Request, trust_proxy: Option<usize>) -> String {
+    if let Some(hops) = trust_proxy
+        && let Some(client) = forwarded_client(req, hops)
     {
-        return last.to_string();
+        return client;
     }
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -40,7 +47,8 @@ fn client_ip(req: &Request, trust_proxy: bool) -> String {
 /// RATE_LIMITED error; REST clients the plain JSON error. Both carry
 /// `Retry-After`.
 pub async fn rate_limit(State(state): State<HttpState>, mut req: Request, next: Next) -> Response {
-    let ip = client_ip(&req, state.app.config.trust_proxy);
+    let config = &state.app.config;
+    let ip = client_ip(&req, config.trust_proxy.then_some(config.trust_proxy_hops));
     if let Err(err) = state.app.limiters.check_default(&ip) {
         return if req.uri().path().starts_with("/graphql") {
             err.into_graphql_response()

@@ -316,6 +316,62 @@ async fn behind_a_trusted_proxy_the_client_ip_is_the_last_forwarded_entry() {
 }
 
 #[tokio::test]
+async fn trusted_proxy_hops_pick_the_client_address() {
+    // A CDN appends the client (198.51.100.7), then the load balancer appends
+    // the CDN's address (10.0.0.2); what the client sent itself comes first.
+    let app = spawn_app_with(&[("TRUST_PROXY", "true"), ("TRUST_PROXY_HOPS", "2")]).await;
+    let login = "mutation { login(input: { email: \"admin@test.local\", password: \"admin-password-123\" }) { accessToken } }";
+    let r = app
+        .post_graphql(
+            None,
+            login,
+            json!({}),
+            &[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.2")],
+        )
+        .await;
+    let token = r.data()["login"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(last_login_ip(&app, &token).await, "198.51.100.7");
+    // Two header lines count as one list.
+    let resp = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .header("x-forwarded-for", "6.6.6.6, 198.51.100.8")
+        .header("x-forwarded-for", "10.0.0.2")
+        .json(&json!({ "query": login }))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    let token = body["data"]["login"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(last_login_ip(&app, &token).await, "198.51.100.8");
+    // The rate limit keys on that address too: another client behind the
+    // same CDN keeps its own budget.
+    let limited = spawn_app_with(&[
+        ("TRUST_PROXY", "true"),
+        ("TRUST_PROXY_HOPS", "2"),
+        ("THROTTLE_DEFAULT_LIMIT", "2"),
+    ])
+    .await;
+    let health = |client_ip: &'static str| {
+        limited
+            .client
+            .get(format!("{}/api/v1/health/live", limited.address))
+            .header("x-forwarded-for", format!("{client_ip}, 10.0.0.2"))
+            .send()
+    };
+    assert_eq!(health("198.51.100.1").await.unwrap().status(), 200);
+    assert_eq!(health("198.51.100.1").await.unwrap().status(), 200);
+    assert_eq!(health("198.51.100.1").await.unwrap().status(), 429);
+    assert_eq!(health("198.51.100.2").await.unwrap().status(), 200);
+}
+
+#[tokio::test]
 async fn the_server_recovers_when_database_connections_are_cut() {
     if !crate::helpers::is_postgres() {
         // SQLite is a file in the process: there is no server to lose.
