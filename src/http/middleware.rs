@@ -27,7 +27,7 @@ fn forwarded_client(req: &Request, hops: usize) -> Option<String> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .collect();
-    let index = entries.len().checked_sub(hops.max(1)).unwrap_or(0);
+    let index = entries.len().saturating_sub(hops.max(1));
     entries.get(index).map(|s| s.to_string())
 }
 
