@@ -156,6 +156,10 @@ pub struct Config {
     pub upload_lease: Duration,
     pub upload_poll: Duration,
     pub upload_worker_enabled: bool,
+    /// `GET /metrics` is served (on `metrics_addr` when set, otherwise on the
+    /// API listener).
+    pub metrics_enabled: bool,
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// One documented variable: its name, default (as written in `.env.example`),
@@ -593,6 +597,18 @@ pub const VARIABLES: &[Variable] = &[
         false,
         "the upload worker looks for jobs at least this often (it is also woken on submit)",
     ),
+    var(
+        "METRICS_ENABLED",
+        "",
+        false,
+        "serve Prometheus metrics at GET /metrics; empty means on in development, off in production",
+    ),
+    var(
+        "METRICS_ADDR",
+        "",
+        false,
+        "serve /metrics on this address (e.g. 127.0.0.1:9464) instead of the API listener",
+    ),
 ];
 
 /// Everything wrong with the configuration, one line per variable.
@@ -672,6 +688,18 @@ impl Config {
             Some(Secret::new(previous_raw))
         };
 
+        let metrics_addr = match p.raw("METRICS_ADDR") {
+            a if a.is_empty() => None,
+            a => match a.parse::<std::net::SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    p.errors.push(format!(
+                        "METRICS_ADDR: expected an address like 127.0.0.1:9464, got {a:?}"
+                    ));
+                    None
+                }
+            },
+        };
         let mut two_factor_required_roles = Vec::new();
         for name in p.raw("TWO_FACTOR_REQUIRED_ROLES").split(',').map(str::trim) {
             use crate::entity::user::Role;
@@ -834,6 +862,12 @@ impl Config {
             upload_lease: p.seconds("UPLOAD_LEASE_SECONDS"),
             upload_poll: p.seconds("UPLOAD_POLL_SECONDS"),
             upload_worker_enabled: p.boolean("UPLOAD_WORKER_ENABLED"),
+            metrics_enabled: if p.raw("METRICS_ENABLED").is_empty() {
+                !production
+            } else {
+                p.boolean("METRICS_ENABLED")
+            },
+            metrics_addr,
         };
         if config.alert_lease <= config.alert_send_timeout * 2 {
             p.errors.push(format!(
@@ -967,6 +1001,8 @@ impl Config {
                     "UPLOAD_LEASE_SECONDS" => secs(self.upload_lease),
                     "UPLOAD_POLL_SECONDS" => secs(self.upload_poll),
                     "UPLOAD_WORKER_ENABLED" => self.upload_worker_enabled.to_string(),
+                    "METRICS_ENABLED" => self.metrics_enabled.to_string(),
+                    "METRICS_ADDR" => self.metrics_addr.map(|a| a.to_string()).unwrap_or_default(),
                     _ => String::new(),
                 };
                 (v.name, value)

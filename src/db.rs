@@ -101,6 +101,7 @@ impl Db {
         let slow = config.db_slow_query;
         conn.set_metric_callback(move |info| {
             counter.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::db_statement(info.elapsed, slow, info.failed);
             if info.elapsed >= slow {
                 let sql: String = info.statement.sql.chars().take(300).collect();
                 tracing::warn!(
@@ -139,6 +140,20 @@ impl Db {
         &self.conn
     }
 
+    /// Connections the pool holds, and how many of them are idle.
+    pub fn pool_figures(&self) -> (u32, usize) {
+        match self.backend() {
+            DbBackend::Postgres => {
+                let pool = self.conn.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            _ => {
+                let pool = self.conn.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+        }
+    }
+
     /// Statements run through this pool so far, transactions included.
     pub fn statements_run(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
@@ -150,6 +165,15 @@ impl Db {
 
     /// Starts a write transaction (see the module docs for why).
     pub async fn begin_write(&self) -> Result<WriteTxn, DbErr> {
+        // Counted while it waits for the write lock or a pool connection.
+        struct Waiting;
+        impl Drop for Waiting {
+            fn drop(&mut self) {
+                crate::metrics::db_waiting(-1.0);
+            }
+        }
+        crate::metrics::db_waiting(1.0);
+        let waiting = Waiting;
         let permit = match &self.write_lock {
             Some(lock) => Some(Arc::clone(lock).lock_owned().await),
             None => None,
@@ -161,6 +185,7 @@ impl Db {
                 ..Default::default()
             })
             .await?;
+        drop(waiting);
         Ok(WriteTxn {
             txn,
             permit,

@@ -209,6 +209,20 @@ pub fn is_transient(err: &AppError) -> bool {
         .is_some_and(|code| matches!(code.as_str(), "40P01" | "40001" | "5" | "517"))
 }
 
+/// Why a transient failure happened, for the retry metric: `deadlock`,
+/// `serialization` or `busy` (SQLite); `other` for anything else.
+pub fn transient_reason(err: &AppError) -> &'static str {
+    let AppError::Internal(inner) = err else {
+        return "other";
+    };
+    match inner.downcast_ref::<DbErr>().and_then(db_code).as_deref() {
+        Some("40P01") => "deadlock",
+        Some("40001") => "serialization",
+        Some("5" | "517") => "busy",
+        _ => "other",
+    }
+}
+
 /// `AppError` is `Display`, so `?` would turn it into a GraphQL error without
 /// extensions; resolvers convert through this instead (`graphql::gql`).
 impl ErrorExtensions for AppError {

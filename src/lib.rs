@@ -9,6 +9,7 @@ pub mod events;
 pub mod graphql;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod notifier;
 pub mod service;
 pub mod startup;

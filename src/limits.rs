@@ -27,8 +27,13 @@ fn quota(limit: u32, window: Duration) -> Quota {
         .allow_burst(limit)
 }
 
-fn check<K: Clone + Hash + Eq>(limiter: &DefaultKeyedRateLimiter<K>, key: &K) -> AppResult<()> {
+fn check<K: Clone + Hash + Eq>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+    name: &'static str,
+) -> AppResult<()> {
     limiter.check_key(key).map_err(|not_until| {
+        crate::metrics::rate_limited(name);
         let wait = not_until.wait_time_from(DefaultClock::default().now());
         AppError::RateLimited {
             retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
@@ -60,20 +65,20 @@ impl Limiters {
 
     /// The budget every request spends.
     pub fn check_default(&self, ip: &str) -> AppResult<()> {
-        check(&self.default, &ip.to_string())
+        check(&self.default, &ip.to_string(), "default")
     }
 
     /// Login attempts: per client IP and per email, whichever runs out first.
     pub fn check_login(&self, ip: Option<&str>, email: &str) -> AppResult<()> {
         if let Some(ip) = ip {
-            check(&self.login_ip, &ip.to_string())?;
+            check(&self.login_ip, &ip.to_string(), "login")?;
         }
-        check(&self.login_email, &email.to_string())
+        check(&self.login_email, &email.to_string(), "login")
     }
 
     /// Test alerts, per client IP.
     pub fn check_alerts(&self, ip: &str) -> AppResult<()> {
-        check(&self.alerts, &ip.to_string())
+        check(&self.alerts, &ip.to_string(), "alerts")
     }
 
     /// Forgets keys that are back to a full budget; called periodically.
@@ -114,6 +119,7 @@ impl ConnectionCounter {
             )));
         }
         *n += 1;
+        crate::metrics::websocket_connections(1.0);
         Ok(ConnectionSlot {
             counter: std::sync::Arc::clone(self),
             key: key.to_string(),
@@ -128,6 +134,7 @@ pub struct ConnectionSlot {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
+        crate::metrics::websocket_connections(-1.0);
         if let Ok(mut open) = self.counter.open.lock()
             && let Some(n) = open.get_mut(&self.key)
         {

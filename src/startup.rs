@@ -22,6 +22,8 @@ pub struct Application {
     port: u16,
     state: AppState,
     router: axum::Router,
+    /// `METRICS_ADDR`: `/metrics` on a listener of its own.
+    metrics: Option<(TcpListener, axum::Router)>,
 }
 
 impl Application {
@@ -48,19 +50,37 @@ impl Application {
                  set it to the key their secrets were encrypted with"
             );
         }
+        if config.metrics_enabled {
+            crate::metrics::install();
+        }
+        let metrics_listener = match config.metrics_addr.filter(|_| config.metrics_enabled) {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         let state = AppState::new(config, db)?;
         let schema = build_schema(Some(state.clone()));
-        let router = crate::http::router(state.clone(), schema);
+        let router = crate::http::router(state.clone(), schema.clone());
+        let metrics =
+            metrics_listener.map(|l| (l, crate::http::metrics_router(state.clone(), schema)));
         Ok(Self {
             listener,
             port,
             state,
             router,
+            metrics,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the `METRICS_ADDR` listener, when there is one.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics
+            .as_ref()
+            .and_then(|(l, _)| l.local_addr().ok())
+            .map(|a| a.port())
     }
 
     pub fn state(&self) -> &AppState {
@@ -77,6 +97,18 @@ impl Application {
         let state = self.state.clone();
         spawn_background_tasks(&state);
 
+        if let Some((listener, router)) = self.metrics {
+            let stop = state.shutdown.clone();
+            tracing::info!(addr = ?listener.local_addr().ok(), "metrics listening");
+            state.tasks.spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+                if let Err(err) = served {
+                    tracing::error!(error = %err, "the metrics listener failed");
+                }
+            });
+        }
         tracing::info!(port = self.port, "listening");
         let cancel = state.shutdown.clone();
         let served = axum::serve(

@@ -6,6 +6,7 @@ pub mod guards;
 pub mod health;
 pub mod limits;
 pub mod loaders;
+pub mod observe;
 pub mod products;
 pub mod restrictions;
 pub mod stock;
@@ -92,6 +93,7 @@ pub fn build_schema(state: Option<AppState>) -> AppSchema {
             .limit_complexity(config.graphql_max_complexity)
             .extension(limits::MaxRootFields(config.graphql_max_root_fields))
             .extension(restrictions::AccountRestrictions)
+            .extension(observe::OperationMetrics)
             .data(state);
         if !config.graphql_introspection {
             builder = builder.disable_introspection();
@@ -184,30 +186,47 @@ pub async fn actor(ctx: &Context<'_>) -> AppResult<crate::service::Actor> {
 /// shown as "internal error".
 pub fn ensure_error_codes(errors: &mut [ServerError]) {
     for err in errors {
-        let has_code = err
-            .extensions
-            .as_ref()
-            .is_some_and(|e| e.get("code").is_some());
-        if has_code {
+        if existing_code(err).is_some() {
             continue;
         }
-        let client_error = err.path.is_empty()
-            || [
-                "Failed to parse \"",
-                "Expected input type \"",
-                "Invalid value for argument",
-            ]
-            .iter()
-            .any(|p| err.message.starts_with(p));
+        let code = default_code(err);
         let ext = err.extensions.get_or_insert_with(Default::default);
-        if client_error {
-            ext.set("code", "BAD_USER_INPUT");
-        } else {
+        if code == "INTERNAL" {
             tracing::error!(error = %err.message, path = ?err.path, "internal error in a resolver");
             err.message = "internal error".into();
-            ext.set("code", "INTERNAL");
         }
+        ext.set("code", code);
     }
+}
+
+fn existing_code(err: &ServerError) -> Option<&str> {
+    match err.extensions.as_ref().and_then(|e| e.get("code")) {
+        Some(async_graphql::Value::String(code)) => Some(code),
+        Some(_) => Some("INTERNAL"),
+        None => None,
+    }
+}
+
+/// The code an error without one gets (see [`ensure_error_codes`]).
+fn default_code(err: &ServerError) -> &'static str {
+    let client_error = err.path.is_empty()
+        || [
+            "Failed to parse \"",
+            "Expected input type \"",
+            "Invalid value for argument",
+        ]
+        .iter()
+        .any(|p| err.message.starts_with(p));
+    if client_error {
+        "BAD_USER_INPUT"
+    } else {
+        "INTERNAL"
+    }
+}
+
+/// The `extensions.code` an error has or will get.
+pub fn error_code(err: &ServerError) -> &str {
+    existing_code(err).unwrap_or_else(|| default_code(err))
 }
 
 /// Converts a service error for a resolver.

@@ -41,6 +41,7 @@ impl SocketSubscriptions {
 
     fn acquire(&self) -> Result<SocketSlot, AppError> {
         let prev = self.open.fetch_add(1, Ordering::AcqRel);
+        crate::metrics::subscriptions(1.0);
         let slot = SocketSlot(Arc::clone(&self.open));
         if prev >= self.max {
             return Err(AppError::LimitExceeded(format!(
@@ -58,6 +59,7 @@ struct SocketSlot(Arc<AtomicUsize>);
 impl Drop for SocketSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        crate::metrics::subscriptions(-1.0);
     }
 }
 
@@ -102,7 +104,10 @@ impl StreamState {
                         DomainEvent::EventsMissed => AppError::EventsMissed,
                         _ => return Some((Ok(event), self)),
                     },
-                    Err(RecvError::Lagged(missed)) => AppError::SubscriptionLagged { missed },
+                    Err(RecvError::Lagged(missed)) => {
+                        crate::metrics::subscription_lagged();
+                        AppError::SubscriptionLagged { missed }
+                    }
                     Err(RecvError::Closed) => return None,
                 },
             };

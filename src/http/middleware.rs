@@ -140,3 +140,24 @@ pub fn make_span(req: &Request) -> tracing::Span {
         request_id = %request_id,
     )
 }
+
+/// Counts and times every request by route pattern (never the raw path, which
+/// may hold ids), method and status class.
+pub async fn record_metrics(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("other", |p| p.as_str())
+        .to_string();
+    let method = match *req.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::OPTIONS => "OPTIONS",
+        axum::http::Method::HEAD => "HEAD",
+        _ => "other",
+    };
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    crate::metrics::http_request(&route, method, resp.status().as_u16(), start.elapsed());
+    resp
+}

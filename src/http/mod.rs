@@ -38,7 +38,7 @@ pub fn router(app: AppState, schema: AppSchema) -> Router {
         app,
         schema: CodedSchema(schema),
     };
-    let router = Router::new()
+    let mut router = Router::new()
         .route(
             "/graphql",
             get(graphql::graphiql).post(graphql::graphql_handler),
@@ -51,7 +51,11 @@ pub fn router(app: AppState, schema: AppSchema) -> Router {
             axum::routing::post(alerts::send_test),
         )
         .route("/api/v1/uploads", axum::routing::post(uploads::create))
-        .route("/api/v1/uploads/{id}", get(uploads::show))
+        .route("/api/v1/uploads/{id}", get(uploads::show));
+    if config.metrics_enabled && config.metrics_addr.is_none() {
+        router = router.route("/metrics", get(metrics));
+    }
+    let router = router
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::rate_limit,
@@ -63,6 +67,7 @@ pub fn router(app: AppState, schema: AppSchema) -> Router {
         .layer(axum::middleware::map_response(
             middleware::json_payload_too_large,
         ))
+        .layer(axum::middleware::from_fn(middleware::record_metrics))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
@@ -76,6 +81,29 @@ pub fn router(app: AppState, schema: AppSchema) -> Router {
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
     security_headers(router).with_state(state)
+}
+
+/// Prometheus metrics in the text format.
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<HttpState>,
+) -> impl axum::response::IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        crate::metrics::render(&state.app).await,
+    )
+}
+
+/// `/metrics` alone, for `METRICS_ADDR`: a listener that is not exposed with
+/// the API.
+pub fn metrics_router(app: AppState, schema: AppSchema) -> Router {
+    let state = HttpState {
+        app,
+        schema: CodedSchema(schema),
+    };
+    security_headers(Router::new().route("/metrics", get(metrics))).with_state(state)
 }
 
 /// Headers every answer carries unless its handler set its own: no MIME

@@ -381,6 +381,7 @@ impl Notifier {
     ) -> AppResult<()> {
         let now = Utc::now();
         let txn = self.db.begin_write().await?;
+        let mut finished = Vec::new();
         for a in alerts {
             let mut next = a.clone();
             next.lease_until = None;
@@ -454,12 +455,18 @@ impl Notifier {
                 .exec(&*txn)
                 .await?;
             if res.rows_affected == 1 {
+                if matches!(next.status, AlertStatus::Sent | AlertStatus::Dead) {
+                    finished.push(next.attempts);
+                }
                 txn.emit(DomainEvent::AlertChanged {
                     alert: Arc::new(next),
                 });
             }
         }
         txn.commit().await?;
+        for attempts in finished {
+            crate::metrics::alert_finished(attempts);
+        }
         Ok(())
     }
 }

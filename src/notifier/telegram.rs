@@ -124,8 +124,16 @@ impl AlertSender for TelegramSender {
             .text(text)
             .parse_mode(ParseMode::Html)
             .build();
-        bot.send_message(&params)
-            .await
+        let result = bot.send_message(&params).await;
+        crate::metrics::telegram_response(match &result {
+            Ok(_) => "ok",
+            Err(Error::Api(api)) if api.error_code == 429 => "429",
+            Err(Error::Api(api)) if (400..500).contains(&api.error_code) => "4xx",
+            Err(Error::Api(_)) => "5xx",
+            Err(Error::HttpReqwest(e)) if e.is_timeout() => "timeout",
+            Err(_) => "network",
+        });
+        result
             .map(|r| i64::from(r.result.message_id))
             .map_err(classify)
     }

@@ -532,6 +532,18 @@ enum Failure {
 }
 
 impl Failure {
+    /// The metric label.
+    fn label(self) -> &'static str {
+        match self {
+            Self::UnknownEmail => "unknown_email",
+            Self::PasswordTooLong => "password_too_long",
+            Self::WrongPassword => "wrong_password",
+            Self::Deactivated => "deactivated",
+            Self::Locked => "locked",
+            Self::WrongSecondFactor => "wrong_second_factor",
+        }
+    }
+
     fn reason(self) -> &'static str {
         match self {
             Self::UnknownEmail => "unknown email",
@@ -564,6 +576,7 @@ async fn failed_login(
     meta: RequestMeta,
 ) -> AppResult<AppError> {
     let reason = failure.reason();
+    crate::metrics::login_failure(failure.label());
     let actor = Actor {
         user_id: found.map(|u| u.id),
         name: found.map(|u| u.email.clone()),
@@ -641,6 +654,7 @@ async fn count_failure(
         .filter(user::Column::Id.eq(u.id))
         .exec(&**txn)
         .await?;
+    crate::metrics::account_locked();
     let ip = actor.meta.ip.as_deref().unwrap_or("an unknown address");
     audit::record(
         txn,

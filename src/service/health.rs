@@ -153,6 +153,7 @@ pub async fn check(db: &Db, config: &Config, started: Instant) -> HealthReport {
             },
         )
     };
+    crate::metrics::health_check(database.up, start.elapsed());
     HealthReport {
         ok: database.up,
         version: env!("CARGO_PKG_VERSION"),

@@ -485,6 +485,7 @@ impl UploadWorker {
                     // it over.)
                     Err(e) if is_transient(&e) && !job.dry_run && retries < MAX_BATCH_RETRIES => {
                         retries += 1;
+                        crate::metrics::transaction_retry(crate::error::transient_reason(&e));
                         tracing::warn!(job_id = %job.id, retries, error = %e, "upload batch rolled back; retrying");
                         tokio::time::sleep(Duration::from_millis(20 * retries as u64)).await;
                     }
@@ -667,6 +668,9 @@ impl UploadWorker {
             job: Arc::new(next.clone()),
         });
         txn.commit().await?;
+        if !job.dry_run {
+            crate::metrics::upload_rows(succeeded.max(0) as u64, errors.len() as u64);
+        }
         *job = next;
         Ok(Step::Applied)
     }

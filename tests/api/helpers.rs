@@ -83,6 +83,8 @@ pub fn is_postgres() -> bool {
 
 pub struct TestApp {
     pub address: String,
+    /// The `METRICS_ADDR` listener, when the test asked for one.
+    pub metrics_address: Option<String>,
     pub database_url: String,
     pub state: AppState,
     pub client: reqwest::Client,
@@ -127,6 +129,7 @@ async fn start(vars: HashMap<String, String>, database_url: String, guard: TestD
     let config = Config::from_vars(vars).expect("test config is valid");
     let app = Application::build(config).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let metrics_address = app.metrics_port().map(|p| format!("http://127.0.0.1:{p}"));
     let state = app.state().clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
@@ -134,6 +137,7 @@ async fn start(vars: HashMap<String, String>, database_url: String, guard: TestD
     }));
     TestApp {
         address,
+        metrics_address,
         database_url,
         state,
         client: reqwest::Client::builder()

@@ -12,6 +12,7 @@ mod auth;
 mod cli;
 mod contract;
 mod http;
+mod metrics;
 mod products;
 mod roles;
 mod security;

@@ -1,0 +1,104 @@
+//! GraphQL operation metrics: each operation counted and timed by type and
+//! (bounded) name, and each error counted by its `extensions.code`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest, NextRequest,
+};
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
+use async_graphql::{Request, Response, ServerResult, Variables};
+
+pub struct OperationMetrics;
+
+impl ExtensionFactory for OperationMetrics {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(OperationMetricsExtension::default())
+    }
+}
+
+/// One request's operation, as the later hooks learn it.
+#[derive(Default)]
+struct OperationMetricsExtension {
+    name: Mutex<Option<String>>,
+    operation: Mutex<Option<(&'static str, String)>>,
+}
+
+fn kind(ty: OperationType) -> &'static str {
+    match ty {
+        OperationType::Query => "query",
+        OperationType::Mutation => "mutation",
+        OperationType::Subscription => "subscription",
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for OperationMetricsExtension {
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        if let Ok(mut name) = self.name.lock() {
+            name.clone_from(&request.operation_name);
+        }
+        next.run(ctx, request).await
+    }
+
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let doc = next.run(ctx, query, variables).await?;
+        let wanted = self.name.lock().ok().and_then(|n| n.clone());
+        // An anonymous operation is `Single`; named ones are `Multiple`, even
+        // when there is one.
+        let found = match (&doc.operations, wanted.as_deref()) {
+            (DocumentOperations::Single(op), _) => Some((kind(op.node.ty), None)),
+            (DocumentOperations::Multiple(ops), Some(name)) => ops
+                .iter()
+                .find(|(n, _)| n.as_str() == name)
+                .map(|(n, op)| (kind(op.node.ty), Some(n.as_str()))),
+            (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops
+                .iter()
+                .next()
+                .map(|(n, op)| (kind(op.node.ty), Some(n.as_str()))),
+            (DocumentOperations::Multiple(_), None) => None,
+        };
+        if let Some((kind, name)) = found {
+            let label = crate::metrics::operation_label(name);
+            // A subscription's stream is not a request that ends: it is
+            // counted when it starts.
+            if kind == "subscription" {
+                crate::metrics::graphql_operation(kind, &label, None);
+            }
+            if let Ok(mut op) = self.operation.lock() {
+                *op = Some((kind, label));
+            }
+        }
+        Ok(doc)
+    }
+
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        let start = Instant::now();
+        let response = next.run(ctx).await;
+        let (kind, label) = self
+            .operation
+            .lock()
+            .ok()
+            .and_then(|op| op.clone())
+            .unwrap_or(("invalid", "invalid".to_string()));
+        if kind != "subscription" {
+            crate::metrics::graphql_operation(kind, &label, Some(start.elapsed()));
+        }
+        for err in &response.errors {
+            crate::metrics::graphql_error(kind, &label, super::error_code(err));
+        }
+        response
+    }
+}

@@ -1,0 +1,351 @@
+//! Prometheus metrics: the `metrics` facade, recorded where things happen,
+//! and rendered in the text format by `GET /metrics` (on the API listener or
+//! on `METRICS_ADDR`). Labels never carry user data, tokens or SQL: routes are
+//! route patterns, operation names are bounded, codes are error codes.
+//!
+//! Figures kept in the database (the alert outbox, the upload queue) and the
+//! pool and process figures are read when the endpoint is scraped.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::state::AppState;
+
+/// Latency buckets, in seconds: 1 ms to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Attempts an alert took to be sent or given up.
+const ATTEMPT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0, 8.0, 13.0, 21.0];
+/// Distinct GraphQL operation names kept as label values; later ones are
+/// folded into `other`, so a client cannot grow the series without bound.
+const MAX_OPERATION_NAMES: usize = 200;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+
+/// Installs the process-wide recorder once (every later call returns the same
+/// handle) and describes the metrics.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("stockroom_alert_attempts".into()),
+                        ATTEMPT_BUCKETS,
+                    )
+                });
+            let recorder = match builder {
+                Ok(b) => b.build_recorder(),
+                // Only invalid (empty) bucket lists fail, and ours are fixed.
+                Err(_) => PrometheusBuilder::new().build_recorder(),
+            };
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("another metrics recorder is installed; /metrics stays empty");
+            }
+            describe();
+            let process = metrics_process::Collector::default();
+            process.describe();
+            let _ = PROCESS.set(process);
+            gauge!("stockroom_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            register_zeroes();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "stockroom_http_requests_total",
+        "HTTP requests by route pattern, method and status class"
+    );
+    describe_histogram!(
+        "stockroom_http_request_duration_seconds",
+        "HTTP request latency by route pattern and method"
+    );
+    describe_counter!(
+        "stockroom_graphql_operations_total",
+        "GraphQL operations by type and (bounded) operation name"
+    );
+    describe_histogram!(
+        "stockroom_graphql_operation_duration_seconds",
+        "GraphQL operation latency"
+    );
+    describe_counter!(
+        "stockroom_graphql_errors_total",
+        "GraphQL errors by extensions.code"
+    );
+    describe_histogram!(
+        "stockroom_health_check_duration_seconds",
+        "latency of a health check (database ping and queue figures)"
+    );
+    describe_gauge!(
+        "stockroom_health_status",
+        "1 when the last health check was OK, 0 when DEGRADED"
+    );
+    describe_gauge!(
+        "stockroom_alerts",
+        "alerts in the Telegram outbox by status (PENDING includes retrying)"
+    );
+    describe_histogram!(
+        "stockroom_alert_attempts",
+        "attempts an alert took when it was sent or went DEAD"
+    );
+    describe_gauge!(
+        "stockroom_alert_oldest_unsent_age_seconds",
+        "age of the oldest alert not sent yet; 0 when none"
+    );
+    describe_gauge!(
+        "stockroom_alert_unsent_max_attempts",
+        "most attempts among alerts not sent yet; 0 when none"
+    );
+    describe_counter!(
+        "stockroom_telegram_responses_total",
+        "Telegram Bot API answers by class: ok, 429, 4xx, 5xx, timeout, network"
+    );
+    describe_gauge!(
+        "stockroom_upload_jobs",
+        "upload jobs by status (QUEUED, PROCESSING)"
+    );
+    describe_gauge!(
+        "stockroom_upload_oldest_queued_age_seconds",
+        "age of the oldest queued upload job; 0 when none"
+    );
+    describe_counter!(
+        "stockroom_upload_rows_total",
+        "upload rows applied or failed"
+    );
+    describe_gauge!(
+        "stockroom_db_pool_connections",
+        "database pool connections by state (in_use, idle)"
+    );
+    describe_gauge!("stockroom_db_pool_max_connections", "DB_MAX_CONNECTIONS");
+    describe_gauge!(
+        "stockroom_db_pool_waiting",
+        "tasks waiting to begin a write transaction (a pool connection, or SQLite's write lock)"
+    );
+    describe_counter!("stockroom_db_statements_total", "database statements run");
+    describe_counter!(
+        "stockroom_db_slow_statements_total",
+        "statements slower than DB_SLOW_QUERY_MS"
+    );
+    describe_counter!(
+        "stockroom_db_statement_errors_total",
+        "statements that failed"
+    );
+    describe_counter!(
+        "stockroom_db_transaction_retries_total",
+        "transactions run again after a transient failure, by reason"
+    );
+    describe_counter!("stockroom_login_failures_total", "failed logins by reason");
+    describe_counter!(
+        "stockroom_account_lockouts_total",
+        "accounts locked after repeated failed logins"
+    );
+    describe_counter!(
+        "stockroom_rate_limited_total",
+        "requests refused by a rate limit, by limiter"
+    );
+    describe_gauge!(
+        "stockroom_websocket_connections",
+        "open GraphQL WebSocket connections"
+    );
+    describe_gauge!("stockroom_subscriptions", "open subscription streams");
+    describe_counter!(
+        "stockroom_subscriptions_lagged_total",
+        "subscription streams ended because they fell behind"
+    );
+    describe_gauge!(
+        "stockroom_uptime_seconds",
+        "seconds since this process started serving"
+    );
+    describe_gauge!("stockroom_build_info", "the running version");
+}
+
+/// Counters that alert rules watch are shown from the start, at 0, so that
+/// their first increase is an increase.
+fn register_zeroes() {
+    for reason in [
+        "unknown_email",
+        "password_too_long",
+        "wrong_password",
+        "deactivated",
+        "locked",
+        "wrong_second_factor",
+    ] {
+        counter!("stockroom_login_failures_total", "reason" => reason).increment(0);
+    }
+    counter!("stockroom_account_lockouts_total").increment(0);
+    for limiter in ["default", "login", "alerts"] {
+        counter!("stockroom_rate_limited_total", "limiter" => limiter).increment(0);
+    }
+    for class in ["ok", "429", "4xx", "5xx", "timeout", "network"] {
+        counter!("stockroom_telegram_responses_total", "class" => class).increment(0);
+    }
+    upload_rows(0, 0);
+    counter!("stockroom_subscriptions_lagged_total").increment(0);
+    counter!("stockroom_db_slow_statements_total").increment(0);
+    counter!("stockroom_db_statement_errors_total").increment(0);
+    gauge!("stockroom_websocket_connections").increment(0.0);
+    gauge!("stockroom_subscriptions").increment(0.0);
+    gauge!("stockroom_db_pool_waiting").increment(0.0);
+}
+
+/// `2xx`, `4xx`, ...
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+pub fn http_request(route: &str, method: &str, status: u16, elapsed: Duration) {
+    let (route, method) = (route.to_string(), method.to_string());
+    counter!("stockroom_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status_class" => status_class(status)).increment(1);
+    histogram!("stockroom_http_request_duration_seconds", "route" => route, "method" => method)
+        .record(elapsed.as_secs_f64());
+}
+
+/// The label value for an operation name: `anonymous` without one, the name
+/// itself for the first `MAX_OPERATION_NAMES` well-formed names seen, and
+/// `other` after that.
+pub fn operation_label(name: Option<&str>) -> String {
+    static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let Some(name) = name.filter(|n| !n.is_empty()) else {
+        return "anonymous".into();
+    };
+    let well_formed =
+        name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !well_formed {
+        return "other".into();
+    }
+    let Ok(mut seen) = SEEN.get_or_init(Default::default).lock() else {
+        return "other".into();
+    };
+    if seen.contains(name) || (seen.len() < MAX_OPERATION_NAMES && seen.insert(name.to_string())) {
+        name.to_string()
+    } else {
+        "other".into()
+    }
+}
+
+pub fn graphql_operation(kind: &'static str, operation: &str, elapsed: Option<Duration>) {
+    counter!("stockroom_graphql_operations_total", "type" => kind, "operation" => operation.to_string()).increment(1);
+    if let Some(elapsed) = elapsed {
+        histogram!("stockroom_graphql_operation_duration_seconds", "type" => kind, "operation" => operation.to_string())
+            .record(elapsed.as_secs_f64());
+    }
+}
+
+pub fn graphql_error(kind: &'static str, operation: &str, code: &str) {
+    // Codes are ours (a fixed set), but bound them anyway.
+    let code: String = code
+        .chars()
+        .filter(|c| c.is_ascii_uppercase() || *c == '_')
+        .take(40)
+        .collect();
+    counter!("stockroom_graphql_errors_total", "type" => kind, "operation" => operation.to_string(), "code" => code).increment(1);
+}
+
+pub fn health_check(ok: bool, elapsed: Duration) {
+    histogram!("stockroom_health_check_duration_seconds").record(elapsed.as_secs_f64());
+    gauge!("stockroom_health_status").set(if ok { 1.0 } else { 0.0 });
+}
+
+pub fn alert_finished(attempts: i32) {
+    histogram!("stockroom_alert_attempts").record(f64::from(attempts));
+}
+
+pub fn telegram_response(class: &'static str) {
+    counter!("stockroom_telegram_responses_total", "class" => class).increment(1);
+}
+
+pub fn upload_rows(applied: u64, failed: u64) {
+    counter!("stockroom_upload_rows_total", "result" => "applied").increment(applied);
+    counter!("stockroom_upload_rows_total", "result" => "failed").increment(failed);
+}
+
+pub fn db_statement(elapsed: Duration, slow: Duration, failed: bool) {
+    counter!("stockroom_db_statements_total").increment(1);
+    if elapsed >= slow {
+        counter!("stockroom_db_slow_statements_total").increment(1);
+    }
+    if failed {
+        counter!("stockroom_db_statement_errors_total").increment(1);
+    }
+}
+
+pub fn db_waiting(delta: f64) {
+    gauge!("stockroom_db_pool_waiting").increment(delta);
+}
+
+pub fn transaction_retry(reason: &'static str) {
+    counter!("stockroom_db_transaction_retries_total", "reason" => reason).increment(1);
+}
+
+pub fn login_failure(reason: &'static str) {
+    counter!("stockroom_login_failures_total", "reason" => reason).increment(1);
+}
+
+pub fn account_locked() {
+    counter!("stockroom_account_lockouts_total").increment(1);
+}
+
+pub fn rate_limited(limiter: &'static str) {
+    counter!("stockroom_rate_limited_total", "limiter" => limiter).increment(1);
+}
+
+pub fn websocket_connections(delta: f64) {
+    gauge!("stockroom_websocket_connections").increment(delta);
+}
+
+pub fn subscriptions(delta: f64) {
+    gauge!("stockroom_subscriptions").increment(delta);
+}
+
+pub fn subscription_lagged() {
+    counter!("stockroom_subscriptions_lagged_total").increment(1);
+}
+
+/// Reads what is kept elsewhere (the database's queues through a health
+/// check, the pool, the process) and renders every metric.
+pub async fn render(state: &AppState) -> String {
+    let handle = install();
+    let report = crate::service::health::check(&state.db, &state.config, state.started_at).await;
+    if let Some(q) = &report.notifier.queue {
+        gauge!("stockroom_alerts", "status" => "PENDING").set((q.pending + q.retrying) as f64);
+        gauge!("stockroom_alerts", "status" => "SENDING").set(q.sending as f64);
+        gauge!("stockroom_alerts", "status" => "DEAD").set(q.dead as f64);
+        gauge!("stockroom_alert_oldest_unsent_age_seconds")
+            .set(q.oldest_unsent_seconds.unwrap_or(0).max(0) as f64);
+        gauge!("stockroom_alert_unsent_max_attempts").set(q.max_attempts_unsent.max(0) as f64);
+    }
+    if let Some(q) = &report.uploads.queue {
+        gauge!("stockroom_upload_jobs", "status" => "QUEUED").set(q.queued as f64);
+        gauge!("stockroom_upload_jobs", "status" => "PROCESSING").set(q.processing as f64);
+        gauge!("stockroom_upload_oldest_queued_age_seconds")
+            .set(q.oldest_queued_seconds.unwrap_or(0).max(0) as f64);
+    }
+    let (size, idle) = state.db.pool_figures();
+    gauge!("stockroom_db_pool_connections", "state" => "in_use")
+        .set((size as usize).saturating_sub(idle) as f64);
+    gauge!("stockroom_db_pool_connections", "state" => "idle").set(idle as f64);
+    gauge!("stockroom_db_pool_max_connections").set(f64::from(state.config.db_max_connections));
+    gauge!("stockroom_uptime_seconds").set(state.started_at.elapsed().as_secs_f64());
+    if let Some(process) = PROCESS.get() {
+        process.collect();
+    }
+    handle.run_upkeep();
+    handle.render()
+}
