@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ColumnTrait as _, ConnectionTrait as _, EntityTrait as _, QueryFilter as _};
+use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};
 
 use crate::config::{Config, VARIABLES};
 use crate::db::Db;
@@ -72,12 +72,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// SQLite: write a consistent copy of the live database to a new file (VACUUM INTO).
-    /// PostgreSQL deployments use pg_dump.
+    /// Write a consistent backup of the live database to a new file: SQLite
+    /// with VACUUM INTO, PostgreSQL with pg_dump in the custom format.
     Backup {
         /// The file to create; an existing file is never overwritten.
         #[arg(long)]
         to: PathBuf,
+    },
+    /// Restore a backup into an EMPTY database (refuses one with tables), then
+    /// check migrations, the ledger and row counts; exit 1 on ledger drift.
+    Restore {
+        /// A file written by `stockroom backup` (or `pg_dump -Fc`).
+        #[arg(long)]
+        from: PathBuf,
     },
 }
 
@@ -160,7 +167,8 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             }
             Ok(ExitCode::FAILURE)
         }
-        Command::Backup { to } => backup(&config, &to).await,
+        Command::Backup { to } => crate::backup::backup(&config, &to).await,
+        Command::Restore { from } => crate::backup::restore(&config, &from).await,
         Command::ResetPassword { email, stdin } => reset_password(&config, &email, stdin).await,
         Command::ResetTwoFactor { email } => reset_two_factor(&config, &email).await,
         Command::SecurityReport {
@@ -350,55 +358,6 @@ async fn security_report(
     } else {
         ExitCode::FAILURE
     })
-}
-
-async fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<ExitCode> {
-    if !config.is_sqlite() {
-        eprintln!(
-            "backup copies SQLite databases; for PostgreSQL use: pg_dump -Fc -d \"$DATABASE_URL\" -f FILE"
-        );
-        return Ok(ExitCode::FAILURE);
-    }
-    if to.exists() {
-        eprintln!("{} exists: choose a new file", to.display());
-        return Ok(ExitCode::FAILURE);
-    }
-    let Some(target) = std::path::absolute(to)?
-        .to_str()
-        .map(|s| s.replace('\'', "''"))
-    else {
-        eprintln!("{}: the backup path must be valid UTF-8", to.display());
-        return Ok(ExitCode::FAILURE);
-    };
-    let db = Db::connect(config).await?;
-    // A wrong DATABASE_URL (or cron in another directory) opens a new, empty
-    // database: refuse to back that up as if it were the real one.
-    let migrated = db
-        .conn()
-        .query_one_raw(sea_orm::Statement::from_string(
-            db.backend(),
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seaql_migrations'",
-        ))
-        .await?
-        .is_some();
-    if !migrated {
-        eprintln!(
-            "no Stockroom database at {}: nothing backed up",
-            crate::config::mask_url(config.database_url.expose())
-        );
-        return Ok(ExitCode::FAILURE);
-    }
-    // One consistent snapshot, taken while the server keeps serving (WAL).
-    db.conn()
-        .execute_unprepared(&format!("VACUUM INTO '{target}'"))
-        .await?;
-    db.close().await?;
-    if !to.is_file() {
-        eprintln!("backup reported success but {} is missing", to.display());
-        return Ok(ExitCode::FAILURE);
-    }
-    println!("backup written to {}", to.display());
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn migrate(action: MigrateAction, config: &Config) -> anyhow::Result<ExitCode> {

@@ -1,5 +1,6 @@
 //! Stockroom: an inventory service behind a GraphQL API.
 
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod db;

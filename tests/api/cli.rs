@@ -162,29 +162,74 @@ fn seed_in_production_without_admin_password_fails() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("ADMIN_PASSWORD"));
 }
 
+/// The restore drill of the runbook, on the database the suite runs on: a
+/// backup of a live server under write load, restored into a new, empty
+/// database, must pass the checks and hold a consistent snapshot.
 #[tokio::test]
-async fn a_backup_restores_whole_and_passes_the_checks() {
-    if crate::helpers::is_postgres() {
-        // PostgreSQL is backed up with pg_dump; `backup` says so and exits 1.
-        return;
-    }
-    let app = spawn_app().await;
+async fn the_restore_drill_backs_up_under_write_load_and_restores_whole() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let app = Arc::new(spawn_app().await);
     let admin = app.admin_token().await;
-    let product = app.create_product(&admin, "BACKUP-1", 12).await;
-    app.record_movement(
-        &admin,
-        serde_json::json!({ "productId": product, "kind": "OUTBOUND", "quantity": 5 }),
-    )
-    .await
-    .data();
+    let mut products = Vec::new();
+    for i in 0..4 {
+        products.push(
+            app.create_product(&admin, &format!("DRILL-{i}"), 1000)
+                .await,
+        );
+    }
+    // Writers keep recording movements while the backup runs.
+    let stop = Arc::new(AtomicBool::new(false));
+    let recorded = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for w in 0..3 {
+        let (app, admin, stop, recorded) =
+            (app.clone(), admin.clone(), stop.clone(), recorded.clone());
+        let products = products.clone();
+        writers.push(tokio::spawn(async move {
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let kind = if n.is_multiple_of(2) { "OUTBOUND" } else { "INBOUND" };
+                let r = app
+                    .record_movement(
+                        &admin,
+                        serde_json::json!({ "productId": products[(n + w) % products.len()], "kind": kind, "quantity": 1 }),
+                    )
+                    .await;
+                if r.body["errors"].is_null() {
+                    recorded.fetch_add(1, Ordering::Relaxed);
+                }
+                n += 1;
+            }
+        }));
+    }
+    while recorded.load(Ordering::Relaxed) < 20 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("copy.db");
-    let out = stockroom_bin()
-        .args(["backup", "--to"])
-        .arg(&file)
-        .env("DATABASE_URL", &app.database_url)
-        .output()
-        .unwrap();
+    let file = dir.path().join("live.backup");
+    let url = app.database_url.clone();
+    let file_for_backup = file.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        stockroom_bin()
+            .args(["backup", "--to"])
+            .arg(&file_for_backup)
+            .env("DATABASE_URL", &url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let during = recorded.load(Ordering::Relaxed);
+    // Keep writing a little after the backup, then stop.
+    while recorded.load(Ordering::Relaxed) < during + 20 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
     assert!(
         out.status.success(),
         "{}",
@@ -198,42 +243,122 @@ async fn a_backup_restores_whole_and_passes_the_checks() {
         .unwrap();
     assert_eq!(again.status.code(), Some(1), "never overwrites");
 
-    let restored = format!("sqlite://{}?mode=rw", file.display());
-    for args in [["migrate", "status"], ["verify-ledger", ""]] {
-        let out = stockroom_bin()
-            .args(args.iter().filter(|a| !a.is_empty()))
-            .env("DATABASE_URL", &restored)
+    // Into a new, empty database.
+    let (target, _guard) = crate::helpers::fresh_database().await;
+    let restore = |url: &str| {
+        stockroom_bin()
+            .args(["restore", "--from"])
+            .arg(&file)
+            .env("DATABASE_URL", url)
             .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+            .unwrap()
+    };
+    let out = restore(&target);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("migrations: all applied"), "{stdout}");
+    assert!(
+        stdout.contains("ledger ok: 4 product(s) checked, no drift"),
+        "{stdout}"
+    );
+    // A database that is not empty is refused, and left as it is.
+    let refused = restore(&target);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not empty"));
+
+    // The restored rows are one consistent moment of the live database:
+    // every movement has its audit row, stock equals the movements, and no
+    // more was restored than the live database holds.
+    let db = sea_orm::Database::connect(&target).await.unwrap();
+    let count = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            use sea_orm::ConnectionTrait;
+            db.query_one_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                sql.to_string(),
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get_by_index::<i64>(0)
+            .unwrap()
+        }
+    };
+    let movements = count("SELECT COUNT(*) FROM stock_movements").await;
+    let movement_audits =
+        count("SELECT COUNT(*) FROM audit_logs WHERE action LIKE 'STOCK_%'").await;
+    assert_eq!(movements, movement_audits);
+    assert!(
+        movements >= 4 + 20,
+        "the backup holds the writes before it: {movements}"
+    );
+    let live = app.count("SELECT COUNT(*) FROM stock_movements").await;
+    assert!(movements <= live, "{movements} restored, {live} live");
+    let rows_line = stdout.lines().find(|l| l.starts_with("rows: ")).unwrap();
+    assert!(
+        rows_line.contains(&format!("stock_movements={movements}")),
+        "{rows_line}"
+    );
+    assert!(rows_line.contains("products=4"), "{rows_line}");
+    let (_, drift) = stockroom::service::stock::verify_ledger(&db).await.unwrap();
+    assert!(drift.is_empty(), "{drift:?}");
+    db.close().await.unwrap();
+
+    // A backup of the other database's kind is refused with a clear message.
+    let other = dir.path().join("other.backup");
+    std::fs::write(&other, b"not a backup at all").unwrap();
+    let (empty, _guard2) = crate::helpers::fresh_database().await;
+    let out = stockroom_bin()
+        .args(["restore", "--from"])
+        .arg(&other)
+        .env("DATABASE_URL", &empty)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither"));
+}
+
+#[tokio::test]
+async fn a_postgres_backup_says_clearly_when_pg_dump_is_missing_or_too_old() {
+    if !crate::helpers::is_postgres() {
+        return;
     }
-    let db = sea_orm::Database::connect(&restored).await.unwrap();
-    use sea_orm::{EntityTrait, PaginatorTrait};
-    assert_eq!(
-        stockroom::entity::product::Entity::find()
-            .count(&db)
-            .await
-            .unwrap(),
-        1
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x.dump");
+    let backup_with_path = |path: &std::path::Path| {
+        stockroom_bin()
+            .args(["backup", "--to"])
+            .arg(&file)
+            .env("DATABASE_URL", &app.database_url)
+            .env("PATH", path)
+            .output()
+            .unwrap()
+    };
+    let empty = tempfile::tempdir().unwrap();
+    let missing = backup_with_path(empty.path());
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("pg_dump is not installed"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
     );
-    assert_eq!(
-        stockroom::entity::stock_movement::Entity::find()
-            .count(&db)
-            .await
-            .unwrap(),
-        2
-    );
-    assert_eq!(
-        stockroom::entity::audit_log::Entity::find()
-            .count(&db)
-            .await
-            .unwrap() as i64,
-        app.count("SELECT COUNT(*) FROM audit_logs").await
-    );
+    let old = tempfile::tempdir().unwrap();
+    let fake = old.path().join("pg_dump");
+    std::fs::write(&fake, "#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let too_old = backup_with_path(old.path());
+    assert_eq!(too_old.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&too_old.stderr);
+    assert!(stderr.contains("pg_dump is version 9"), "{stderr}");
+    assert!(!file.exists(), "nothing written");
+    assert!(!stderr.contains("postgres://"), "no URL in the message");
 }
 
 #[tokio::test]
