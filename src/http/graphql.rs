@@ -1,9 +1,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use async_graphql::http::{
-    ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource, MultipartOptions, WebSocketProtocols,
-};
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, MultipartOptions, WebSocketProtocols};
 use async_graphql::{Data, Executor};
 use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
@@ -144,21 +142,73 @@ pub async fn graphql_handler(
     GraphQLResponse::from(resp).into_response()
 }
 
-pub async fn graphiql() -> impl IntoResponse {
-    let policy = [(
-        header::CONTENT_SECURITY_POLICY,
-        axum::http::HeaderValue::from_static(super::GRAPHIQL_CSP),
-    )];
-    (
-        policy,
-        Html(
-            GraphiQLSource::build()
-                .endpoint("/graphql")
-                .subscription_endpoint("/graphql/ws")
-                .title("Stockroom")
-                .finish(),
-        ),
-    )
+/// GraphiQL's code, styles and the sign-in page, pinned npm builds vendored
+/// in `assets/graphiql/` (see its README) and compiled into the binary, so
+/// the page works without internet access.
+#[derive(rust_embed::RustEmbed)]
+#[folder = "assets/graphiql/"]
+#[exclude = "fetch.sh"]
+#[exclude = "README.md"]
+struct GraphiqlAssets;
+
+/// The GraphiQL page for admins: served from the binary, it loads nothing
+/// from any other host.
+pub async fn graphiql() -> Response {
+    match GraphiqlAssets::get("index.html") {
+        Some(page) => (
+            [(
+                header::CONTENT_SECURITY_POLICY,
+                axum::http::HeaderValue::from_static(super::GRAPHIQL_CSP),
+            )],
+            Html(page.data.into_owned()),
+        )
+            .into_response(),
+        None => AppError::not_found("the GraphiQL page is not in this build").into_response(),
+    }
+}
+
+/// One file of the page (`/graphql/assets/{file}`), revalidated by ETag.
+pub async fn graphiql_asset(
+    axum::extract::Path(file): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(asset) = GraphiqlAssets::get(&file).filter(|_| file != "index.html") else {
+        return AppError::not_found(format!("no asset {file}")).into_response();
+    };
+    let etag = format!(
+        "\"{}\"",
+        asset
+            .metadata
+            .sha256_hash()
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let mut response =
+        if header_str(&headers, header::IF_NONE_MATCH).as_deref() == Some(etag.as_str()) {
+            axum::http::StatusCode::NOT_MODIFIED.into_response()
+        } else {
+            let content_type = if file == "LICENSES" {
+                "text/plain; charset=utf-8".to_string()
+            } else {
+                asset.metadata.mimetype().to_string()
+            };
+            (
+                [(header::CONTENT_TYPE, content_type)],
+                asset.data.into_owned(),
+            )
+                .into_response()
+        };
+    let h = response.headers_mut();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(
+        header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-cache"),
+    );
+    response
 }
 
 /// WebSocket subscriptions (graphql-transport-ws and the legacy graphql-ws).

@@ -44,6 +44,7 @@ pub fn router(app: AppState, schema: AppSchema) -> Router {
             get(graphql::graphiql).post(graphql::graphql_handler),
         )
         .route("/graphql/ws", get(graphql::graphql_ws))
+        .route("/graphql/assets/{file}", get(graphql::graphiql_asset))
         .route("/api/v1/health", get(health::health))
         .route("/api/v1/health/live", get(health::live))
         .route(
@@ -125,12 +126,11 @@ fn security_headers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Rout
 const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The content policy of the GraphiQL page: its code and styles come from
-/// unpkg.com (until they are served from the binary), it talks to this
-/// origin over HTTP and WebSocket, and nothing may frame it.
-pub const GRAPHIQL_CSP: &str = "default-src 'none'; script-src 'unsafe-inline' https://unpkg.com; \
-style-src 'unsafe-inline' https://unpkg.com; img-src 'self' data: https://unpkg.com; \
-font-src https://unpkg.com data:; connect-src 'self' ws: wss:; frame-ancestors 'none'; \
-base-uri 'none'; form-action 'none'";
+/// this server only (no inline script), it talks to this origin over HTTP and
+/// WebSocket, and nothing may frame it.
+pub const GRAPHIQL_CSP: &str = "default-src 'none'; script-src 'self'; \
+style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; \
+connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 fn cors(origins: &[String]) -> CorsLayer {
     if origins.is_empty() {

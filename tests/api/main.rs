@@ -9,6 +9,7 @@ mod telegram;
 mod alerts;
 mod audit;
 mod auth;
+mod browser;
 mod cli;
 mod contract;
 mod http;

@@ -22,7 +22,7 @@ const DISABLE: &str = "mutation($c: String!) { disableTwoFactor(code: $c) }";
 const PASSWORD: &str = "user-password-123";
 
 /// The code an authenticator shows for `secret`, `offset` steps from now.
-fn code(secret: &str, offset: i64) -> String {
+pub(crate) fn code(secret: &str, offset: i64) -> String {
     let bytes = totp_rs::Secret::try_from_base32(secret)
         .unwrap()
         .as_bytes()
@@ -94,7 +94,7 @@ async fn user(app: &TestApp, admin: &str, role: &str) -> (String, String, String
 }
 
 /// Enrolls the user and returns (secret, recovery codes).
-async fn enroll(app: &TestApp, token: &str) -> (String, Vec<String>) {
+pub(crate) async fn enroll(app: &TestApp, token: &str) -> (String, Vec<String>) {
     let e = app.gql(Some(token), BEGIN, json!({})).await;
     let secret = e.data()["beginTwoFactorEnrollment"]["secret"]
         .as_str()
