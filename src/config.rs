@@ -158,6 +158,9 @@ pub struct Config {
     pub upload_worker_enabled: bool,
     /// `GET /metrics` is served (on `metrics_addr` when set, otherwise on the
     /// API listener).
+    /// PostgreSQL: how long a product read may be served from memory at
+    /// most (it is invalidated by every change heard of first); 0 is off.
+    pub read_cache_ttl: Duration,
     pub metrics_enabled: bool,
     pub metrics_addr: Option<std::net::SocketAddr>,
 }
@@ -598,6 +601,12 @@ pub const VARIABLES: &[Variable] = &[
         "the upload worker looks for jobs at least this often (it is also woken on submit)",
     ),
     var(
+        "READ_CACHE_SECONDS",
+        "60",
+        false,
+        "PostgreSQL: productBySku and the catalogue's total count are served from memory, invalidated by every change any instance commits; this bounds an entry's age; 0 turns the cache off",
+    ),
+    var(
         "METRICS_ENABLED",
         "",
         false,
@@ -862,6 +871,7 @@ impl Config {
             upload_lease: p.seconds("UPLOAD_LEASE_SECONDS"),
             upload_poll: p.seconds("UPLOAD_POLL_SECONDS"),
             upload_worker_enabled: p.boolean("UPLOAD_WORKER_ENABLED"),
+            read_cache_ttl: Duration::from_secs(p.number("READ_CACHE_SECONDS", 0, 86_400)),
             metrics_enabled: if p.raw("METRICS_ENABLED").is_empty() {
                 !production
             } else {
@@ -1001,6 +1011,7 @@ impl Config {
                     "UPLOAD_LEASE_SECONDS" => secs(self.upload_lease),
                     "UPLOAD_POLL_SECONDS" => secs(self.upload_poll),
                     "UPLOAD_WORKER_ENABLED" => self.upload_worker_enabled.to_string(),
+                    "READ_CACHE_SECONDS" => secs(self.read_cache_ttl),
                     "METRICS_ENABLED" => self.metrics_enabled.to_string(),
                     "METRICS_ADDR" => self.metrics_addr.map(|a| a.to_string()).unwrap_or_default(),
                     _ => String::new(),

@@ -121,7 +121,11 @@ impl Db {
                     .collect(),
             ),
             statements,
-            bus: EventBus::new(config.event_bus_capacity),
+            bus: EventBus::with_cache(
+                config.event_bus_capacity,
+                (!sqlite && !config.read_cache_ttl.is_zero())
+                    .then(|| crate::cache::ProductCache::new(config.read_cache_ttl, 200_000)),
+            ),
             settings: Arc::new(SettingsCache::new(config)),
         })
     }

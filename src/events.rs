@@ -327,6 +327,8 @@ struct Inner {
     listener_up: AtomicBool,
     listener_error: Mutex<Option<String>>,
     subscriptions: AtomicUsize,
+    /// Invalidated by every product event published here; see `crate::cache`.
+    products: Option<crate::cache::ProductCache>,
 }
 
 /// The in-process event bus, cheap to clone.
@@ -343,6 +345,11 @@ impl std::fmt::Debug for EventBus {
 
 impl EventBus {
     pub fn new(capacity: usize) -> Self {
+        Self::with_cache(capacity, None)
+    }
+
+    /// A bus that keeps `products` coherent with what it publishes.
+    pub fn with_cache(capacity: usize, products: Option<crate::cache::ProductCache>) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(1));
         Self(Arc::new(Inner {
             tx,
@@ -351,7 +358,17 @@ impl EventBus {
             listener_up: AtomicBool::new(true),
             listener_error: Mutex::new(None),
             subscriptions: AtomicUsize::new(0),
+            products,
         }))
+    }
+
+    /// The product read cache, when it may be trusted now: there is one, and
+    /// the listener that hears other instances' changes is up.
+    pub fn product_cache(&self) -> Option<&crate::cache::ProductCache> {
+        self.0.products.as_ref().filter(|_| {
+            self.0.cross_instance.load(Ordering::Relaxed)
+                && self.0.listener_up.load(Ordering::Relaxed)
+        })
     }
 
     /// This instance's id; its own events coming back through NOTIFY are dropped.
@@ -366,6 +383,20 @@ impl EventBus {
     /// Publishes committed events to this instance's subscribers.
     pub fn publish(&self, events: impl IntoIterator<Item = DomainEvent>) {
         for event in events {
+            if let Some(cache) = &self.0.products {
+                match &event {
+                    DomainEvent::StockMoved { product, .. }
+                    | DomainEvent::LowStockCrossed { product } => cache.invalidate(product),
+                    DomainEvent::ProductCreated { product }
+                    | DomainEvent::ProductUpdated { product }
+                    | DomainEvent::ProductArchived { product } => {
+                        cache.invalidate(product);
+                        cache.invalidate_count();
+                    }
+                    DomainEvent::EventsMissed => cache.clear(),
+                    _ => {}
+                }
+            }
             // No receiver is not an error: nobody is listening right now.
             let _ = self.0.tx.send(Arc::new(event));
         }
@@ -406,6 +437,11 @@ impl EventBus {
 
     fn set_listener(&self, up: bool, error: Option<String>) {
         self.0.listener_up.store(up, Ordering::Relaxed);
+        // Whatever was cached may have changed unheard (before this
+        // connection listened, or while none did).
+        if let Some(cache) = &self.0.products {
+            cache.clear();
+        }
         if let Ok(mut e) = self.0.listener_error.lock() {
             *e = error;
         }

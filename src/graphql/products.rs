@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use async_graphql::{Context, ID, InputObject, Object};
 
 use super::guards::RoleGuard;
@@ -55,10 +57,10 @@ impl ProductsQuery {
         ctx: &Context<'_>,
         sku: String,
     ) -> async_graphql::Result<Option<Product>> {
-        let found = products::get_by_sku(state(ctx).db.conn(), &sku)
+        let found = products::get_by_sku_cached(&state(ctx).db, &sku)
             .await
             .map_err(gql)?;
-        Ok(found.map(Product::from))
+        Ok(found.map(|p| Product::from(Arc::unwrap_or_clone(p))))
     }
 
     /// Oldest first; archived products only with `includeArchived`.
@@ -81,7 +83,7 @@ impl ProductsQuery {
             low_stock_only: f.low_stock_only.unwrap_or(false),
             include_archived: f.include_archived.unwrap_or(false),
         };
-        let rows = products::list(state(ctx).db.conn(), &filter, page)
+        let rows = products::list_cached(&state(ctx).db, &filter, page)
             .await
             .map_err(gql)?;
         Ok(connection(rows, |p| p.id, Product::from))

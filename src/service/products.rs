@@ -7,8 +7,8 @@ use chrono::Utc;
 use sea_orm::Order;
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QuerySelect, Select,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QuerySelect, Select,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -417,6 +417,65 @@ pub async fn get_by_sku(
         .filter(Expr::expr(Func::lower(Expr::col(product::Column::Sku))).eq(sku))
         .one(conn)
         .await?)
+}
+
+/// [`get_by_sku`] through the read cache (PostgreSQL; see `crate::cache`).
+pub async fn get_by_sku_cached(db: &Db, sku: &str) -> AppResult<Option<Arc<product::Model>>> {
+    let Some(cache) = db.bus().product_cache() else {
+        return Ok(get_by_sku(db.conn(), sku).await?.map(Arc::new));
+    };
+    let key = sku.trim().to_ascii_lowercase();
+    if let Some(hit) = cache.get_by_sku(&key) {
+        return Ok(Some(hit));
+    }
+    let ticket = cache.ticket(&key);
+    let found = get_by_sku(db.conn(), &key).await?.map(Arc::new);
+    if let Some(p) = &found {
+        cache.put_by_sku(&key, ticket, Arc::clone(p));
+    }
+    Ok(found)
+}
+
+/// [`list`], with the total of the unfiltered catalogue from the read cache
+/// (PostgreSQL), and otherwise the page and its count read at once.
+pub async fn list_cached(
+    db: &Db,
+    filter: &ProductFilter,
+    page: PageRequest,
+) -> AppResult<Page<product::Model>> {
+    let unfiltered = filter.search.as_deref().is_none_or(|s| s.trim().is_empty())
+        && filter
+            .category
+            .as_deref()
+            .is_none_or(|c| c.trim().is_empty())
+        && !filter.low_stock_only
+        && !filter.include_archived;
+    let cache = db
+        .bus()
+        .product_cache()
+        .filter(|_| unfiltered && page.with_total);
+    let Some(cache) = cache else {
+        return list(db.conn(), filter, page).await;
+    };
+    let (generation, known) = cache.count_ticket();
+    let rows_only = PageRequest {
+        with_total: false,
+        ..page
+    };
+    let (rows, total) = match known {
+        Some(total) => (list(db.conn(), filter, rows_only).await?, total),
+        None => {
+            let (rows, total) = tokio::try_join!(list(db.conn(), filter, rows_only), async {
+                Ok::<u64, AppError>(filtered(filter).count(db.conn()).await?)
+            })?;
+            cache.put_count(generation, total);
+            (rows, total)
+        }
+    };
+    Ok(Page {
+        total_count: total,
+        ..rows
+    })
 }
 
 fn filtered(filter: &ProductFilter) -> Select<product::Entity> {

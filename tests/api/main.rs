@@ -10,6 +10,7 @@ mod alerts;
 mod audit;
 mod auth;
 mod browser;
+mod cache;
 mod cli;
 mod contract;
 mod http;

@@ -1,0 +1,149 @@
+//! The product read cache (PostgreSQL): a write is seen by the next read on
+//! the same instance, other instances see it once they hear of it, and reads
+//! racing writes never leave an old row behind.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::{TestApp, is_postgres, spawn_app, spawn_pair_on_one_database};
+
+const BY_SKU: &str = "query($s: String!) { productBySku(sku: $s) { id stock version } }";
+const TOTAL: &str = "{ products(first: 1) { totalCount } }";
+
+async fn stock(app: &TestApp, token: &str, sku: &str) -> i64 {
+    let r = app.gql(Some(token), BY_SKU, json!({ "s": sku })).await;
+    r.data()["productBySku"]["stock"].as_i64().unwrap()
+}
+
+async fn total(app: &TestApp, token: &str) -> i64 {
+    let r = app.gql(Some(token), TOTAL, json!({})).await;
+    r.data()["products"]["totalCount"].as_i64().unwrap()
+}
+
+async fn out(app: &TestApp, token: &str, product: &str, quantity: i64) {
+    app.record_movement(
+        token,
+        json!({ "productId": product, "kind": "OUTBOUND", "quantity": quantity }),
+    )
+    .await
+    .data();
+}
+
+#[tokio::test]
+async fn a_write_is_seen_by_the_next_read_on_the_instance_that_made_it() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "CACHE-1", 100).await;
+    assert_eq!(stock(&app, &admin, "CACHE-1").await, 100);
+    for i in 1..=10 {
+        out(&app, &admin, &product, 1).await;
+        assert_eq!(stock(&app, &admin, "cache-1").await, 100 - i);
+    }
+    let before = total(&app, &admin).await;
+    let second = app.create_product(&admin, "CACHE-2", 0).await;
+    assert_eq!(total(&app, &admin).await, before + 1);
+    app.gql(
+        Some(&admin),
+        "mutation($id: ID!) { deleteProduct(id: $id) { id } }",
+        json!({ "id": second }),
+    )
+    .await
+    .data();
+    assert_eq!(total(&app, &admin).await, before);
+    // An update is seen too.
+    app.gql(
+        Some(&admin),
+        "mutation($id: ID!) { updateProduct(id: $id, input: { lowStockThreshold: 7 }) { id } }",
+        json!({ "id": product }),
+    )
+    .await
+    .data();
+    let r = app
+        .gql(
+            Some(&admin),
+            "query($s: String!) { productBySku(sku: $s) { lowStockThreshold } }",
+            json!({ "s": "CACHE-1" }),
+        )
+        .await;
+    assert_eq!(r.data()["productBySku"]["lowStockThreshold"], 7);
+
+    if is_postgres() {
+        // Repeated reads are served from memory: no statement runs.
+        stock(&app, &admin, "CACHE-1").await;
+        total(&app, &admin).await;
+        let statements = app.state.db.statements_run();
+        for _ in 0..5 {
+            stock(&app, &admin, "CACHE-1").await;
+            total(&app, &admin).await;
+        }
+        // The page itself is read; the count is not.
+        assert_eq!(app.state.db.statements_run() - statements, 5);
+    }
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn another_instance_sees_a_change_as_soon_as_it_hears_of_it() {
+    if !is_postgres() {
+        // SQLite instances cannot hear each other and keep no read cache.
+        return;
+    }
+    let (a, b) = spawn_pair_on_one_database().await;
+    let admin = a.admin_token().await;
+    let product = a.create_product(&admin, "CACHE-X", 50).await;
+    assert_eq!(stock(&a, &admin, "CACHE-X").await, 50);
+    let before = total(&a, &admin).await;
+    out(&b, &admin, &product, 5).await;
+    b.create_product(&admin, "CACHE-Y", 1).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (s, t) = (stock(&a, &admin, "CACHE-X").await, total(&a, &admin).await);
+        if s == 45 && t == before + 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "instance a still answers stock {s}, total {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn reads_racing_writes_never_leave_an_old_row_in_the_cache() {
+    let app = Arc::new(spawn_app().await);
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "CACHE-RACE", 1000).await;
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let (app, admin) = (app.clone(), admin.clone());
+            tokio::spawn(async move {
+                for _ in 0..60 {
+                    stock(&app, &admin, "CACHE-RACE").await;
+                }
+            })
+        })
+        .collect();
+    let writers: Vec<_> = (0..4)
+        .map(|_| {
+            let (app, admin, product) = (app.clone(), admin.clone(), product.clone());
+            tokio::spawn(async move {
+                for _ in 0..15 {
+                    out(&app, &admin, &product, 1).await;
+                }
+            })
+        })
+        .collect();
+    for t in readers.into_iter().chain(writers) {
+        t.await.unwrap();
+    }
+    // Every read from now on answers the committed stock.
+    for _ in 0..5 {
+        assert_eq!(stock(&app, &admin, "CACHE-RACE").await, 1000 - 60);
+    }
+    app.ledger_is_clean().await;
+}
