@@ -1,8 +1,9 @@
 # Shared by the benchmark scripts (sourced): starts the release server on a
 # fresh database and logs in as the seeded admin.
 # Needs: DB_KIND (sqlite|postgres), BENCH_DB (PostgreSQL database name), PORT,
-# PG_ADMIN_URL, WORK (a temporary directory), BIN. Sets DATABASE_URL, SERVER
-# and TOKEN; defines gql and rss_kb; removes everything on exit.
+# PG_ADMIN_URL, WORK (a temporary directory), BIN. Sets DATABASE_URL, SERVER,
+# TOKEN and BENCH_START_RSS_KB (before the login); defines gql and rss_kb;
+# removes everything on exit (BENCH_TRAP names another exit handler).
 
 bench_database() {
   case "$DB_KIND" in
@@ -38,8 +39,21 @@ bench_start() {
     THROTTLE_DEFAULT_LIMIT=100000000 THROTTLE_LOGIN_LIMIT=1000 RUST_LOG="${BENCH_RUST_LOG:-warn}"
   env "$@" "$BIN" serve >"$WORK/server.log" 2>&1 &
   SERVER=$!
-  trap bench_cleanup EXIT
-  for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT/api/v1/health/live" >/dev/null && break; sleep 0.1; done
+  trap "${BENCH_TRAP:-bench_cleanup}" EXIT
+  local up=
+  for _ in $(seq 1 300); do
+    curl -fs "http://127.0.0.1:$PORT/api/v1/health/live" >/dev/null && { up=1; break; }
+    kill -0 "$SERVER" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ -z "$up" ]; then
+    echo "the server did not answer on port $PORT within 30 s; its log:" >&2
+    tail -n 30 "$WORK/server.log" >&2
+    exit 1
+  fi
+  # Resident memory before the first login (after BENCH_SETTLE_SECONDS).
+  sleep "${BENCH_SETTLE_SECONDS:-0}"
+  BENCH_START_RSS_KB=$(rss_kb)
   TOKEN=$(gql '{"query":"mutation { login(input: {email: \"admin@stockroom.local\", password: \"bench-password-1\"}) { accessToken } }"}' \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["login"]["accessToken"])')
   export TOKEN

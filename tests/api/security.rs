@@ -278,6 +278,14 @@ async fn two_factor_enrollment_login_replay_recovery_codes_and_disable() {
 async fn the_totp_secret_and_codes_never_reach_the_logs() {
     // The real binary at debug level, its whole output kept.
     let (url, _guard) = fresh_database().await;
+    /// Kills the server however the test ends.
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut child = stockroom_bin()
         .arg("serve")
         .env("DATABASE_URL", &url)
@@ -292,6 +300,7 @@ async fn the_totp_secret_and_codes_never_reach_the_logs() {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
+    let child = Server(child);
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -364,8 +373,7 @@ async fn the_totp_secret_and_codes_never_reach_the_logs() {
     .await;
     assert!(rec["data"]["login"]["accessToken"].is_string(), "{rec}");
 
-    child.kill().unwrap();
-    let _ = child.wait();
+    drop(child);
     while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
         output.push_str(&line);
         output.push('\n');
