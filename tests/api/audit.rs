@@ -158,6 +158,13 @@ async fn every_change_writes_exactly_one_audit_row_with_actor_and_request_id() {
     let outbound = &audit_rows(&app, &admin, json!({ "action": "STOCK_OUTBOUND" })).await[0];
     assert_eq!(outbound["changes"]["after"]["quantity"], -3);
     assert_eq!(outbound["changes"]["after"]["balanceAfter"], 7);
+    // The same text and shape on both databases (PostgreSQL builds them in SQL).
+    assert_eq!(outbound["summary"], "outbound -3 of AUD-1: stock 10 -> 7");
+    assert_eq!(outbound["changes"]["before"], json!({ "stock": 10 }));
+    assert_eq!(outbound["changes"]["after"]["sku"], "AUD-1");
+    assert_eq!(outbound["changes"]["after"]["kind"], "OUTBOUND");
+    assert_eq!(outbound["changes"]["after"]["stock"], 7);
+    assert!(outbound["changes"]["after"]["reference"].is_null());
 
     let by_actor = audit_rows(
         &app,
