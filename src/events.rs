@@ -329,6 +329,9 @@ struct Inner {
     subscriptions: AtomicUsize,
     /// Invalidated by every product event published here; see `crate::cache`.
     products: Option<crate::cache::ProductCache>,
+    /// True while a LISTEN connection is established (health's `listener_up`
+    /// is also true before the first connection).
+    listening: AtomicBool,
 }
 
 /// The in-process event bus, cheap to clone.
@@ -359,6 +362,7 @@ impl EventBus {
             listener_error: Mutex::new(None),
             subscriptions: AtomicUsize::new(0),
             products,
+            listening: AtomicBool::new(false),
         }))
     }
 
@@ -367,7 +371,7 @@ impl EventBus {
     pub fn product_cache(&self) -> Option<&crate::cache::ProductCache> {
         self.0.products.as_ref().filter(|_| {
             self.0.cross_instance.load(Ordering::Relaxed)
-                && self.0.listener_up.load(Ordering::Relaxed)
+                && self.0.listening.load(Ordering::Acquire)
         })
     }
 
@@ -442,6 +446,7 @@ impl EventBus {
         if let Some(cache) = &self.0.products {
             cache.clear();
         }
+        self.0.listening.store(up, Ordering::Release);
         if let Ok(mut e) = self.0.listener_error.lock() {
             *e = error;
         }

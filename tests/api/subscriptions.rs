@@ -505,6 +505,17 @@ async fn events_cross_instances_once_each_and_survive_a_lost_listener() {
     let mut ws = a.ws(&admin_a).await;
     ws.subscribe("s", STOCK_CHANGED, json!({})).await;
     a.wait_for_subscriptions(1).await;
+    // Both listeners are listening (a NOTIFY sent before LISTEN is not
+    // delivered: an instance that just started hears from then on).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a
+        .count("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'stockroom-events' AND datname = current_database() AND query LIKE 'LISTEN%'")
+        .await
+        < 2
+    {
+        assert!(Instant::now() < deadline, "the listeners did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     for _ in 0..10 {
         movement(&b, &admin_b, &product, "OUTBOUND", 1).await;
