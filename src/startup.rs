@@ -133,7 +133,7 @@ impl Application {
                 "background tasks did not stop within 10 s"
             );
         }
-        state.db.close().await?;
+        state.db.clone().close().await?;
         tracing::info!("stopped");
         served.map_err(Into::into)
     }
