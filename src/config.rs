@@ -1056,7 +1056,7 @@ pub fn generate_secret() -> String {
 pub fn random_hex(bytes: usize) -> Result<String, getrandom::Error> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::digest::hex(&buf))
 }
 
 struct Parser {

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod digest;
 pub mod entity;
 pub mod error;
 pub mod events;

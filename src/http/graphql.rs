@@ -177,13 +177,7 @@ pub async fn graphiql_asset(
     };
     let etag = format!(
         "\"{}\"",
-        asset
-            .metadata
-            .sha256_hash()
-            .iter()
-            .take(16)
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
+        crate::digest::hex(&asset.metadata.sha256_hash()[..16])
     );
     let mut response =
         if header_str(&headers, header::IF_NONE_MATCH).as_deref() == Some(etag.as_str()) {

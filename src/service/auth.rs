@@ -12,7 +12,6 @@ use sea_orm::{
     QuerySelect,
 };
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
@@ -89,12 +88,9 @@ pub struct Claims {
 /// The key id of a signing secret: a hash prefix that names the secret
 /// without revealing it.
 fn key_id(secret: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(format!("stockroom-jwt-kid:{secret}").as_bytes())
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let mut id = crate::digest::sha256_hex(format!("stockroom-jwt-kid:{secret}"));
+    id.truncate(16);
+    id
 }
 
 /// HS256 keys and the fixed validation rules for access tokens. Tokens are
@@ -354,8 +350,7 @@ fn new_refresh_token() -> AppResult<String> {
 }
 
 fn token_hash(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::digest::sha256_hex(token)
 }
 
 /// Inserts a new refresh token row and returns the token (shown once).

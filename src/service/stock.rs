@@ -12,7 +12,6 @@ use sea_orm::{
     QuerySelect, Select, Statement, Value,
 };
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
@@ -60,10 +59,7 @@ impl ValidMovement {
             self.note,
             self.reference
         ]);
-        Sha256::digest(canonical.to_string().as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::digest::sha256_hex(canonical.to_string())
     }
 }
 

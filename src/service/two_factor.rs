@@ -64,11 +64,8 @@ impl SecretBox {
             None => (config.jwt_secret.expose(), false),
         };
         let key = Sha256::digest(format!("stockroom-totp-key-v1:{material}").as_bytes());
-        let kid = Sha256::digest(format!("stockroom-totp-kid:{material}").as_bytes())
-            .iter()
-            .take(4)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let mut kid = crate::digest::sha256_hex(format!("stockroom-totp-kid:{material}"));
+        kid.truncate(8);
         Ok(Self {
             key: RandomizedNonceKey::new(&AES_256_GCM, &key)
                 .map_err(|_| AppError::internal(anyhow::anyhow!("AES key setup failed")))?,
@@ -140,10 +137,7 @@ fn recovery_hash(user_id: Uuid, code: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric())
         .map(|c| c.to_ascii_uppercase())
         .collect();
-    Sha256::digest(format!("stockroom-recovery:{user_id}:{normalized}").as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::digest::sha256_hex(format!("stockroom-recovery:{user_id}:{normalized}"))
 }
 
 fn new_recovery_code() -> AppResult<String> {

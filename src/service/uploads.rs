@@ -9,12 +9,12 @@ use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, Order,
     QueryFilter, QueryOrder, QuerySelect, Statement,
 };
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
 use super::{Actor, Page, PageRequest, paginate};
 use crate::db::{Db, WriteTxn};
+use crate::digest::sha256_hex;
 use crate::entity::audit_log::{AuditAction, EntityType};
 use crate::entity::upload_job::{self, UploadKind, UploadStatus};
 use crate::entity::{upload_job_error, upload_job_file};
@@ -49,13 +49,6 @@ fn clean_filename(name: Option<&str>) -> String {
     } else {
         base.chars().take(MAX_FILENAME).collect()
     }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// The job already queued or running for this file, kind and mode.
