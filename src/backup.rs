@@ -118,7 +118,10 @@ async fn sqlite_backup(db: &Db, to: &Path) -> anyhow::Result<()> {
 fn pg_env(url: &str) -> anyhow::Result<Vec<(&'static str, String)>> {
     let parsed = url::Url::parse(url).context("DATABASE_URL is not a URL")?;
     let decode = |s: &str| {
-        percent_decode(s).with_context(|| format!("DATABASE_URL: bad percent-encoding in {s:?}"))
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .map(|d| d.into_owned())
+            .with_context(|| format!("DATABASE_URL: bad percent-encoding in {s:?}"))
     };
     let mut env = Vec::new();
     if let Some(host) = parsed.host_str() {
@@ -147,23 +150,6 @@ fn pg_env(url: &str) -> anyhow::Result<Vec<(&'static str, String)>> {
         }
     }
     Ok(env)
-}
-
-fn percent_decode(s: &str) -> anyhow::Result<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).context("truncated escape")?;
-            out.push(u8::from_str_radix(hex, 16)?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Ok(String::from_utf8(out)?)
 }
 
 /// The major version a PostgreSQL tool prints with `--version`
