@@ -134,23 +134,12 @@ impl UsersQuery {
         )
         .await
         .map_err(gql)?;
-        let group = |g: security::FailedLogins, user: Option<User>| FailedLoginGroup {
+        let group = |g: security::FailedLogins| FailedLoginGroup {
             key: g.key,
-            user,
+            user: g.user.map(User::from),
             count: g.count,
             last_at: g.last_at,
         };
-        let mut by_account = Vec::with_capacity(r.failed_by_account.len());
-        for g in r.failed_by_account {
-            let user = match g.user_id {
-                Some(id) => users::get(state.db.conn(), id)
-                    .await
-                    .map_err(gql)?
-                    .map(User::from),
-                None => None,
-            };
-            by_account.push(group(g, user));
-        }
         let to_users = |v: Vec<crate::entity::user::Model>| v.into_iter().map(User::from).collect();
         Ok(SecurityReport {
             generated_at: r.generated_at,
@@ -164,8 +153,8 @@ impl UsersQuery {
             privileged_without_two_factor: to_users(r.privileged_without_two_factor),
             expired_passwords: to_users(r.expired_passwords),
             locked_accounts: to_users(r.locked),
-            failed_logins_by_account: by_account,
-            failed_logins_by_ip: r.failed_by_ip.into_iter().map(|g| group(g, None)).collect(),
+            failed_logins_by_account: r.failed_by_account.into_iter().map(group).collect(),
+            failed_logins_by_ip: r.failed_by_ip.into_iter().map(group).collect(),
         })
     }
 }

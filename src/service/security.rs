@@ -41,6 +41,9 @@ pub struct SecurityReport {
 pub struct FailedLogins {
     pub key: String,
     pub user_id: Option<Uuid>,
+    /// The account, for groups by account (read once for the whole report).
+    #[serde(skip)]
+    pub user: Option<user::Model>,
     pub count: i64,
     pub last_at: DateTime<Utc>,
 }
@@ -108,29 +111,43 @@ pub async fn report(
         .await?;
 
     // Failures of known accounts carry the user's id as entity_id.
-    let mut failed_by_account = Vec::new();
-    for g in failed_logins(conn, audit_log::Column::EntityId, since, min_failures).await? {
-        let user_id = g.key.as_deref().and_then(|k| Uuid::parse_str(k).ok());
-        let email = match user_id {
-            Some(id) => user::Entity::find_by_id(id)
-                .one(conn)
-                .await?
-                .map(|u| u.email),
-            None => None,
-        };
-        failed_by_account.push(FailedLogins {
-            key: email.or(g.key).unwrap_or_default(),
-            user_id,
-            count: g.n,
-            last_at: g.last_at,
-        });
-    }
+    let groups = failed_logins(conn, audit_log::Column::EntityId, since, min_failures).await?;
+    let ids: Vec<Uuid> = groups
+        .iter()
+        .filter_map(|g| g.key.as_deref().and_then(|k| Uuid::parse_str(k).ok()))
+        .collect();
+    let mut accounts: std::collections::HashMap<Uuid, user::Model> = user::Entity::find()
+        .filter(user::Column::Id.is_in(ids))
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u))
+        .collect();
+    let failed_by_account = groups
+        .into_iter()
+        .map(|g| {
+            let user_id = g.key.as_deref().and_then(|k| Uuid::parse_str(k).ok());
+            let user = user_id.and_then(|id| accounts.remove(&id));
+            FailedLogins {
+                key: user
+                    .as_ref()
+                    .map(|u| u.email.clone())
+                    .or(g.key)
+                    .unwrap_or_default(),
+                user_id,
+                user,
+                count: g.n,
+                last_at: g.last_at,
+            }
+        })
+        .collect();
     let failed_by_ip = failed_logins(conn, audit_log::Column::Ip, since, min_failures)
         .await?
         .into_iter()
         .map(|g| FailedLogins {
             key: g.key.unwrap_or_default(),
             user_id: None,
+            user: None,
             count: g.n,
             last_at: g.last_at,
         })
