@@ -210,9 +210,8 @@ pub fn status_class(status: u16) -> &'static str {
     }
 }
 
-pub fn http_request(route: &str, method: &str, status: u16, elapsed: Duration) {
-    let (route, method) = (route.to_string(), method.to_string());
-    counter!("stockroom_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status_class" => status_class(status)).increment(1);
+pub fn http_request(route: String, method: &'static str, status: u16, elapsed: Duration) {
+    counter!("stockroom_http_requests_total", "route" => route.clone(), "method" => method, "status_class" => status_class(status)).increment(1);
     histogram!("stockroom_http_request_duration_seconds", "route" => route, "method" => method)
         .record(elapsed.as_secs_f64());
 }

@@ -93,8 +93,11 @@ pub fn build_schema(state: Option<AppState>) -> AppSchema {
             .limit_complexity(config.graphql_max_complexity)
             .extension(limits::MaxRootFields(config.graphql_max_root_fields))
             .extension(restrictions::AccountRestrictions)
-            .extension(observe::OperationMetrics)
             .data(state);
+        // Metrics cost nothing per request when they are off.
+        if config.metrics_enabled {
+            builder = builder.extension(observe::OperationMetrics);
+        }
         if !config.graphql_introspection {
             builder = builder.disable_introspection();
         }

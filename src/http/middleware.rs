@@ -158,6 +158,6 @@ pub async fn record_metrics(req: Request, next: Next) -> Response {
     };
     let start = std::time::Instant::now();
     let resp = next.run(req).await;
-    crate::metrics::http_request(&route, method, resp.status().as_u16(), start.elapsed());
+    crate::metrics::http_request(route, method, resp.status().as_u16(), start.elapsed());
     resp
 }

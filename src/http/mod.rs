@@ -67,8 +67,14 @@ pub fn router(app: AppState, schema: AppSchema) -> Router {
         ))
         .layer(axum::middleware::map_response(
             middleware::json_payload_too_large,
-        ))
-        .layer(axum::middleware::from_fn(middleware::record_metrics))
+        ));
+    // Metrics cost nothing per request when they are off.
+    let router = if config.metrics_enabled {
+        router.layer(axum::middleware::from_fn(middleware::record_metrics))
+    } else {
+        router
+    };
+    let router = router
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
