@@ -21,6 +21,8 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 /// Attempts an alert took to be sent or given up.
 const ATTEMPT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0, 8.0, 13.0, 21.0];
+/// Movements per group commit.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 /// Distinct GraphQL operation names kept as label values; later ones are
 /// folded into `other`, so a client cannot grow the series without bound.
 const MAX_OPERATION_NAMES: usize = 200;
@@ -39,6 +41,12 @@ pub fn install() -> PrometheusHandle {
                     b.set_buckets_for_metric(
                         Matcher::Full("stockroom_alert_attempts".into()),
                         ATTEMPT_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("stockroom_movement_batch_size".into()),
+                        BATCH_BUCKETS,
                     )
                 });
             let recorder = match builder {
@@ -94,6 +102,10 @@ fn describe() {
     describe_gauge!(
         "stockroom_alerts",
         "alerts in the Telegram outbox by status (PENDING includes retrying)"
+    );
+    describe_histogram!(
+        "stockroom_movement_batch_size",
+        "stock movements committed together by one group commit"
     );
     describe_histogram!(
         "stockroom_alert_attempts",
@@ -283,6 +295,10 @@ pub fn db_statement(elapsed: Duration, slow: Duration, failed: bool) {
     if failed {
         counter!("stockroom_db_statement_errors_total").increment(1);
     }
+}
+
+pub fn movement_batch(size: usize) {
+    histogram!("stockroom_movement_batch_size").record(size as f64);
 }
 
 pub fn db_waiting(delta: f64) {

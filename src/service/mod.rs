@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod auth;
+pub mod group_commit;
 pub mod health;
 pub mod products;
 pub mod security;

@@ -117,9 +117,10 @@ fn audit_action(kind: MovementKind) -> AuditAction {
     }
 }
 
-/// Records a movement in its own transaction. With an idempotency key, a
-/// repeat of the same request returns the first movement and applies nothing;
-/// the same key with a different request is a CONFLICT.
+/// Records a movement. Without an idempotency key it joins the next group
+/// commit ([`super::group_commit`]); with one, or alone in its batch, it
+/// runs in a transaction of its own ([`record_one`]). Either way the answer
+/// is the one a transaction of its own would give.
 #[tracing::instrument(skip_all, fields(product_id = %input.product_id, kind = ?input.kind))]
 pub async fn record(
     db: &Db,
@@ -127,6 +128,20 @@ pub async fn record(
     input: MovementInput,
 ) -> AppResult<stock_movement::Model> {
     let movement = validate(&input)?;
+    if movement.idempotency_key.is_none() {
+        return db.movement_queue().submit(db, actor, movement).await;
+    }
+    record_one(db, actor, &movement).await
+}
+
+/// Records a movement in its own transaction. With an idempotency key, a
+/// repeat of the same request returns the first movement and applies nothing;
+/// the same key with a different request is a CONFLICT.
+pub async fn record_one(
+    db: &Db,
+    actor: &Actor,
+    movement: &ValidMovement,
+) -> AppResult<stock_movement::Model> {
     let hash = movement.request_hash();
 
     // The transaction lives only inside this block: on any error it is
@@ -138,7 +153,7 @@ pub async fn record(
         {
             return replay(existing, &hash);
         }
-        let (saved, _) = apply_hashed(&txn, actor, &movement, Some(hash.clone())).await?;
+        let (saved, _) = apply_hashed(&txn, actor, movement, Some(hash.clone())).await?;
         txn.commit().await?;
         Ok(saved)
     }
@@ -463,19 +478,19 @@ async fn after_movement(
 /// The writes go out together: one UPDATE for every product touched
 /// (guarded by the version read under the lock), the ledger rows and the
 /// audit rows as multi-row INSERTs. The events and alerts are those of
-/// [`apply`]. `products` is left as the movements leave it.
+/// [`apply`], each movement's by its own actor. `products` is left as the
+/// movements leave it.
 pub async fn apply_locked(
     txn: &WriteTxn,
-    actor: &Actor,
     products: &mut HashMap<Uuid, product::Model>,
-    movements: &[ValidMovement],
+    movements: &[(&Actor, &ValidMovement)],
 ) -> AppResult<Vec<AppResult<stock_movement::Model>>> {
     let now = Utc::now();
     let mut results = Vec::with_capacity(movements.len());
     let mut versions_before: HashMap<Uuid, i32> = HashMap::new();
     let mut ledger = Vec::new();
     let mut audits = Vec::new();
-    for movement in movements {
+    for &(actor, movement) in movements {
         let Some(product) = products
             .get_mut(&movement.product_id)
             .filter(|p| p.archived_at.is_none())

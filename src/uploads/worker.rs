@@ -616,8 +616,8 @@ impl UploadWorker {
         if !movements.is_empty() {
             let mut products: HashMap<Uuid, product::Model> =
                 found.into_iter().map(|p| (p.id, p)).collect();
-            let valid: Vec<_> = movements.iter().map(|(_, v)| v.clone()).collect();
-            let results = stock::apply_locked(&txn, actor, &mut products, &valid).await?;
+            let valid: Vec<_> = movements.iter().map(|(_, v)| (actor, v)).collect();
+            let results = stock::apply_locked(&txn, &mut products, &valid).await?;
             for ((slot, _), result) in movements.iter().zip(results) {
                 outcomes[*slot].1 = settle(result.map(drop))?;
             }

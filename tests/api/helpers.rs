@@ -81,6 +81,17 @@ pub fn is_postgres() -> bool {
     std::env::var("STOCKROOM_TEST_POSTGRES_URL").is_ok_and(|v| !v.is_empty())
 }
 
+/// SQL comparing a uuid column with `id` (PostgreSQL stores uuids as
+/// `uuid`, SQLite as 16-byte blobs).
+pub fn uuid_eq(column: &str, id: &str) -> String {
+    let id = uuid::Uuid::parse_str(id).expect("a uuid");
+    if is_postgres() {
+        format!("{column} = '{id}'")
+    } else {
+        format!("{column} = X'{}'", id.simple())
+    }
+}
+
 pub struct TestApp {
     pub address: String,
     /// The `METRICS_ADDR` listener, when the test asked for one.

@@ -598,3 +598,161 @@ async fn relation_fields_cost_the_same_queries_for_5_rows_as_for_40() {
     );
     assert!(large.0 <= 8 && large.1 <= 10 && large.2 <= 6, "{large:?}");
 }
+
+/// Movements racing without idempotency keys are committed in groups: each
+/// request still gets the answer it would get alone (its own movement, its
+/// own refusal), written under its own user.
+#[tokio::test]
+async fn group_commits_answer_each_movement_as_if_it_ran_alone() {
+    let app = Arc::new(spawn_app().await);
+    let admin = app.admin_token().await;
+    let (alice_id, alice) = app.user_with_role(&admin, "STAFF").await;
+    let (bob_id, bob) = app.user_with_role(&admin, "STAFF").await;
+    let scarce = app.create_product(&admin, "GROUP-SCARCE", 5).await;
+    let plenty = app.create_product(&admin, "GROUP-PLENTY", 1000).await;
+    let gone = app.create_product(&admin, "GROUP-GONE", 10).await;
+    let r = app
+        .gql(
+            Some(&admin),
+            "mutation($id: ID!) { deleteProduct(id: $id) { id } }",
+            json!({ "id": gone }),
+        )
+        .await;
+    assert!(r.error_code().is_none(), "{}", r.body);
+
+    let mut tasks = Vec::new();
+    for i in 0..90 {
+        let (user, token) = if i % 2 == 0 {
+            (alice_id.clone(), alice.clone())
+        } else {
+            (bob_id.clone(), bob.clone())
+        };
+        let (product, kind, quantity) = match i % 3 {
+            0 => (scarce.clone(), "OUTBOUND", 1),
+            1 => (plenty.clone(), "INBOUND", 2),
+            _ => (gone.clone(), "OUTBOUND", 1),
+        };
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = app
+                .record_movement(
+                    &token,
+                    json!({ "productId": product, "kind": kind, "quantity": quantity, "reference": format!("req-{i}") }),
+                )
+                .await;
+            (i, user, r)
+        }));
+    }
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    for t in tasks {
+        let (i, user, r) = t.await.unwrap();
+        let expected = match i % 3 {
+            0 => None, // scarce: 5 of 30 get through
+            1 => Some(None),
+            _ => Some(Some("NOT_FOUND")),
+        };
+        match (expected, r.error_code()) {
+            (Some(want), got) => assert_eq!(got, want, "request {i}: {}", r.body),
+            (None, None | Some("INSUFFICIENT_STOCK")) => {}
+            (None, other) => panic!("request {i}: unexpected {other:?}: {}", r.body),
+        }
+        *outcomes
+            .entry(r.error_code().unwrap_or("ok").to_string())
+            .or_default() += 1;
+        if r.error_code().is_none() {
+            let m = &r.data()["recordStockMovement"];
+            assert_eq!(m["createdBy"]["id"], user.as_str(), "request {i}");
+            let id = m["id"].as_str().unwrap();
+            let written = app
+                .count(&format!(
+                    "SELECT COUNT(*) FROM stock_movements m JOIN audit_logs a ON a.entity_id = '{id}' \
+                     WHERE m.reference = 'req-{i}' AND {} AND {} AND {}",
+                    crate::helpers::uuid_eq("m.id", id),
+                    crate::helpers::uuid_eq("m.created_by", &user),
+                    crate::helpers::uuid_eq("a.actor_id", &user),
+                ))
+                .await;
+            assert_eq!(
+                written, 1,
+                "request {i}: its own ledger and audit rows, under its user"
+            );
+        }
+    }
+    assert_eq!(outcomes.get("ok"), Some(&35), "{outcomes:?}");
+    assert_eq!(
+        outcomes.get("INSUFFICIENT_STOCK"),
+        Some(&25),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes.get("NOT_FOUND"), Some(&30), "{outcomes:?}");
+    assert_eq!(app.product(&admin, &scarce).await["stock"], 0);
+    assert_eq!(app.product(&admin, &plenty).await["stock"], 1060);
+    // Nothing was written for the refusals: the initial stock of three
+    // products plus the 35 that got through.
+    assert_eq!(app.count("SELECT COUNT(*) FROM stock_movements").await, 38);
+    // Grouped: movements of one transaction share their timestamp.
+    let moments = app
+        .count(
+            "SELECT COUNT(DISTINCT created_at) FROM stock_movements WHERE reference LIKE 'req-%'",
+        )
+        .await;
+    assert!(
+        moments < 35,
+        "no two movements were committed together ({moments} commits)"
+    );
+    app.ledger_is_clean().await;
+}
+
+/// A group whose transaction fails is rolled back whole and its movements
+/// are retried one by one: only the movement that fails on its own fails.
+#[tokio::test]
+async fn a_failed_group_commit_retries_its_movements_one_by_one() {
+    let app = Arc::new(spawn_app().await);
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "GROUP-RETRY", 1000).await;
+    if is_postgres() {
+        app.exec(
+            "CREATE FUNCTION fail_seven() RETURNS trigger AS $$ BEGIN \
+             IF NEW.quantity = 7 THEN RAISE EXCEPTION 'ledger store down'; END IF; \
+             RETURN NEW; END $$ LANGUAGE plpgsql",
+        )
+        .await;
+        app.exec("CREATE TRIGGER fail_seven BEFORE INSERT ON stock_movements FOR EACH ROW EXECUTE FUNCTION fail_seven()")
+            .await;
+    } else {
+        app.exec(
+            "CREATE TRIGGER fail_seven BEFORE INSERT ON stock_movements WHEN NEW.quantity = 7 \
+             BEGIN SELECT RAISE(ABORT, 'ledger store down'); END",
+        )
+        .await;
+    }
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let quantity = if i % 10 == 3 { 7 } else { 1 };
+        let (app, admin, product) = (app.clone(), admin.clone(), product.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = app
+                .record_movement(
+                    &admin,
+                    json!({ "productId": product, "kind": "INBOUND", "quantity": quantity }),
+                )
+                .await;
+            (quantity, r)
+        }));
+    }
+    for t in tasks {
+        let (quantity, r) = t.await.unwrap();
+        if quantity == 7 {
+            r.expect_code("INTERNAL");
+        } else {
+            assert!(r.error_code().is_none(), "{}", r.body);
+        }
+    }
+    assert_eq!(app.product(&admin, &product).await["stock"], 1036);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM stock_movements WHERE quantity = 7")
+            .await,
+        0
+    );
+    app.ledger_is_clean().await;
+}
