@@ -5,5 +5,6 @@ use stockroom::cli::{Cli, run};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    stockroom::alloc::tune();
     run(Cli::parse()).await
 }
