@@ -157,6 +157,22 @@ fn spawn_background_tasks(state: &AppState) {
         }
     });
 
+    // Histogram samples wait in the recorder until they are folded into
+    // their buckets; fold them every few seconds, so memory stays bounded
+    // when nobody scrapes (or scrapes rarely).
+    if state.config.metrics_enabled {
+        let stop = state.shutdown.clone();
+        state.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => crate::metrics::upkeep(),
+                    _ = stop.cancelled() => break,
+                }
+            }
+        });
+    }
+
     // Locks whose time is over are ended and audited, also when nobody logs
     // in again.
     let stop = state.shutdown.clone();

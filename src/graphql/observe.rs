@@ -10,6 +10,8 @@ use async_graphql::extensions::{
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
 use async_graphql::{Request, Response, ServerResult, Variables};
 
+use crate::metrics::OperationSeries;
+
 pub struct OperationMetrics;
 
 impl ExtensionFactory for OperationMetrics {
@@ -22,7 +24,7 @@ impl ExtensionFactory for OperationMetrics {
 #[derive(Default)]
 struct OperationMetricsExtension {
     name: Mutex<Option<String>>,
-    operation: Mutex<Option<(&'static str, String)>>,
+    operation: Mutex<Option<(&'static str, Arc<OperationSeries>)>>,
 }
 
 fn kind(ty: OperationType) -> &'static str {
@@ -71,14 +73,14 @@ impl Extension for OperationMetricsExtension {
             (DocumentOperations::Multiple(_), None) => None,
         };
         if let Some((kind, name)) = found {
-            let label = crate::metrics::operation_label(name);
+            let series = crate::metrics::operation_series(name);
             // A subscription's stream is not a request that ends: it is
             // counted when it starts.
             if kind == "subscription" {
-                crate::metrics::graphql_operation(kind, &label, None);
+                series.record(kind, None);
             }
             if let Ok(mut op) = self.operation.lock() {
-                *op = Some((kind, label));
+                *op = Some((kind, series));
             }
         }
         Ok(doc)
@@ -87,17 +89,17 @@ impl Extension for OperationMetricsExtension {
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
         let start = Instant::now();
         let response = next.run(ctx).await;
-        let (kind, label) = self
+        let (kind, series) = self
             .operation
             .lock()
             .ok()
-            .and_then(|op| op.clone())
-            .unwrap_or(("invalid", "invalid".to_string()));
+            .and_then(|mut op| op.take())
+            .unwrap_or_else(|| ("invalid", crate::metrics::invalid_operation()));
         if kind != "subscription" {
-            crate::metrics::graphql_operation(kind, &label, Some(start.elapsed()));
+            series.record(kind, Some(start.elapsed()));
         }
         for err in &response.errors {
-            crate::metrics::graphql_error(kind, &label, super::error_code(err));
+            crate::metrics::graphql_error(kind, series.label(), super::error_code(err));
         }
         response
     }

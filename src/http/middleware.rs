@@ -147,8 +147,7 @@ pub async fn record_metrics(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map_or("other", |p| p.as_str())
-        .to_string();
+        .cloned();
     let method = match *req.method() {
         axum::http::Method::GET => "GET",
         axum::http::Method::POST => "POST",
@@ -158,6 +157,11 @@ pub async fn record_metrics(req: Request, next: Next) -> Response {
     };
     let start = std::time::Instant::now();
     let resp = next.run(req).await;
-    crate::metrics::http_request(route, method, resp.status().as_u16(), start.elapsed());
+    crate::metrics::http_request(
+        route.as_ref().map_or("other", |p| p.as_str()),
+        method,
+        resp.status().as_u16(),
+        start.elapsed(),
+    );
     resp
 }
