@@ -1,7 +1,8 @@
 # Shared by the benchmark scripts (sourced): starts the release server on a
 # fresh database and logs in as the seeded admin.
 # Needs: DB_KIND (sqlite|postgres), BENCH_DB (PostgreSQL database name), PORT,
-# PG_ADMIN_URL, WORK (a temporary directory), BIN. Sets DATABASE_URL, SERVER,
+# PG_ADMIN_URL, WORK (a temporary directory), BIN; BENCH_DB_PARAMS (optional,
+# appended to the PostgreSQL URL, e.g. ?sslmode=disable). Sets DATABASE_URL, SERVER,
 # TOKEN and BENCH_START_RSS_KB (before the login); defines gql and rss_kb;
 # removes everything on exit (BENCH_TRAP names another exit handler).
 
@@ -10,7 +11,7 @@ bench_database() {
     sqlite) DATABASE_URL="sqlite://$WORK/bench.db?mode=rwc" ;;
     postgres)
       psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" -c "CREATE DATABASE $BENCH_DB" >/dev/null
-      DATABASE_URL="${PG_ADMIN_URL%/*}/$BENCH_DB" ;;
+      DATABASE_URL="${PG_ADMIN_URL%/*}/$BENCH_DB${BENCH_DB_PARAMS:-}" ;;
     *) echo "usage: $0 [sqlite|postgres] ..." >&2; exit 2 ;;
   esac
 }

@@ -9,6 +9,10 @@
 #                    sql: the same rows (product, INBOUND movement) inserted directly
 #   BENCH_PEERS_DIR  where PostGraphile is installed (default target/bench-peers)
 #   DB_MAX_CONNECTIONS  Stockroom's pool, and PostGraphile's (default 16)
+#   BENCH_FANOUT=0   skip the subscriptions fan-out (benches/fanout.sh postgres,
+#                    2,000 subscribers, 50 movements; it builds the bench client)
+# All three talk to PostgreSQL over loopback without TLS (sslmode=disable for
+# Stockroom and pgbench; PostGraphile's driver does not use TLS unless told).
 # Installs wrk (apt) and PostGraphile 4 (npm, pinned) when missing. For each
 # size N: a fresh database seeded with N products (each with its INBOUND
 # movement); a copy of the products table in schema `peer` served by
@@ -17,7 +21,7 @@
 # recordStockMovement c32 over 100 products against pgbench tpcb-like c32 on
 # its own database; a 64-connection OUTBOUND hot spot on one product, errors
 # by code, then stockroom verify-ledger; Stockroom's resident memory after
-# start, after one login and after the loads. Prints one table per N (ratio =
+# start, after one login and after the loads; once, the fan-out's p99. Prints one table per N (ratio =
 # Stockroom / peer) and writes it to target/bench/compare-N.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -328,7 +332,14 @@ row("idle RSS after start", mb("rss.start"), mb("peer.rss.start"), ratio(f("rss.
 row("idle RSS after one login", mb("rss.login"), "— (no login)", None, "< 30 MB", f("rss.login") < 30 * 1024)
 row("RSS after the loads", mb("rss.after"), mb("peer.rss.after") + " (after its reads)",
     ratio(f("rss.after"), f("peer.rss.after")), "—", None)
-row("subscriptions fan-out p99, 2,000 subscribers", "not run (needs cargo): run cargo bench --bench fanout / benches/fanout.sh postgres separately", "—", None, "—", None)
+fan = r["fanout"].split("\t")
+if len(fan) == 4:
+    p99, p50, got, want = fan
+    row("subscriptions fan-out, 2,000 subscribers, 50 movements: delay after the mutation's response",
+        f"p99 {p99} ms (p50 {p50} ms; {int(got):,} of {int(want):,} delivered)", "—", None, "p99 < 50 ms, none lost",
+        float(p99) < 50 and got == want)
+else:
+    row("subscriptions fan-out, 2,000 subscribers", fan[0], "—", None, "p99 < 50 ms", None)
 
 lines = [f"### {n:,} products", "", r["context"], "",
          "| workload | Stockroom | peer | ratio | goal |", "|---|---|---|---|---|"]
@@ -342,6 +353,24 @@ PY
 
 mkdir -p "$OUT_DIR"
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+export BENCH_DB_PARAMS="?sslmode=disable" PGSSLMODE=disable
+FANOUT="not run (BENCH_FANOUT=0)"
+if [ "${BENCH_FANOUT:-1}" != 0 ]; then
+  say "subscriptions fan-out: benches/fanout.sh postgres 2000 50"
+  BENCH_PORT=$((PORT + 2)) benches/fanout.sh postgres 2000 50 >"$WORK/fanout.out" 2>&1 \
+    || { cat "$WORK/fanout.out" >&2; die "benches/fanout.sh failed"; }
+  FANOUT=$(python3 - "$WORK/fanout.out" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+d = re.search(r"deliveries: (\d+) of (\d+)", text)
+p = re.search(r"delay from the mutation's response: p50 ([\d.]+) ms, p99 ([\d.]+) ms", text)
+if not d or not p:
+    sys.exit("cannot read the fan-out output:\n" + text)
+print(f"{p.group(2)}\t{p.group(1)}\t{d.group(1)}\t{d.group(2)}")
+PY
+) || die "fan-out output: see $WORK/fanout.out"
+  say "  fan-out: p99 $(cut -f1 <<<"$FANOUT") ms, $(cut -f3 <<<"$FANOUT") of $(cut -f4 <<<"$FANOUT") deliveries"
+fi
 say "pgbench database: pgbench -i -s 32"
 admin_sql -c "DROP DATABASE IF EXISTS $PGBENCH_DB WITH (FORCE)" -c "CREATE DATABASE $PGBENCH_DB"
 pgbench -i -s 32 -q "$PGBENCH_URL" >"$WORK/pgbench-init.log" 2>&1 || { cat "$WORK/pgbench-init.log" >&2; die "pgbench -i failed"; }
@@ -400,7 +429,8 @@ for N in "${SIZES[@]}"; do
   sleep 2
   res rss.after "$(rss_kb)"
 
-  res context "Stockroom $COMMIT ($BIN, DB_MAX_CONNECTIONS=$POOL) vs PostGraphile $POSTGRAPHILE_VERSION (one process, NODE_ENV=production, ${PEER_FLAGS[*]}) and pgbench -s 32 on PostgreSQL $(psql "$PG_ADMIN_URL" -AtXc 'SHOW server_version' | cut -d' ' -f1); wrk -t2, ${SECONDS_PER_RUN}s a run, $(nproc) cores, load average at the end $(cut -d' ' -f1-3 /proc/loadavg); seeded through $( [ "$SEED" = upload ] && echo 'the CSV import' || echo 'SQL') in ${seed_secs}s."
+  res fanout "$FANOUT"
+  res context "Stockroom $COMMIT ($BIN, DB_MAX_CONNECTIONS=$POOL) vs PostGraphile $POSTGRAPHILE_VERSION (one process, NODE_ENV=production, ${PEER_FLAGS[*]}) and pgbench -s 32 on PostgreSQL $(psql "$PG_ADMIN_URL" -AtXc 'SHOW server_version' | cut -d' ' -f1); wrk -t2, ${SECONDS_PER_RUN}s a run, $(nproc) cores, no TLS on loopback, load average at the end $(cut -d' ' -f1-3 /proc/loadavg); seeded through $( [ "$SEED" = upload ] && echo 'the CSV import' || echo 'SQL') in ${seed_secs}s."
   stop_pid "$SERVER"
   SERVER=""
   render "$N"

@@ -1,6 +1,5 @@
 //! Stockroom: an inventory service behind a GraphQL API.
 
-pub mod alloc;
 pub mod backup;
 pub mod cache;
 pub mod cli;
