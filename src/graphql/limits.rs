@@ -61,23 +61,31 @@ impl Extension for MaxRootFieldsExtension {
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
         let doc = next.run(ctx, query, variables).await?;
-        for (name, op) in doc.operations.iter() {
-            let n = count(
-                &op.node.selection_set.node,
-                &doc.fragments,
-                &mut HashSet::new(),
-            );
-            if n > self.0 {
-                let which = name.map(|n| format!(" {n}")).unwrap_or_default();
-                return Err(ServerError::new(
-                    format!(
-                        "operation{which} selects {n} root fields (aliases included); at most {} are allowed (GRAPHQL_MAX_ROOT_FIELDS)",
-                        self.0
-                    ),
-                    Some(op.pos),
-                ));
-            }
+        match root_fields_error(&doc, self.0) {
+            Some(err) => Err(err),
+            None => Ok(doc),
         }
-        Ok(doc)
     }
+}
+
+/// The error for the first operation of `doc` that selects more than `max`
+/// root fields, if any.
+pub fn root_fields_error(doc: &ExecutableDocument, max: usize) -> Option<ServerError> {
+    for (name, op) in doc.operations.iter() {
+        let n = count(
+            &op.node.selection_set.node,
+            &doc.fragments,
+            &mut HashSet::new(),
+        );
+        if n > max {
+            let which = name.map(|n| format!(" {n}")).unwrap_or_default();
+            return Some(ServerError::new(
+                format!(
+                    "operation{which} selects {n} root fields (aliases included); at most {max} are allowed (GRAPHQL_MAX_ROOT_FIELDS)"
+                ),
+                Some(op.pos),
+            ));
+        }
+    }
+    None
 }

@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod audit;
+pub mod fast;
 pub mod guards;
 pub mod health;
 pub mod limits;
@@ -81,6 +82,20 @@ impl Executor for CodedSchema {
 /// Builds the schema with the configured limits; `state` is available to
 /// every resolver.
 pub fn build_schema(state: Option<AppState>) -> AppSchema {
+    build(state, true)
+}
+
+/// The schema of the HTTP fast path ([`fast`]): the same, without the
+/// extensions, whose checks the fast path makes itself.
+pub fn build_fast_path(state: AppState) -> fast::FastPath {
+    let (max_root_fields, metrics) = (
+        state.config.graphql_max_root_fields,
+        state.config.metrics_enabled,
+    );
+    fast::FastPath::new(build(Some(state), false), max_root_fields, metrics)
+}
+
+fn build(state: Option<AppState>, extensions: bool) -> AppSchema {
     let mut builder = Schema::build(
         Query::default(),
         Mutation::default(),
@@ -91,12 +106,15 @@ pub fn build_schema(state: Option<AppState>) -> AppSchema {
         builder = builder
             .limit_depth(config.graphql_max_depth)
             .limit_complexity(config.graphql_max_complexity)
-            .extension(limits::MaxRootFields(config.graphql_max_root_fields))
-            .extension(restrictions::AccountRestrictions)
             .data(state);
-        // Metrics cost nothing per request when they are off.
-        if config.metrics_enabled {
-            builder = builder.extension(observe::OperationMetrics);
+        if extensions {
+            builder = builder
+                .extension(limits::MaxRootFields(config.graphql_max_root_fields))
+                .extension(restrictions::AccountRestrictions);
+            // Metrics cost nothing per request when they are off.
+            if config.metrics_enabled {
+                builder = builder.extension(observe::OperationMetrics);
+            }
         }
         if !config.graphql_introspection {
             builder = builder.disable_introspection();

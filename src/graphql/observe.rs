@@ -7,7 +7,7 @@ use std::time::Instant;
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest, NextRequest,
 };
-use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
+use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{Request, Response, ServerResult, Variables};
 
 use crate::metrics::OperationSeries;
@@ -25,14 +25,6 @@ impl ExtensionFactory for OperationMetrics {
 struct OperationMetricsExtension {
     name: Mutex<Option<String>>,
     operation: Mutex<Option<(&'static str, Arc<OperationSeries>)>>,
-}
-
-fn kind(ty: OperationType) -> &'static str {
-    match ty {
-        OperationType::Query => "query",
-        OperationType::Mutation => "mutation",
-        OperationType::Subscription => "subscription",
-    }
 }
 
 #[async_trait::async_trait]
@@ -58,22 +50,10 @@ impl Extension for OperationMetricsExtension {
     ) -> ServerResult<ExecutableDocument> {
         let doc = next.run(ctx, query, variables).await?;
         let wanted = self.name.lock().ok().and_then(|n| n.clone());
-        // An anonymous operation is `Single`; named ones are `Multiple`, even
-        // when there is one.
-        let found = match (&doc.operations, wanted.as_deref()) {
-            (DocumentOperations::Single(op), _) => Some((kind(op.node.ty), None)),
-            (DocumentOperations::Multiple(ops), Some(name)) => ops
-                .iter()
-                .find(|(n, _)| n.as_str() == name)
-                .map(|(n, op)| (kind(op.node.ty), Some(n.as_str()))),
-            (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops
-                .iter()
-                .next()
-                .map(|(n, op)| (kind(op.node.ty), Some(n.as_str()))),
-            (DocumentOperations::Multiple(_), None) => None,
-        };
+        let found = super::fast::selected_operation(&doc, wanted.as_deref())
+            .map(|(ty, name)| (super::fast::operation_kind(ty), name));
         if let Some((kind, name)) = found {
-            let series = crate::metrics::operation_series(name);
+            let series = crate::metrics::operation_series(name.as_deref());
             // A subscription's stream is not a request that ends: it is
             // counted when it starts.
             if kind == "subscription" {

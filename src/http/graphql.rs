@@ -127,8 +127,14 @@ pub async fn graphql_handler(
         Err(e) => return rejection(GraphQLRejection(e)),
     };
     let context = RequestContext::new(request_meta(&headers, &ip), bearer_token(&headers));
-    let req = req.data(context).data(Loaders::new(&state.app.db));
-    let mut resp = state.schema.execute(req).await;
+    let req = req.data(Loaders::new(&state.app.db));
+    let mut resp = match &state.fast {
+        Some(fast) => match fast.execute(&state.app, context, req).await {
+            Ok(resp) => resp,
+            Err(req) => state.schema.execute(req).await,
+        },
+        None => state.schema.execute(req.data(context)).await,
+    };
     if let Some(seconds) =
         resp.errors
             .iter()

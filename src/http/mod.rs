@@ -16,7 +16,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::graphql::{AppSchema, CodedSchema};
+use crate::graphql::fast::FastPath;
+use crate::graphql::{AppSchema, CodedSchema, build_fast_path};
 use crate::state::AppState;
 
 pub use middleware::ClientIp;
@@ -30,11 +31,15 @@ pub struct HttpState {
     /// Run through `CodedSchema`, so that HTTP and WebSocket answers get
     /// their error codes from one place.
     pub schema: CodedSchema,
+    /// Most `POST /graphql` operations ([`crate::graphql::fast`]); none on
+    /// the metrics-only listener.
+    pub fast: Option<FastPath>,
 }
 
 pub fn router(app: AppState, schema: AppSchema) -> Router {
     let config = app.config.clone();
     let state = HttpState {
+        fast: Some(build_fast_path(app.clone())),
         app,
         schema: CodedSchema(schema),
     };
@@ -109,6 +114,7 @@ pub fn metrics_router(app: AppState, schema: AppSchema) -> Router {
     let state = HttpState {
         app,
         schema: CodedSchema(schema),
+        fast: None,
     };
     security_headers(Router::new().route("/metrics", get(metrics))).with_state(state)
 }

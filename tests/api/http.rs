@@ -537,3 +537,27 @@ async fn answers_carry_the_security_headers() {
         .unwrap();
     check(&refused, "415");
 }
+
+/// `POST /graphql` keeps parsed documents: the same text sent again with
+/// other variables (a `@skip` condition, another SKU) answers by its own
+/// variables, and a restricted account is still refused with that text.
+#[tokio::test]
+async fn a_kept_document_answers_each_request_by_its_own_variables() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    app.create_product(&admin, "KEPT-1", 3).await;
+    let q = "query($s: Boolean!, $sku: String!) { productBySku(sku: $sku) { sku stock @skip(if: $s) } }";
+    for (skip, sku, want) in [
+        (true, "KEPT-1", json!({ "sku": "KEPT-1" })),
+        (false, "KEPT-1", json!({ "sku": "KEPT-1", "stock": 3 })),
+        (true, "kept-1", json!({ "sku": "KEPT-1" })),
+        (false, "NONE-1", Value::Null),
+        (false, "kept-1", json!({ "sku": "KEPT-1", "stock": 3 })),
+    ] {
+        let r = app
+            .gql(Some(&admin), q, json!({ "s": skip, "sku": sku }))
+            .await;
+        assert!(r.error_code().is_none(), "{}", r.body);
+        assert_eq!(r.data()["productBySku"], want, "skip {skip}, sku {sku}");
+    }
+}
