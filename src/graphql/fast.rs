@@ -16,9 +16,14 @@
 //! - operation metrics are recorded around the execution, by the same series
 //!   ([`crate::metrics::operation_series`]).
 //!
+//! WebSocket subscriptions run here too ([`FastPath::subscription`]): each
+//! event goes through the fields of every subscriber's selection, so the
+//! extension chain cost once per event and subscriber.
+//!
 //! Anything else takes the full schema unchanged: text that does not parse
 //! (its error is the full schema's to report), an operation that cannot be
-//! chosen, a subscription, a multipart upload, and WebSocket operations.
+//! chosen, a subscription over HTTP, a multipart upload, and queries and
+//! mutations over a WebSocket.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,6 +48,12 @@ struct Prepared {
     doc: ExecutableDocument,
     /// Some operation selects more root fields than allowed.
     too_broad: bool,
+}
+
+/// Which schema a request runs on.
+pub enum Route {
+    Fast(Request),
+    Full(Request),
 }
 
 #[derive(Clone)]
@@ -96,6 +107,37 @@ impl FastPath {
             }
         }
         Ok(response)
+    }
+
+    /// A WebSocket subscription, made ready for [`Self::schema`] when it
+    /// qualifies, or handed back for the full schema. Subscriptions check
+    /// account restrictions themselves when they start (they authenticate
+    /// afresh), so they need no extension for it; queries and mutations
+    /// over a WebSocket take the full schema.
+    pub fn subscription(&self, mut request: Request) -> Route {
+        let Some(prepared) = self.prepare(&request.query) else {
+            return Route::Full(request);
+        };
+        let Some((OperationType::Subscription, name)) =
+            selected_operation(&prepared.doc, request.operation_name.as_deref())
+        else {
+            return Route::Full(request);
+        };
+        if prepared.too_broad {
+            return Route::Full(request);
+        }
+        if self.metrics {
+            // A subscription's stream is not a request that ends: it is
+            // counted when it starts.
+            crate::metrics::operation_series(name.as_deref()).record("subscription", None);
+        }
+        request.set_parsed_query(prepared.doc.clone());
+        Route::Fast(request)
+    }
+
+    /// The schema without extensions.
+    pub fn schema(&self) -> &AppSchema {
+        &self.schema
     }
 
     /// The document and operation of a request the fast path can run.

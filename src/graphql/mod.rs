@@ -52,14 +52,19 @@ pub struct Mutation(
 
 pub type AppSchema = Schema<Query, Mutation, subscriptions::Subscription>;
 
-/// The schema as the WebSocket transport runs it: every error of every
-/// response (subscription events included) gets its `extensions.code`.
+/// The schema as the transports run it: every error of every response
+/// (subscription events included) gets its `extensions.code`. With a fast
+/// path ([`fast`]), `POST /graphql` operations and WebSocket subscriptions
+/// that qualify run on its schema; the rest on the full one.
 #[derive(Clone)]
-pub struct CodedSchema(pub AppSchema);
+pub struct CodedSchema {
+    pub full: AppSchema,
+    pub fast: Option<fast::FastPath>,
+}
 
 impl Executor for CodedSchema {
     async fn execute(&self, request: Request) -> Response {
-        let mut response = self.0.execute(request).await;
+        let mut response = self.full.execute(request).await;
         ensure_error_codes(&mut response.errors);
         response
     }
@@ -69,7 +74,14 @@ impl Executor for CodedSchema {
         request: Request,
         session_data: Option<Arc<Data>>,
     ) -> BoxStream<'static, Response> {
-        self.0
+        let (schema, request) = match &self.fast {
+            Some(fast) => match fast.subscription(request) {
+                fast::Route::Fast(request) => (fast.schema(), request),
+                fast::Route::Full(request) => (&self.full, request),
+            },
+            None => (&self.full, request),
+        };
+        schema
             .execute_stream_with_session_data(request, session_data.unwrap_or_default())
             .map(|mut response| {
                 ensure_error_codes(&mut response.errors);

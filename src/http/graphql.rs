@@ -128,7 +128,7 @@ pub async fn graphql_handler(
     };
     let context = RequestContext::new(request_meta(&headers, &ip), bearer_token(&headers));
     let req = req.data(Loaders::new(&state.app.db));
-    let mut resp = match &state.fast {
+    let mut resp = match &state.schema.fast {
         Some(fast) => match fast.execute(&state.app, context, req).await {
             Ok(resp) => resp,
             Err(req) => state.schema.execute(req).await,

@@ -16,7 +16,6 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::graphql::fast::FastPath;
 use crate::graphql::{AppSchema, CodedSchema, build_fast_path};
 use crate::state::AppState;
 
@@ -29,19 +28,19 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct HttpState {
     pub app: AppState,
     /// Run through `CodedSchema`, so that HTTP and WebSocket answers get
-    /// their error codes from one place.
+    /// their error codes from one place (and its fast path, none on the
+    /// metrics-only listener).
     pub schema: CodedSchema,
-    /// Most `POST /graphql` operations ([`crate::graphql::fast`]); none on
-    /// the metrics-only listener.
-    pub fast: Option<FastPath>,
 }
 
 pub fn router(app: AppState, schema: AppSchema) -> Router {
     let config = app.config.clone();
     let state = HttpState {
-        fast: Some(build_fast_path(app.clone())),
+        schema: CodedSchema {
+            full: schema,
+            fast: Some(build_fast_path(app.clone())),
+        },
         app,
-        schema: CodedSchema(schema),
     };
     let mut router = Router::new()
         .route(
@@ -113,8 +112,10 @@ async fn metrics(
 pub fn metrics_router(app: AppState, schema: AppSchema) -> Router {
     let state = HttpState {
         app,
-        schema: CodedSchema(schema),
-        fast: None,
+        schema: CodedSchema {
+            full: schema,
+            fast: None,
+        },
     };
     security_headers(Router::new().route("/metrics", get(metrics))).with_state(state)
 }

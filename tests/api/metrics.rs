@@ -33,7 +33,23 @@ fn sample(body: &str, prefix: &str) -> Option<f64> {
 async fn metrics_cover_requests_operations_errors_security_queues_pool_and_process() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
-    app.create_product(&admin, "MET-1", 5).await;
+    let product = app.create_product(&admin, "MET-1", 5).await;
+    // A subscription is counted when it starts.
+    let mut ws = app.ws(&admin).await;
+    ws.subscribe(
+        "w",
+        "subscription Watch { stockChanged { product { id } } }",
+        json!({}),
+    )
+    .await;
+    app.record_movement(
+        &admin,
+        json!({ "productId": product, "kind": "INBOUND", "quantity": 1 }),
+    )
+    .await
+    .data();
+    let event = ws.next().await;
+    assert_eq!(event["type"], "next", "{event}");
     app.gql(
         Some(&admin),
         "query CatalogPage { products(first: 5) { totalCount } }",
@@ -58,6 +74,7 @@ async fn metrics_cover_requests_operations_errors_security_queues_pool_and_proce
         "stockroom_http_request_duration_seconds_bucket{route=\"/api/v1/health\",method=\"GET\",le=\"0.005\"}",
         "stockroom_graphql_operations_total{type=\"query\",operation=\"CatalogPage\"}",
         "stockroom_graphql_operation_duration_seconds_count{type=\"query\",operation=\"CatalogPage\"}",
+        "stockroom_graphql_operations_total{type=\"subscription\",operation=\"Watch\"} 1",
         "stockroom_graphql_errors_total{type=\"mutation\",operation=\"Oversell\",code=\"NOT_FOUND\"}",
         "stockroom_login_failures_total{reason=\"wrong_password\"}",
         "stockroom_health_check_duration_seconds_count",
