@@ -56,8 +56,11 @@ pub enum Route {
     Full(Request),
 }
 
+/// Cloned with every request's state: one reference count.
 #[derive(Clone)]
-pub struct FastPath {
+pub struct FastPath(Arc<Inner>);
+
+struct Inner {
     schema: AppSchema,
     documents: moka::sync::Cache<Arc<str>, Arc<Prepared>>,
     max_root_fields: usize,
@@ -66,7 +69,7 @@ pub struct FastPath {
 
 impl FastPath {
     pub fn new(schema: AppSchema, max_root_fields: usize, metrics: bool) -> Self {
-        Self {
+        Self(Arc::new(Inner {
             schema,
             documents: moka::sync::Cache::builder()
                 .max_capacity(DOCUMENT_CACHE_BYTES)
@@ -76,7 +79,7 @@ impl FastPath {
                 .build(),
             max_root_fields,
             metrics,
-        }
+        }))
     }
 
     /// Runs `request` (of the caller `context`) here when it qualifies;
@@ -93,11 +96,12 @@ impl FastPath {
         };
         let mut request = request.data(context);
         let series = self
+            .0
             .metrics
             .then(|| crate::metrics::operation_series(name.as_deref()));
         request.set_parsed_query(prepared.doc.clone());
         let start = Instant::now();
-        let mut response = self.schema.execute(request).await;
+        let mut response = self.0.schema.execute(request).await;
         super::ensure_error_codes(&mut response.errors);
         if let Some(series) = series {
             let kind = operation_kind(kind);
@@ -126,7 +130,7 @@ impl FastPath {
         if prepared.too_broad {
             return Route::Full(request);
         }
-        if self.metrics {
+        if self.0.metrics {
             // A subscription's stream is not a request that ends: it is
             // counted when it starts.
             crate::metrics::operation_series(name.as_deref()).record("subscription", None);
@@ -137,7 +141,7 @@ impl FastPath {
 
     /// The schema without extensions.
     pub fn schema(&self) -> &AppSchema {
-        &self.schema
+        &self.0.schema
     }
 
     /// The document and operation of a request the fast path can run.
@@ -169,16 +173,17 @@ impl FastPath {
 
     /// The document of `query`, parsed once while it is kept.
     fn prepare(&self, query: &str) -> Option<Arc<Prepared>> {
-        if let Some(p) = self.documents.get(query) {
+        if let Some(p) = self.0.documents.get(query) {
             return Some(p);
         }
         let doc = async_graphql::parser::parse_query(query).ok()?;
         let prepared = Arc::new(Prepared {
-            too_broad: limits::root_fields_error(&doc, self.max_root_fields).is_some(),
+            too_broad: limits::root_fields_error(&doc, self.0.max_root_fields).is_some(),
             doc,
         });
         if query.len() <= MAX_KEPT_QUERY {
-            self.documents
+            self.0
+                .documents
                 .insert(Arc::from(query), Arc::clone(&prepared));
         }
         Some(prepared)
