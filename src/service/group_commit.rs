@@ -47,7 +47,8 @@ use crate::error::{AppError, AppResult};
 pub const MAX_BATCH: usize = 256;
 
 /// Batches in flight at once: one can be committing while the next applies
-/// its statements.
+/// its statements. Three were measured too: smaller batches (6.6 movements
+/// on average against 9.8 at 32 clients) and no more movements a second.
 const BATCHES_IN_FLIGHT: usize = 2;
 
 type Reply = oneshot::Sender<AppResult<stock_movement::Model>>;
