@@ -58,6 +58,14 @@ pub fn rows_per_statement(backend: DbBackend, columns: usize) -> usize {
     (budget / columns.max(1)).max(1)
 }
 
+/// `$1, $2, ... $n`, for an `IN (...)` list of `n` bound values.
+pub fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Advisory lock id for schema changes ("stockroom" in ASCII, truncated).
 const SCHEMA_LOCK_KEY: i64 = 0x73746f636b726f6f;
 

@@ -222,10 +222,7 @@ pub async fn lock_products(
     } else {
         ""
     };
-    let placeholders = (1..=ids.len())
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let placeholders = crate::db::placeholders(ids.len());
     let rows = conn
         .query_all_raw(Statement::from_sql_and_values(
             backend,

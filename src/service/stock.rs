@@ -668,10 +668,7 @@ pub async fn list_for_products(
     }
     let backend = conn.get_database_backend();
     let mut values: Vec<Value> = product_ids.iter().map(|id| Value::from(*id)).collect();
-    let placeholders = (1..=product_ids.len())
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let placeholders = crate::db::placeholders(product_ids.len());
     let mut after_clause = String::new();
     if let Some(after) = page.after {
         values.push(Value::from(after));

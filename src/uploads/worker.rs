@@ -138,10 +138,7 @@ impl Catalogue {
         wanted.dedup();
         let mut found = Vec::new();
         for chunk in wanted.chunks(500) {
-            let placeholders = (1..=chunk.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let placeholders = crate::db::placeholders(chunk.len());
             let rows = conn
                 .query_all_raw(Statement::from_sql_and_values(
                     conn.get_database_backend(),
