@@ -32,11 +32,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
 
 use futures_util::future::join_all;
-use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+use sea_orm::{ConnectionTrait, DbBackend, Value};
 use tokio::sync::{Semaphore, oneshot};
 use uuid::Uuid;
 
 use super::Actor;
+use super::products;
 use super::stock::{self, ValidMovement};
 use crate::db::Db;
 use crate::entity::{product, stock_movement};
@@ -198,7 +199,17 @@ async fn apply(
     let mut ids: Vec<Uuid> = batch.iter().map(|p| p.movement.product_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let mut products = lock_products(&*txn, &ids).await.map_err(before)?;
+    // One statement: a batch has at most MAX_BATCH products, within the
+    // parameter budget of one statement on both databases.
+    let postgres = txn.get_database_backend() == DbBackend::Postgres;
+    let values = ids.into_iter().map(Value::from).collect();
+    let mut products: HashMap<Uuid, product::Model> =
+        products::select_in(&*txn, "id", values, postgres)
+            .await
+            .map_err(before)?
+            .into_iter()
+            .map(|p| (p.id, p))
+            .collect();
     let movements: Vec<(&Actor, &ValidMovement)> =
         batch.iter().map(|p| (&p.actor, &p.movement)).collect();
     let results = stock::apply_locked(&txn, &mut products, &movements)
@@ -206,34 +217,4 @@ async fn apply(
         .map_err(before)?;
     txn.commit().await.map_err(Failed::Commit)?;
     Ok(results)
-}
-
-/// The products with these ids, locked for the rest of the transaction in
-/// SKU order (PostgreSQL; SQLite's write transaction locks everything).
-/// One statement: a batch has at most [`MAX_BATCH`] products, within the
-/// parameter budget of one statement on both databases.
-pub async fn lock_products(
-    conn: &impl ConnectionTrait,
-    ids: &[Uuid],
-) -> AppResult<HashMap<Uuid, product::Model>> {
-    let backend = conn.get_database_backend();
-    let lock = if backend == DbBackend::Postgres {
-        " ORDER BY lower(sku) FOR UPDATE"
-    } else {
-        ""
-    };
-    let placeholders = crate::db::placeholders(ids.len());
-    let rows = conn
-        .query_all_raw(Statement::from_sql_and_values(
-            backend,
-            format!("SELECT * FROM products WHERE id IN ({placeholders}){lock}"),
-            ids.iter().map(|id| Value::from(*id)),
-        ))
-        .await?;
-    let mut found = HashMap::with_capacity(rows.len());
-    for row in rows {
-        let p = <product::Model as sea_orm::FromQueryResult>::from_query_result(&row, "")?;
-        found.insert(p.id, p);
-    }
-    Ok(found)
 }

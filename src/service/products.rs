@@ -419,6 +419,38 @@ pub async fn get_by_sku(
         .await?)
 }
 
+/// The products whose `key` (a column expression: `id`, `lower(sku)`) is
+/// one of `values`, in one statement. With `lock` (PostgreSQL) their rows
+/// are locked for the rest of the transaction in SKU order: every batch that
+/// locks several products (the upload worker, the movement group commit)
+/// takes them in that order, so two batches queue instead of deadlocking.
+pub async fn select_in(
+    conn: &impl ConnectionTrait,
+    key: &str,
+    values: Vec<sea_orm::Value>,
+    lock: bool,
+) -> AppResult<Vec<product::Model>> {
+    let lock = if lock {
+        " ORDER BY lower(sku) FOR UPDATE"
+    } else {
+        ""
+    };
+    let placeholders = crate::db::placeholders(values.len());
+    let rows = conn
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            conn.get_database_backend(),
+            format!("SELECT * FROM products WHERE {key} IN ({placeholders}){lock}"),
+            values,
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| {
+            <product::Model as sea_orm::FromQueryResult>::from_query_result(row, "")
+                .map_err(Into::into)
+        })
+        .collect()
+}
+
 /// [`get_by_sku`] through the read cache (PostgreSQL; see `crate::cache`).
 pub async fn get_by_sku_cached(db: &Db, sku: &str) -> AppResult<Option<Arc<product::Model>>> {
     let Some(cache) = db.bus().product_cache() else {

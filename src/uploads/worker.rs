@@ -125,11 +125,6 @@ impl Catalogue {
         skus: impl Iterator<Item = &'a str>,
         lock: bool,
     ) -> AppResult<Vec<product::Model>> {
-        let lock = if lock {
-            " ORDER BY lower(sku) FOR UPDATE"
-        } else {
-            ""
-        };
         let mut wanted: Vec<String> = skus
             .map(str::to_ascii_lowercase)
             .filter(|s| !self.known.contains_key(s))
@@ -138,19 +133,12 @@ impl Catalogue {
         wanted.dedup();
         let mut found = Vec::new();
         for chunk in wanted.chunks(500) {
-            let placeholders = crate::db::placeholders(chunk.len());
-            let rows = conn
-                .query_all_raw(Statement::from_sql_and_values(
-                    conn.get_database_backend(),
-                    format!("SELECT * FROM products WHERE lower(sku) IN ({placeholders}){lock}"),
-                    chunk.iter().map(|s| Value::from(s.clone())),
-                ))
-                .await?;
+            let values = chunk.iter().map(|s| Value::from(s.clone())).collect();
+            let rows = products::select_in(conn, "lower(sku)", values, lock).await?;
             for sku in chunk {
                 self.known.insert(sku.clone(), None);
             }
-            for row in rows {
-                let p = <product::Model as sea_orm::FromQueryResult>::from_query_result(&row, "")?;
+            for p in rows {
                 self.known.insert(
                     p.sku.to_ascii_lowercase(),
                     Some(Known {
