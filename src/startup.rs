@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 use crate::config::{Config, SecretSource};
 use crate::db::Db;
 use crate::events::{self, DomainEvent};
-use crate::graphql::build_schema;
+use crate::graphql::CodedSchema;
 use crate::service::users::{self, Seeded};
 use crate::state::AppState;
 
@@ -58,7 +58,7 @@ impl Application {
             None => None,
         };
         let state = AppState::new(config, db)?;
-        let schema = build_schema(Some(state.clone()));
+        let schema = CodedSchema::new(state.clone());
         let router = crate::http::router(state.clone(), schema.clone());
         let metrics =
             metrics_listener.map(|l| (l, crate::http::metrics_router(state.clone(), schema)));

@@ -91,18 +91,32 @@ impl FastPath {
         context: RequestContext,
         request: Request,
     ) -> Result<Response, Request> {
-        let Some((prepared, kind, name)) = self.qualifies(state, &context, &request).await else {
-            return Err(request.data(context));
+        let qualified = match self.operation(&request) {
+            Some((_, OperationType::Subscription, _)) => None,
+            _ if !request.uploads.is_empty() => None,
+            // A restricted account takes the full schema, whose extension
+            // refuses its fields one by one.
+            Some(_)
+                if context.bearer().is_some()
+                    && authenticated(state, &context)
+                        .await
+                        .is_ok_and(|user| user.restriction.is_some()) =>
+            {
+                None
+            }
+            found => found,
         };
         let mut request = request.data(context);
+        let Some((prepared, kind, name)) = qualified else {
+            return Err(request);
+        };
         let series = self
             .0
             .metrics
             .then(|| crate::metrics::operation_series(name.as_deref()));
         request.set_parsed_query(prepared.doc.clone());
         let start = Instant::now();
-        let mut response = self.0.schema.execute(request).await;
-        super::ensure_error_codes(&mut response.errors);
+        let response = self.0.schema.execute(request).await;
         if let Some(series) = series {
             let kind = operation_kind(kind);
             series.record(kind, Some(start.elapsed()));
@@ -119,17 +133,9 @@ impl FastPath {
     /// afresh), so they need no extension for it; queries and mutations
     /// over a WebSocket take the full schema.
     pub fn subscription(&self, mut request: Request) -> Route {
-        let Some(prepared) = self.prepare(&request.query) else {
+        let Some((prepared, OperationType::Subscription, name)) = self.operation(&request) else {
             return Route::Full(request);
         };
-        let Some((OperationType::Subscription, name)) =
-            selected_operation(&prepared.doc, request.operation_name.as_deref())
-        else {
-            return Route::Full(request);
-        };
-        if prepared.too_broad {
-            return Route::Full(request);
-        }
         if self.0.metrics {
             // A subscription's stream is not a request that ends: it is
             // counted when it starts.
@@ -144,30 +150,18 @@ impl FastPath {
         &self.0.schema
     }
 
-    /// The document and operation of a request the fast path can run.
-    async fn qualifies(
+    /// The kept document of `request` and the operation it runs, unless the
+    /// full schema has to answer it (text that does not parse, too many
+    /// root fields, an operation that cannot be chosen).
+    fn operation(
         &self,
-        state: &AppState,
-        context: &RequestContext,
         request: &Request,
     ) -> Option<(Arc<Prepared>, OperationType, Option<String>)> {
-        if !request.uploads.is_empty() {
-            return None;
-        }
         let prepared = self.prepare(&request.query)?;
         if prepared.too_broad {
             return None;
         }
         let (kind, name) = selected_operation(&prepared.doc, request.operation_name.as_deref())?;
-        if kind == OperationType::Subscription {
-            return None;
-        }
-        if context.bearer().is_some()
-            && let Ok(user) = authenticated(state, context).await
-            && user.restriction.is_some()
-        {
-            return None;
-        }
         Some((prepared, kind, name))
     }
 

@@ -58,8 +58,39 @@ pub type AppSchema = Schema<Query, Mutation, subscriptions::Subscription>;
 /// that qualify run on its schema; the rest on the full one.
 #[derive(Clone)]
 pub struct CodedSchema {
-    pub full: AppSchema,
-    pub fast: Option<fast::FastPath>,
+    full: AppSchema,
+    fast: fast::FastPath,
+}
+
+impl CodedSchema {
+    /// Both schemas, with the configured limits; `state` is available to
+    /// every resolver.
+    pub fn new(state: AppState) -> Self {
+        let (max_root_fields, metrics) = (
+            state.config.graphql_max_root_fields,
+            state.config.metrics_enabled,
+        );
+        Self {
+            full: build(Some(state.clone()), true),
+            fast: fast::FastPath::new(build(Some(state), false), max_root_fields, metrics),
+        }
+    }
+
+    /// A `POST /graphql` operation of the caller `context`: on the fast
+    /// path when it qualifies, otherwise on the full schema.
+    pub async fn execute_http(
+        &self,
+        state: &AppState,
+        context: RequestContext,
+        request: Request,
+    ) -> Response {
+        let mut response = match self.fast.execute(state, context, request).await {
+            Ok(response) => response,
+            Err(request) => self.full.execute(request).await,
+        };
+        ensure_error_codes(&mut response.errors);
+        response
+    }
 }
 
 impl Executor for CodedSchema {
@@ -74,12 +105,9 @@ impl Executor for CodedSchema {
         request: Request,
         session_data: Option<Arc<Data>>,
     ) -> BoxStream<'static, Response> {
-        let (schema, request) = match &self.fast {
-            Some(fast) => match fast.subscription(request) {
-                fast::Route::Fast(request) => (fast.schema(), request),
-                fast::Route::Full(request) => (&self.full, request),
-            },
-            None => (&self.full, request),
+        let (schema, request) = match self.fast.subscription(request) {
+            fast::Route::Fast(request) => (self.fast.schema(), request),
+            fast::Route::Full(request) => (&self.full, request),
         };
         schema
             .execute_stream_with_session_data(request, session_data.unwrap_or_default())
@@ -91,22 +119,8 @@ impl Executor for CodedSchema {
     }
 }
 
-/// Builds the schema with the configured limits; `state` is available to
-/// every resolver.
-pub fn build_schema(state: Option<AppState>) -> AppSchema {
-    build(state, true)
-}
-
-/// The schema of the HTTP fast path ([`fast`]): the same, without the
-/// extensions, whose checks the fast path makes itself.
-pub fn build_fast_path(state: AppState) -> fast::FastPath {
-    let (max_root_fields, metrics) = (
-        state.config.graphql_max_root_fields,
-        state.config.metrics_enabled,
-    );
-    fast::FastPath::new(build(Some(state), false), max_root_fields, metrics)
-}
-
+/// The schema, with its extensions when `extensions` (the fast path's is the
+/// same without them: it makes their checks itself).
 fn build(state: Option<AppState>, extensions: bool) -> AppSchema {
     let mut builder = Schema::build(
         Query::default(),
@@ -137,7 +151,7 @@ fn build(state: Option<AppState>, extensions: bool) -> AppSchema {
 
 /// The SDL that `export-schema` writes to `schema.graphql`.
 pub fn sdl() -> String {
-    build_schema(None).sdl()
+    build(None, true).sdl()
 }
 
 /// Per-request data: who is calling, from where.

@@ -1,8 +1,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use async_graphql::Data;
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, MultipartOptions, WebSocketProtocols};
-use async_graphql::{Data, Executor};
 use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
 use axum::Extension;
@@ -128,13 +128,7 @@ pub async fn graphql_handler(
     };
     let context = RequestContext::new(request_meta(&headers, &ip), bearer_token(&headers));
     let req = req.data(Loaders::new(&state.app.db));
-    let mut resp = match &state.schema.fast {
-        Some(fast) => match fast.execute(&state.app, context, req).await {
-            Ok(resp) => resp,
-            Err(req) => state.schema.execute(req).await,
-        },
-        None => state.schema.execute(req.data(context)).await,
-    };
+    let mut resp = state.schema.execute_http(&state.app, context, req).await;
     if let Some(seconds) =
         resp.errors
             .iter()

@@ -16,7 +16,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::graphql::{AppSchema, CodedSchema, build_fast_path};
+use crate::graphql::CodedSchema;
 use crate::state::AppState;
 
 pub use middleware::ClientIp;
@@ -28,20 +28,13 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct HttpState {
     pub app: AppState,
     /// Run through `CodedSchema`, so that HTTP and WebSocket answers get
-    /// their error codes from one place (and its fast path, none on the
-    /// metrics-only listener).
+    /// their error codes from one place.
     pub schema: CodedSchema,
 }
 
-pub fn router(app: AppState, schema: AppSchema) -> Router {
+pub fn router(app: AppState, schema: CodedSchema) -> Router {
     let config = app.config.clone();
-    let state = HttpState {
-        schema: CodedSchema {
-            full: schema,
-            fast: Some(build_fast_path(app.clone())),
-        },
-        app,
-    };
+    let state = HttpState { app, schema };
     let mut router = Router::new()
         .route(
             "/graphql",
@@ -109,14 +102,8 @@ async fn metrics(
 
 /// `/metrics` alone, for `METRICS_ADDR`: a listener that is not exposed with
 /// the API.
-pub fn metrics_router(app: AppState, schema: AppSchema) -> Router {
-    let state = HttpState {
-        app,
-        schema: CodedSchema {
-            full: schema,
-            fast: None,
-        },
-    };
+pub fn metrics_router(app: AppState, schema: CodedSchema) -> Router {
+    let state = HttpState { app, schema };
     security_headers(Router::new().route("/metrics", get(metrics))).with_state(state)
 }
 
