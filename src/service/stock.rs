@@ -295,10 +295,17 @@ async fn apply_in_one_statement(
     use sea_orm::ActiveEnum;
     let conn: &DatabaseTransaction = txn;
     let movement_id = Uuid::now_v7();
-    let audit_id = Uuid::now_v7();
-    let clip = |s: &Option<String>, n: usize| -> Option<String> {
-        s.as_ref().map(|v| v.chars().take(n).collect())
-    };
+    // The audit row as `audit::row` makes it (id, actor, clipped request
+    // fields); its summary and changes are built by the statement.
+    let mut entry = audit::row(
+        actor,
+        AuditEntry::new(
+            audit_action(movement.kind),
+            EntityType::StockMovement,
+            movement_id,
+        ),
+    );
+    entry.occurred_at = now;
     let sql = "WITH p AS ( \
            UPDATE products SET stock = stock + $1, version = version + 1, updated_at = $2 \
            WHERE id = $3 AND archived_at IS NULL \
@@ -336,15 +343,15 @@ async fn apply_in_one_statement(
             Value::from(movement.idempotency_key.clone()),
             Value::from(request_hash.clone()),
             Value::from(actor.user_id),
-            Value::from(audit_id),
-            Value::from(audit_action(movement.kind).to_value()),
-            Value::from(EntityType::StockMovement.to_value()),
-            Value::from(movement_id.to_string()),
+            Value::from(entry.id),
+            Value::from(entry.action.to_value()),
+            Value::from(entry.entity_type.to_value()),
+            Value::from(entry.entity_id.clone()),
             Value::from(movement.kind.word()),
             Value::from(format!("{:+}", movement.delta)),
-            Value::from(clip(&actor.meta.request_id, 128)),
-            Value::from(clip(&actor.meta.ip, 64)),
-            Value::from(clip(&actor.meta.user_agent, 512)),
+            Value::from(entry.request_id.clone()),
+            Value::from(entry.ip.clone()),
+            Value::from(entry.user_agent.clone()),
         ],
     );
     let run = |statement: Statement| async move {
@@ -371,19 +378,8 @@ async fn apply_in_one_statement(
     let mut saved = movement_row(&product, movement, actor, request_hash, now);
     saved.id = movement_id;
     let stock_before = i64::from(product.stock) - movement.delta;
-    let entry = crate::entity::audit_log::Model {
-        id: audit_id,
-        occurred_at: now,
-        actor_id: actor.user_id,
-        action: audit_action(movement.kind),
-        entity_type: EntityType::StockMovement,
-        entity_id: Some(movement_id.to_string()),
-        summary: row.try_get("", "audit_summary")?,
-        changes: row.try_get("", "audit_changes")?,
-        request_id: clip(&actor.meta.request_id, 128),
-        ip: clip(&actor.meta.ip, 64),
-        user_agent: clip(&actor.meta.user_agent, 512),
-    };
+    entry.summary = row.try_get("", "audit_summary")?;
+    entry.changes = row.try_get("", "audit_changes")?;
     txn.emit(DomainEvent::AuditLogAdded {
         entry: Arc::new(entry),
     });
