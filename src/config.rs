@@ -156,11 +156,11 @@ pub struct Config {
     pub upload_lease: Duration,
     pub upload_poll: Duration,
     pub upload_worker_enabled: bool,
-    /// `GET /metrics` is served (on `metrics_addr` when set, otherwise on the
-    /// API listener).
     /// PostgreSQL: how long a product read may be served from memory at
     /// most (it is invalidated by every change heard of first); 0 is off.
     pub read_cache_ttl: Duration,
+    /// `GET /metrics` is served (on `metrics_addr` when set, otherwise on the
+    /// API listener).
     pub metrics_enabled: bool,
     pub metrics_addr: Option<std::net::SocketAddr>,
 }
