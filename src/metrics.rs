@@ -103,6 +103,10 @@ fn describe() {
         "stockroom_alerts",
         "alerts in the Telegram outbox by status (PENDING includes retrying)"
     );
+    describe_counter!(
+        "stockroom_graphql_answers_reused_total",
+        "one-product queries answered with a kept answer, still of the cached row"
+    );
     describe_histogram!(
         "stockroom_movement_batch_size",
         "stock movements committed together by one group commit"
@@ -204,6 +208,7 @@ fn register_zeroes() {
     }
     upload_rows(0, 0);
     counter!("stockroom_subscriptions_lagged_total").increment(0);
+    counter!("stockroom_graphql_answers_reused_total").increment(0);
     counter!("stockroom_db_slow_statements_total").increment(0);
     counter!("stockroom_db_statement_errors_total").increment(0);
     gauge!("stockroom_websocket_connections").increment(0.0);
@@ -403,6 +408,14 @@ pub fn db_statement(elapsed: Duration, slow: Duration, failed: bool) {
     if failed {
         counter!("stockroom_db_statement_errors_total").increment(1);
     }
+}
+
+/// A kept GraphQL answer was given again (see [`crate::graphql::fast`]).
+pub fn answer_reused() {
+    static REUSED: OnceLock<Counter> = OnceLock::new();
+    REUSED
+        .get_or_init(|| counter!("stockroom_graphql_answers_reused_total"))
+        .increment(1);
 }
 
 pub fn movement_batch(size: usize) {

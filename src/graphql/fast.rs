@@ -20,6 +20,15 @@
 //! event goes through the fields of every subscriber's selection, so the
 //! extension chain cost once per event and subscriber.
 //!
+//! Kept answers: a query that reads one product by SKU and selects only
+//! the product's own scalar fields (`productBySku(sku: $s) { id sku stock }`,
+//! the commonest read there is) has an answer that is a function of the
+//! query text, its variables and that one product row. Its serialized answer
+//! is kept beside the row it was rendered from, and given again while the
+//! product read cache ([`crate::cache::ProductCache`]) still holds that very
+//! row: the answer is exactly as fresh as a resolver reading the cache. The
+//! caller is authenticated, and its account checked, on every request.
+//!
 //! Anything else takes the full schema unchanged: text that does not parse
 //! (its error is the full schema's to report), an operation that cannot be
 //! chosen, a subscription over HTTP, a multipart upload, and queries and
@@ -28,10 +37,16 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
-use async_graphql::{Request, Response};
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet,
+};
+use async_graphql::{Name, Request, Response, Value};
+use axum::body::Bytes;
 
 use super::{AppSchema, RequestContext, authenticated, limits};
+use crate::cache::ProductCache;
+use crate::entity::{product, user::Role};
+use crate::service::products;
 use crate::state::AppState;
 
 /// Documents kept, by a generous estimate of their size (a parsed document
@@ -48,6 +63,40 @@ struct Prepared {
     doc: ExecutableDocument,
     /// Some operation selects more root fields than allowed.
     too_broad: bool,
+    /// Where the SKU comes from, when the answer depends on one product row
+    /// and nothing else.
+    one_product: Option<SkuSource>,
+}
+
+/// The `sku` argument of a one-product query.
+enum SkuSource {
+    Literal(String),
+    Variable(Name),
+}
+
+/// The fields of `Product` that are read from its row alone.
+const ROW_FIELDS: &[&str] = &[
+    "__typename",
+    "id",
+    "sku",
+    "name",
+    "description",
+    "category",
+    "unit",
+    "stock",
+    "lowStockThreshold",
+    "version",
+    "archivedAt",
+    "createdAt",
+    "updatedAt",
+    "isLowStock",
+];
+
+/// What a `POST /graphql` gets back.
+pub enum Answer {
+    /// Serialized already (a kept answer, or one just kept).
+    Serialized(Bytes),
+    Fresh(Response),
 }
 
 /// Which schema a request runs on.
@@ -90,32 +139,55 @@ impl FastPath {
         state: &AppState,
         context: RequestContext,
         request: Request,
-    ) -> Result<Response, Request> {
-        let qualified = match self.operation(&request) {
+    ) -> Result<Answer, Request> {
+        let found = self.operation(&request);
+        let caller = match (&found, context.bearer()) {
+            (Some(_), Some(_)) => Some(authenticated(state, &context).await),
+            _ => None,
+        };
+        let qualified = match found {
             Some((_, OperationType::Subscription, _)) => None,
             _ if !request.uploads.is_empty() => None,
             // A restricted account takes the full schema, whose extension
             // refuses its fields one by one.
             Some(_)
-                if context.bearer().is_some()
-                    && authenticated(state, &context)
-                        .await
-                        .is_ok_and(|user| user.restriction.is_some()) =>
+                if caller
+                    .as_ref()
+                    .is_some_and(|user| user.as_ref().is_ok_and(|u| u.restriction.is_some())) =>
             {
                 None
             }
             found => found,
         };
-        let mut request = request.data(context);
         let Some((prepared, kind, name)) = qualified else {
-            return Err(request);
+            return Err(request.data(context));
         };
         let series = self
             .0
             .metrics
             .then(|| crate::metrics::operation_series(name.as_deref()));
-        request.set_parsed_query(prepared.doc.clone());
         let start = Instant::now();
+        // A one-product query of a caller allowed to read products: its
+        // answer may be kept, or given again.
+        let reader = caller.is_some_and(|user| {
+            user.is_ok_and(|u| crate::service::require_role(u.role, Role::Viewer).is_ok())
+        });
+        let one_product = prepared
+            .one_product
+            .as_ref()
+            .filter(|_| reader)
+            .and_then(|source| one_product(state, source, &request));
+        if let Some((cache, key, _, product)) = &one_product
+            && let Some(body) = cache.answer(key, product)
+        {
+            if let Some(series) = series {
+                series.record(operation_kind(kind), Some(start.elapsed()));
+                crate::metrics::answer_reused();
+            }
+            return Ok(Answer::Serialized(body));
+        }
+        let mut request = request.data(context);
+        request.set_parsed_query(prepared.doc.clone());
         let response = self.0.schema.execute(request).await;
         if let Some(series) = series {
             let kind = operation_kind(kind);
@@ -124,7 +196,19 @@ impl FastPath {
                 crate::metrics::graphql_error(kind, series.label(), super::error_code(err));
             }
         }
-        Ok(response)
+        match one_product {
+            Some((cache, key, sku, product)) if response.is_ok() => {
+                match serde_json::to_vec(&response) {
+                    Ok(body) => {
+                        let body = Bytes::from(body);
+                        cache.keep_answer(&sku, key, product, body.clone());
+                        Ok(Answer::Serialized(body))
+                    }
+                    Err(_) => Ok(Answer::Fresh(response)),
+                }
+            }
+            _ => Ok(Answer::Fresh(response)),
+        }
     }
 
     /// A WebSocket subscription, made ready for [`Self::schema`] when it
@@ -173,6 +257,7 @@ impl FastPath {
         let doc = async_graphql::parser::parse_query(query).ok()?;
         let prepared = Arc::new(Prepared {
             too_broad: limits::root_fields_error(&doc, self.0.max_root_fields).is_some(),
+            one_product: one_product_source(&doc),
             doc,
         });
         if query.len() <= MAX_KEPT_QUERY {
@@ -182,6 +267,92 @@ impl FastPath {
         }
         Some(prepared)
     }
+}
+
+/// For a one-product query whose product the read cache holds: the cache,
+/// the key of the answer (operation name, variables, query text), the SKU's
+/// key, and the row the cache holds now (read before the execution, so that
+/// an answer rendered from it is kept only if it is still the cached row).
+fn one_product<'a>(
+    state: &'a AppState,
+    source: &SkuSource,
+    request: &Request,
+) -> Option<(&'a ProductCache, String, String, Arc<product::Model>)> {
+    let sku = match source {
+        SkuSource::Literal(sku) => sku.as_str(),
+        SkuSource::Variable(name) => match request.variables.get(name)? {
+            Value::String(sku) => sku.as_str(),
+            _ => return None,
+        },
+    };
+    let cache = state.db.bus().product_cache()?;
+    let sku = products::sku_key(sku);
+    let product = cache.get_by_sku(&sku)?;
+    // Names hold no NUL and JSON text no raw one: the parts cannot run into
+    // each other.
+    let variables = serde_json::to_string(&request.variables).ok()?;
+    let name = request.operation_name.as_deref().unwrap_or_default();
+    let mut key = String::with_capacity(name.len() + variables.len() + request.query.len() + 2);
+    for part in [name, "\0", &variables, "\0", &request.query] {
+        key.push_str(part);
+    }
+    Some((cache, key, sku, product))
+}
+
+/// Where the SKU of a one-product query comes from: a document of one
+/// query, without fragments or directives, whose only root field is
+/// `productBySku(sku: ...)` selecting fields of the product's row and no
+/// others. `None` for any other document.
+fn one_product_source(doc: &ExecutableDocument) -> Option<SkuSource> {
+    if !doc.fragments.is_empty() {
+        return None;
+    }
+    let op = match &doc.operations {
+        DocumentOperations::Single(op) => op,
+        DocumentOperations::Multiple(ops) if ops.len() == 1 => ops.values().next()?,
+        DocumentOperations::Multiple(_) => return None,
+    };
+    let op = &op.node;
+    if op.ty != OperationType::Query || !op.directives.is_empty() {
+        return None;
+    }
+    let [root] = op.selection_set.node.items.as_slice() else {
+        return None;
+    };
+    let Selection::Field(field) = &root.node else {
+        return None;
+    };
+    let field = &field.node;
+    let [(arg, value)] = field.arguments.as_slice() else {
+        return None;
+    };
+    if field.name.node != "productBySku"
+        || arg.node != "sku"
+        || !field.directives.is_empty()
+        || !row_fields_only(&field.selection_set.node)
+    {
+        return None;
+    }
+    match &value.node {
+        async_graphql_value::Value::String(sku) => Some(SkuSource::Literal(sku.clone())),
+        async_graphql_value::Value::Variable(name) => Some(SkuSource::Variable(name.clone())),
+        _ => None,
+    }
+}
+
+/// Every selection a plain field of the product's row.
+fn row_fields_only(selection: &SelectionSet) -> bool {
+    !selection.items.is_empty()
+        && selection.items.iter().all(|item| match &item.node {
+            Selection::Field(field) => {
+                let field = &field.node;
+                field.arguments.is_empty()
+                    && field.directives.is_empty()
+                    && field.selection_set.node.items.is_empty()
+                    && ROW_FIELDS.contains(&field.name.node.as_str())
+            }
+            _ => false,
+        })
 }
 
 /// The label of an operation type.

@@ -83,13 +83,14 @@ impl CodedSchema {
         state: &AppState,
         context: RequestContext,
         request: Request,
-    ) -> Response {
+    ) -> fast::Answer {
         let mut response = match self.fast.execute(state, context, request).await {
-            Ok(response) => response,
+            Ok(fast::Answer::Fresh(response)) => response,
+            Ok(serialized) => return serialized,
             Err(request) => self.full.execute(request).await,
         };
         ensure_error_codes(&mut response.errors);
-        response
+        fast::Answer::Fresh(response)
     }
 }
 

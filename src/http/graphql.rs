@@ -15,6 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 
 use super::{ClientIp, HttpState, REQUEST_ID};
 use crate::error::{AppError, set_retry_after};
+use crate::graphql::fast::Answer;
 use crate::graphql::subscriptions::SocketSubscriptions;
 use crate::graphql::{CodedSchema, RequestContext, loaders::Loaders};
 use crate::limits::ConnectionSlot;
@@ -105,6 +106,10 @@ fn accepted_content_type(content_type: Option<&str>) -> Result<(), AppError> {
     }
 }
 
+/// The content type async-graphql-axum gives its answers.
+const GRAPHQL_RESPONSE_JSON: header::HeaderValue =
+    header::HeaderValue::from_static("application/graphql-response+json");
+
 /// A POST to `/graphql`: JSON, or a GraphQL multipart request carrying an
 /// upload (its file part bounded by `UPLOAD_MAX_BYTES` as it streams).
 pub async fn graphql_handler(
@@ -128,7 +133,17 @@ pub async fn graphql_handler(
     };
     let context = RequestContext::new(request_meta(&headers, &ip), bearer_token(&headers));
     let req = req.data(Loaders::new(&state.app.db));
-    let mut resp = state.schema.execute_http(&state.app, context, req).await;
+    let mut resp = match state.schema.execute_http(&state.app, context, req).await {
+        Answer::Fresh(resp) => resp,
+        // Only answers without errors are serialized ahead.
+        Answer::Serialized(body) => {
+            return (
+                [(header::CONTENT_TYPE, GRAPHQL_RESPONSE_JSON)],
+                axum::body::Body::from(body),
+            )
+                .into_response();
+        }
+    };
     if let Some(seconds) =
         resp.errors
             .iter()

@@ -456,7 +456,7 @@ pub async fn get_by_sku_cached(db: &Db, sku: &str) -> AppResult<Option<Arc<produ
     let Some(cache) = db.bus().product_cache() else {
         return Ok(get_by_sku(db.conn(), sku).await?.map(Arc::new));
     };
-    let key = sku.trim().to_ascii_lowercase();
+    let key = sku_key(sku);
     if let Some(hit) = cache.get_by_sku(&key) {
         return Ok(Some(hit));
     }
@@ -466,6 +466,11 @@ pub async fn get_by_sku_cached(db: &Db, sku: &str) -> AppResult<Option<Arc<produ
         cache.put_by_sku(&key, ticket, Arc::clone(p));
     }
     Ok(found)
+}
+
+/// The read cache's key of a SKU (SKUs are trimmed and case-insensitive).
+pub fn sku_key(sku: &str) -> String {
+    sku.trim().to_ascii_lowercase()
 }
 
 /// [`list`], with the total of the unfiltered catalogue from the read cache

@@ -147,3 +147,152 @@ async fn reads_racing_writes_never_leave_an_old_row_in_the_cache() {
     }
     app.ledger_is_clean().await;
 }
+
+/// Kept answers given again by this instance so far.
+fn answers_reused(app: &TestApp) -> u64 {
+    app.state
+        .db
+        .bus()
+        .product_cache()
+        .expect("the read cache is on")
+        .answers_reused()
+}
+
+/// Until the instance listens for other instances' changes, the read cache
+/// is bypassed.
+async fn wait_for_read_cache(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.state.db.bus().product_cache().is_none() {
+        assert!(Instant::now() < deadline, "the read cache did not come on");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn by_sku(app: &TestApp, token: Option<&str>, sku: &str) -> crate::helpers::Gql {
+    app.gql(token, BY_SKU, json!({ "s": sku })).await
+}
+
+#[tokio::test]
+async fn a_one_product_answer_is_given_again_only_while_its_row_is_the_cached_one() {
+    if !is_postgres() {
+        // No read cache on SQLite, so no answer is kept.
+        return;
+    }
+    let app = spawn_app().await;
+    wait_for_read_cache(&app).await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "ANSWER-1", 10).await;
+    // The first read caches the row, the second keeps its answer, the
+    // third is given that answer.
+    let first = by_sku(&app, Some(&admin), "ANSWER-1").await;
+    assert_eq!(first.data()["productBySku"]["stock"], 10);
+    by_sku(&app, Some(&admin), "ANSWER-1").await.data();
+    assert_eq!(answers_reused(&app), 0);
+    let third = by_sku(&app, Some(&admin), "ANSWER-1").await;
+    assert_eq!(answers_reused(&app), 1);
+    assert_eq!(third.data(), first.data());
+
+    // A change replaces the row: the old answer is not given again.
+    out(&app, &admin, &product, 3).await;
+    assert_eq!(stock(&app, &admin, "ANSWER-1").await, 7);
+    assert_eq!(answers_reused(&app), 1);
+    assert_eq!(stock(&app, &admin, "ANSWER-1").await, 7);
+    assert_eq!(stock(&app, &admin, "ANSWER-1").await, 7);
+    assert_eq!(answers_reused(&app), 2);
+    app.gql(
+        Some(&admin),
+        "mutation($id: ID!) { updateProduct(id: $id, input: { name: \"Renamed\" }) { id } }",
+        json!({ "id": product }),
+    )
+    .await
+    .data();
+    let named = "query($s: String!) { productBySku(sku: $s) { name version } }";
+    for _ in 0..3 {
+        let r = app
+            .gql(Some(&admin), named, json!({ "s": "answer-1" }))
+            .await;
+        assert_eq!(r.data()["productBySku"]["name"], "Renamed");
+    }
+    assert_eq!(answers_reused(&app), 3);
+
+    // Other variables, another answer: each gets its own. ANSWER-2's row
+    // is cached by the first read, its answer kept by the second and given
+    // by the third; ANSWER-1's kept answer is of the row before the rename,
+    // so the first read keeps a new one, given by the next two.
+    app.create_product(&admin, "ANSWER-2", 20).await;
+    for _ in 0..3 {
+        assert_eq!(stock(&app, &admin, "ANSWER-2").await, 20);
+        assert_eq!(stock(&app, &admin, "ANSWER-1").await, 7);
+    }
+    assert_eq!(answers_reused(&app), 3 + 1 + 2);
+
+    // Answers that depend on more than the row are never kept: other rows,
+    // or the read of another root field.
+    let reused = answers_reused(&app);
+    for query in [
+        "query($s: String!) { productBySku(sku: $s) { stock movements(first: 1) { totalCount } } }",
+        "query($s: String!) { productBySku(sku: $s) { stock } products(first: 1) { totalCount } }",
+        "query($s: String!) { productBySku(sku: $s) { ...F } } fragment F on Product { stock }",
+        "query($s: String!, $x: Boolean!) { productBySku(sku: $s) { stock @include(if: $x) } }",
+    ] {
+        for _ in 0..3 {
+            let r = app
+                .gql(Some(&admin), query, json!({ "s": "ANSWER-1", "x": true }))
+                .await;
+            assert_eq!(r.data()["productBySku"]["stock"], 7, "{query}");
+        }
+    }
+    assert_eq!(answers_reused(&app), reused);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_kept_answer_is_given_only_to_a_caller_allowed_to_read_it() {
+    if !is_postgres() {
+        return;
+    }
+    let app = crate::helpers::spawn_app_with(&[("PASSWORD_MAX_AGE_DAYS", "30")]).await;
+    wait_for_read_cache(&app).await;
+    let admin = app.admin_token().await;
+    app.create_product(&admin, "ANSWER-SEC", 5).await;
+    let (viewer_id, viewer) = app.user_with_role(&admin, "VIEWER").await;
+    let (expired_id, expired) = app.user_with_role(&admin, "STAFF").await;
+    for _ in 0..3 {
+        by_sku(&app, Some(&admin), "ANSWER-SEC").await.data();
+    }
+    assert_eq!(answers_reused(&app), 1);
+
+    // A viewer may read products: it is given the kept answer.
+    let r = by_sku(&app, Some(&viewer), "ANSWER-SEC").await;
+    assert_eq!(r.data()["productBySku"]["stock"], 5);
+    assert_eq!(answers_reused(&app), 2);
+
+    // Nobody, a forged token, a deactivated user, and a restricted one
+    // get their errors, not the answer.
+    by_sku(&app, None, "ANSWER-SEC")
+        .await
+        .expect_code("UNAUTHENTICATED");
+    by_sku(&app, Some("not.a.token"), "ANSWER-SEC")
+        .await
+        .expect_code("UNAUTHENTICATED");
+    app.gql(
+        Some(&admin),
+        "mutation($id: ID!) { updateUser(id: $id, input: { isActive: false }) { isActive } }",
+        json!({ "id": viewer_id }),
+    )
+    .await
+    .data();
+    by_sku(&app, Some(&viewer), "ANSWER-SEC")
+        .await
+        .expect_code("UNAUTHENTICATED");
+    app.exec(&format!(
+        "UPDATE users SET password_changed_at = now() - interval '31 days' WHERE id = '{expired_id}'"
+    ))
+    .await;
+    app.state.auth.users.invalidate_all();
+    by_sku(&app, Some(&expired), "ANSWER-SEC")
+        .await
+        .expect_code("PASSWORD_CHANGE_REQUIRED");
+    assert_eq!(answers_reused(&app), 2);
+    app.shutdown().await.unwrap();
+}
