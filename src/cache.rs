@@ -22,7 +22,7 @@
 //! lock orders the check-and-store against invalidation.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -31,12 +31,14 @@ use uuid::Uuid;
 use crate::entity::product;
 
 const STRIPES: usize = 64;
-/// Kept answers, by the size of their key and body and a row's.
+/// Kept answers, by the size of their key and body (and a row's allocation).
 const ANSWER_BYTES: u64 = 32 << 20;
 
-/// A serialized answer and the row it was rendered from.
+/// A serialized answer and the row it was rendered from. `Weak`: an answer
+/// outliving its row keeps the row's allocation (so no new row can take its
+/// address) but not its contents.
 struct Answer {
-    product: Arc<product::Model>,
+    product: Weak<product::Model>,
     body: Bytes,
 }
 
@@ -87,7 +89,7 @@ impl ProductCache {
             answers: moka::sync::Cache::builder()
                 .max_capacity(ANSWER_BYTES)
                 .weigher(|key: &String, answer: &Arc<Answer>| {
-                    u32::try_from(key.len() + answer.body.len() + 512).unwrap_or(u32::MAX)
+                    u32::try_from(key.len() + answer.body.len() + 256).unwrap_or(u32::MAX)
                 })
                 .time_to_live(ttl)
                 .build(),
@@ -99,7 +101,7 @@ impl ProductCache {
     /// the row this cache holds now.
     pub fn answer(&self, key: &str, product: &Arc<product::Model>) -> Option<Bytes> {
         let kept = self.answers.get(key)?;
-        if !Arc::ptr_eq(&kept.product, product) {
+        if !std::ptr::eq(kept.product.as_ptr(), Arc::as_ptr(product)) {
             return None;
         }
         self.answers_reused.fetch_add(1, Ordering::Relaxed);
@@ -115,6 +117,7 @@ impl ProductCache {
             .get_by_sku(sku)
             .is_some_and(|now| Arc::ptr_eq(&now, &product))
         {
+            let product = Arc::downgrade(&product);
             self.answers.insert(key, Arc::new(Answer { product, body }));
         }
     }

@@ -45,7 +45,7 @@ use axum::body::Bytes;
 
 use super::{AppSchema, RequestContext, authenticated, limits};
 use crate::cache::ProductCache;
-use crate::entity::{product, user::Role};
+use crate::entity::product;
 use crate::service::products;
 use crate::state::AppState;
 
@@ -170,7 +170,9 @@ impl FastPath {
         // A one-product query of a caller allowed to read products: its
         // answer may be kept, or given again.
         let reader = caller.is_some_and(|user| {
-            user.is_ok_and(|u| crate::service::require_role(u.role, Role::Viewer).is_ok())
+            user.is_ok_and(|u| {
+                crate::service::require_role(u.role, super::products::PRODUCT_READER).is_ok()
+            })
         });
         let one_product = prepared
             .one_product
@@ -288,13 +290,20 @@ fn one_product<'a>(
     let cache = state.db.bus().product_cache()?;
     let sku = products::sku_key(sku);
     let product = cache.get_by_sku(&sku)?;
-    // Names hold no NUL and JSON text no raw one: the parts cannot run into
-    // each other.
     let variables = serde_json::to_string(&request.variables).ok()?;
-    let name = request.operation_name.as_deref().unwrap_or_default();
-    let mut key = String::with_capacity(name.len() + variables.len() + request.query.len() + 2);
-    for part in [name, "\0", &variables, "\0", &request.query] {
-        key.push_str(part);
+    // Each part's length first: no two requests share a key unless their
+    // operation name, variables and text are the same.
+    let name = request.operation_name.as_deref();
+    let key = format!(
+        "{}:{}|{}:{}|{}",
+        name.map_or(-1, |n| n.len() as i64),
+        name.unwrap_or_default(),
+        variables.len(),
+        variables,
+        request.query
+    );
+    if key.len() > MAX_KEPT_QUERY {
+        return None;
     }
     Some((cache, key, sku, product))
 }
@@ -373,7 +382,9 @@ pub fn selected_operation(
     // An anonymous operation is `Single`; named ones are `Multiple`, even
     // when there is one.
     match (&doc.operations, wanted) {
-        (DocumentOperations::Single(op), _) => Some((op.node.ty, None)),
+        (DocumentOperations::Single(op), None) => Some((op.node.ty, None)),
+        // async-graphql refuses a name for an anonymous operation.
+        (DocumentOperations::Single(_), Some(_)) => None,
         (DocumentOperations::Multiple(ops), Some(name)) => ops
             .iter()
             .find(|(n, _)| n.as_str() == name)

@@ -38,12 +38,16 @@ pub struct ProductFilter {
     pub include_archived: Option<bool>,
 }
 
+/// Who may read products (the kept answers of the HTTP fast path check the
+/// same role: [`super::fast`]).
+pub const PRODUCT_READER: Role = Role::Viewer;
+
 #[derive(Default)]
 pub struct ProductsQuery;
 
 #[Object]
 impl ProductsQuery {
-    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    #[graphql(guard = "RoleGuard(PRODUCT_READER)")]
     async fn product(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Product>> {
         let id = parse_id("id", &id).map_err(gql)?;
         let found = products::get(state(ctx).db.conn(), id).await.map_err(gql)?;
@@ -51,7 +55,7 @@ impl ProductsQuery {
     }
 
     /// Case-insensitive.
-    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    #[graphql(guard = "RoleGuard(PRODUCT_READER)")]
     async fn product_by_sku(
         &self,
         ctx: &Context<'_>,
@@ -65,7 +69,7 @@ impl ProductsQuery {
 
     /// Oldest first; archived products only with `includeArchived`.
     #[graphql(
-        guard = "RoleGuard(Role::Viewer)",
+        guard = "RoleGuard(PRODUCT_READER)",
         complexity = "super::types::page_cost(first, child_complexity)"
     )]
     async fn products(

@@ -93,7 +93,12 @@ async fn another_instance_sees_a_change_as_soon_as_it_hears_of_it() {
     let (a, b) = spawn_pair_on_one_database().await;
     let admin = a.admin_token().await;
     let product = a.create_product(&admin, "CACHE-X", 50).await;
-    assert_eq!(stock(&a, &admin, "CACHE-X").await, 50);
+    wait_for_read_cache(&a).await;
+    // Instance a caches the row, keeps the answer and gives it again.
+    for _ in 0..3 {
+        assert_eq!(stock(&a, &admin, "CACHE-X").await, 50);
+    }
+    assert_eq!(answers_reused(&a), 1);
     let before = total(&a, &admin).await;
     out(&b, &admin, &product, 5).await;
     b.create_product(&admin, "CACHE-Y", 1).await;
@@ -294,5 +299,102 @@ async fn a_kept_answer_is_given_only_to_a_caller_allowed_to_read_it() {
         .await
         .expect_code("PASSWORD_CHANGE_REQUIRED");
     assert_eq!(answers_reused(&app), 2);
+    app.shutdown().await.unwrap();
+}
+
+/// The raw answer: status, content type and body text.
+async fn raw(app: &TestApp, token: &str, body: serde_json::Value) -> (u16, String, String) {
+    let resp = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (
+        resp.status().as_u16(),
+        content_type,
+        resp.text().await.unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_kept_answer_is_the_same_http_answer_and_only_for_the_same_request() {
+    if !is_postgres() {
+        return;
+    }
+    let app = spawn_app().await;
+    wait_for_read_cache(&app).await;
+    let admin = app.admin_token().await;
+    app.create_product(&admin, "ANSWER-RAW", 3).await;
+
+    // Rendered by the resolver, then kept, then given again: the same bytes
+    // and content type each time.
+    let request = json!({ "query": BY_SKU, "variables": { "s": "ANSWER-RAW" } });
+    let fresh = raw(&app, &admin, request.clone()).await;
+    let kept = raw(&app, &admin, request.clone()).await;
+    let reused = raw(&app, &admin, request.clone()).await;
+    assert_eq!(answers_reused(&app), 1);
+    assert_eq!(fresh.0, 200);
+    assert_eq!(fresh, kept);
+    assert_eq!(fresh, reused);
+
+    // A literal SKU is kept too (the row is cached already: the first read
+    // keeps, the next two are given the answer).
+    let literal = "{ productBySku(sku: \"answer-raw\") { stock } }";
+    for _ in 0..3 {
+        let r = app.gql(Some(&admin), literal, json!({})).await;
+        assert_eq!(r.data()["productBySku"]["stock"], 3);
+    }
+    assert_eq!(answers_reused(&app), 3);
+
+    // An operation name for an anonymous operation is refused, as it is
+    // without a kept answer; a named operation has its own answer.
+    for name in ["", "Other"] {
+        let r = raw(
+            &app,
+            &admin,
+            json!({ "query": BY_SKU, "variables": { "s": "ANSWER-RAW" }, "operationName": name }),
+        )
+        .await;
+        assert!(r.2.contains("Unknown operation named"), "{name:?}: {}", r.2);
+    }
+    let named = "query Probe($s: String!) { productBySku(sku: $s) { id stock version } }";
+    for _ in 0..3 {
+        let r = raw(
+            &app,
+            &admin,
+            json!({ "query": named, "variables": { "s": "ANSWER-RAW" }, "operationName": "Probe" }),
+        )
+        .await;
+        assert!(r.2.contains("\"stock\":3"), "{}", r.2);
+    }
+    assert_eq!(answers_reused(&app), 5);
+
+    // A SKU taken from a variable's default is not kept (the key holds the
+    // variables sent); unused variables make another key.
+    let defaulted = "query($s: String! = \"ANSWER-RAW\") { productBySku(sku: $s) { stock } }";
+    for _ in 0..3 {
+        let r = app.gql(Some(&admin), defaulted, json!({})).await;
+        assert_eq!(r.data()["productBySku"]["stock"], 3);
+    }
+    assert_eq!(answers_reused(&app), 5);
+    for _ in 0..3 {
+        let r = app
+            .gql(
+                Some(&admin),
+                BY_SKU,
+                json!({ "s": "ANSWER-RAW", "unused": 1 }),
+            )
+            .await;
+        assert_eq!(r.data()["productBySku"]["stock"], 3);
+    }
+    assert_eq!(answers_reused(&app), 7);
     app.shutdown().await.unwrap();
 }
