@@ -8,24 +8,21 @@
 //! with nobody else.
 //! Usage: sqlite-driver-rusqlite DB_FILE TASKS READS WRITES PRODUCTS
 
+#[path = "../../common.rs"]
+mod common;
+
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::{READ, TAKE_ONE, movement_rows, report, sku, stmt};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
-    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
 };
-
-fn stmt(sql: &str, values: Vec<Value>) -> Statement {
-    Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)
-}
 
 fn read(db: &DatabaseConnection, sku: String) -> anyhow::Result<()> {
     let row = db
-        .query_one_raw(stmt(
-            "SELECT id, sku, name, stock, version FROM products WHERE sku = ?",
-            vec![sku.into()],
-        ))?
+        .query_one_raw(stmt(READ, vec![sku.into()]))?
         .ok_or_else(|| anyhow::anyhow!("no product"))?;
     let _: (String, i64) = (row.try_get("", "id")?, row.try_get("", "stock")?);
     Ok(())
@@ -37,57 +34,17 @@ fn write(db: &DatabaseConnection, sku: String) -> anyhow::Result<()> {
         ..Default::default()
     })?;
     let row = txn
-        .query_one_raw(stmt(
-            "UPDATE products SET stock = stock - 1, version = version + 1 \
-             WHERE sku = ? AND stock >= 1 RETURNING id, stock",
-            vec![sku.into()],
-        ))?
+        .query_one_raw(stmt(TAKE_ONE, vec![sku.into()]))?
         .ok_or_else(|| anyhow::anyhow!("no stock"))?;
-    let (id, stock): (String, i64) = (row.try_get("", "id")?, row.try_get("", "stock")?);
-    let movement = uuid::Uuid::new_v4().to_string();
-    txn.execute_raw(stmt(
-        "INSERT INTO stock_movements (id, product_id, kind, quantity, balance_after, created_at) \
-         VALUES (?, ?, 'OUTBOUND', 1, ?, strftime('%Y-%m-%dT%H:%M:%fZ'))",
-        vec![movement.clone().into(), id.clone().into(), stock.into()],
-    ))?;
-    txn.execute_raw(stmt(
-        "INSERT INTO audit_logs (id, action, entity_type, entity_id, payload, created_at) \
-         VALUES (?, 'STOCK_MOVEMENT', 'product', ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ'))",
-        vec![
-            uuid::Uuid::new_v4().to_string().into(),
-            id.into(),
-            format!("{{\"movement\":\"{movement}\",\"quantity\":1}}").into(),
-        ],
-    ))?;
+    let (movement, audit) = movement_rows(row.try_get("", "id")?, row.try_get("", "stock")?);
+    txn.execute_raw(movement)?;
+    txn.execute_raw(audit)?;
     txn.commit()?;
     Ok(())
 }
 
-fn report(name: &str, mut times: Vec<Duration>, wall: Duration) {
-    times.sort();
-    let n = times.len();
-    println!(
-        "{name}\t{:.0}\t{:.3}\t{:.3}",
-        n as f64 / wall.as_secs_f64(),
-        times[n / 2].as_secs_f64() * 1e3,
-        times[n * 99 / 100].as_secs_f64() * 1e3
-    );
-}
-
-fn sku(name: &str, i: usize, products: usize) -> String {
-    // Reads spread over the catalogue; writes over 100 products.
-    format!(
-        "BENCH-{:05}",
-        if name == "read" {
-            i * 7919 % products
-        } else {
-            i % 100
-        }
-    )
-}
-
-fn op(db: &DatabaseConnection, name: &str, sku: String) -> anyhow::Result<()> {
-    if name == "read" {
+fn op(db: &DatabaseConnection, work: &str, sku: String) -> anyhow::Result<()> {
+    if work == "read" {
         read(db, sku)
     } else {
         write(db, sku)
@@ -140,17 +97,8 @@ async fn call(tx: &mpsc::Sender<Job>, name: &'static str, sku: String) -> anyhow
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let [_, path, tasks, reads, writes, products] = args.as_slice() else {
-        anyhow::bail!("usage: sqlite-driver-rusqlite DB_FILE TASKS READS WRITES PRODUCTS");
-    };
-    let (tasks, reads, writes, products): (usize, usize, usize, usize) = (
-        tasks.parse()?,
-        reads.parse()?,
-        writes.parse()?,
-        products.parse()?,
-    );
-    let tx = connection_thread(path.clone())?;
+    let (path, tasks, reads, writes, products) = common::args()?;
+    let tx = connection_thread(path)?;
     for (name, total) in [("read", reads), ("write", writes)] {
         let start = Instant::now();
         let mut handles = Vec::new();
