@@ -43,7 +43,7 @@ use async_graphql::parser::types::{
 use async_graphql::{Name, Request, Response, Value};
 use axum::body::Bytes;
 
-use super::{AppSchema, RequestContext, authenticated, limits};
+use super::{AppSchema, RequestContext, authenticated, limits, observe};
 use crate::cache::ProductCache;
 use crate::entity::product;
 use crate::service::products;
@@ -183,7 +183,7 @@ impl FastPath {
             && let Some(body) = cache.answer(key, product)
         {
             if let Some(series) = series {
-                series.record(operation_kind(kind), Some(start.elapsed()));
+                observe::finished(&series, operation_kind(kind), start.elapsed(), &[]);
                 crate::metrics::answer_reused();
             }
             return Ok(Answer::Serialized(body));
@@ -192,11 +192,8 @@ impl FastPath {
         request.set_parsed_query(prepared.doc.clone());
         let response = self.0.schema.execute(request).await;
         if let Some(series) = series {
-            let kind = operation_kind(kind);
-            series.record(kind, Some(start.elapsed()));
-            for err in &response.errors {
-                crate::metrics::graphql_error(kind, series.label(), super::error_code(err));
-            }
+            let elapsed = start.elapsed();
+            observe::finished(&series, operation_kind(kind), elapsed, &response.errors);
         }
         match one_product {
             Some((cache, key, sku, product)) if response.is_ok() => {
@@ -223,9 +220,10 @@ impl FastPath {
             return Route::Full(request);
         };
         if self.0.metrics {
-            // A subscription's stream is not a request that ends: it is
-            // counted when it starts.
-            crate::metrics::operation_series(name.as_deref()).record("subscription", None);
+            observe::started(
+                &crate::metrics::operation_series(name.as_deref()),
+                "subscription",
+            );
         }
         request.set_parsed_query(prepared.doc.clone());
         Route::Fast(request)

@@ -2,15 +2,39 @@
 //! (bounded) name, and each error counted by its `extensions.code`.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest, NextRequest,
 };
 use async_graphql::parser::types::ExecutableDocument;
-use async_graphql::{Request, Response, ServerResult, Variables};
+use async_graphql::{Request, Response, ServerError, ServerResult, Variables};
 
 use crate::metrics::OperationSeries;
+
+/// Counts an operation as it starts when it is a subscription: its stream
+/// is not a request that ends.
+pub fn started(series: &OperationSeries, kind: &'static str) {
+    if kind == "subscription" {
+        series.record(kind, None);
+    }
+}
+
+/// Records a finished operation: counted and timed (a subscription was
+/// counted when it started), and its errors by code.
+pub fn finished(
+    series: &OperationSeries,
+    kind: &'static str,
+    elapsed: Duration,
+    errors: &[ServerError],
+) {
+    if kind != "subscription" {
+        series.record(kind, Some(elapsed));
+    }
+    for err in errors {
+        crate::metrics::graphql_error(kind, series.label(), super::error_code(err));
+    }
+}
 
 pub struct OperationMetrics;
 
@@ -54,11 +78,7 @@ impl Extension for OperationMetricsExtension {
             .map(|(ty, name)| (super::fast::operation_kind(ty), name));
         if let Some((kind, name)) = found {
             let series = crate::metrics::operation_series(name.as_deref());
-            // A subscription's stream is not a request that ends: it is
-            // counted when it starts.
-            if kind == "subscription" {
-                series.record(kind, None);
-            }
+            started(&series, kind);
             if let Ok(mut op) = self.operation.lock() {
                 *op = Some((kind, series));
             }
@@ -75,12 +95,7 @@ impl Extension for OperationMetricsExtension {
             .ok()
             .and_then(|mut op| op.take())
             .unwrap_or_else(|| ("invalid", crate::metrics::invalid_operation()));
-        if kind != "subscription" {
-            series.record(kind, Some(start.elapsed()));
-        }
-        for err in &response.errors {
-            crate::metrics::graphql_error(kind, series.label(), super::error_code(err));
-        }
+        finished(&series, kind, start.elapsed(), &response.errors);
         response
     }
 }
