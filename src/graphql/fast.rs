@@ -43,6 +43,7 @@ use async_graphql::parser::types::{
 use async_graphql::{Name, Request, Response, Value};
 use axum::body::Bytes;
 
+use super::loaders::Loaders;
 use super::{AppSchema, RequestContext, authenticated, limits, observe};
 use crate::cache::ProductCache;
 use crate::entity::product;
@@ -132,7 +133,7 @@ impl FastPath {
     }
 
     /// Runs `request` (of the caller `context`) here when it qualifies;
-    /// otherwise hands it back, with `context` in its data, for the full
+    /// otherwise hands it back, with its data ([`with_data`]), for the full
     /// schema.
     pub async fn execute(
         &self,
@@ -160,7 +161,7 @@ impl FastPath {
             found => found,
         };
         let Some((prepared, kind, name)) = qualified else {
-            return Err(request.data(context));
+            return Err(with_data(request, state, context));
         };
         let series = self
             .0
@@ -188,7 +189,7 @@ impl FastPath {
             }
             return Ok(Answer::Serialized(body));
         }
-        let mut request = request.data(context);
+        let mut request = with_data(request, state, context);
         request.set_parsed_query(prepared.doc.clone());
         let response = self.0.schema.execute(request).await;
         if let Some(series) = series {
@@ -267,6 +268,13 @@ impl FastPath {
         }
         Some(prepared)
     }
+}
+
+/// `request` with what its resolvers need: the caller and the request's
+/// DataLoaders. Added only when the request is run (a kept answer needs
+/// neither).
+fn with_data(request: Request, state: &AppState, context: RequestContext) -> Request {
+    request.data(context).data(Loaders::new(&state.db))
 }
 
 /// For a one-product query whose product the read cache holds: the cache,

@@ -132,7 +132,6 @@ pub async fn graphql_handler(
         Err(e) => return rejection(GraphQLRejection(e)),
     };
     let context = RequestContext::new(request_meta(&headers, &ip), bearer_token(&headers));
-    let req = req.data(Loaders::new(&state.app.db));
     let mut resp = match state.schema.execute_http(&state.app, context, req).await {
         Answer::Fresh(resp) => resp,
         // Only answers without errors are serialized ahead.
