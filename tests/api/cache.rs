@@ -173,19 +173,27 @@ async fn wait_for_read_cache(app: &TestApp) {
     }
 }
 
+/// An app (PostgreSQL only: SQLite keeps no read cache, so no answer is
+/// kept) whose read cache is on, and the admin's token.
+async fn app_with_read_cache(overrides: &[(&str, &str)]) -> Option<(TestApp, String)> {
+    if !is_postgres() {
+        return None;
+    }
+    let app = crate::helpers::spawn_app_with(overrides).await;
+    wait_for_read_cache(&app).await;
+    let admin = app.admin_token().await;
+    Some((app, admin))
+}
+
 async fn by_sku(app: &TestApp, token: Option<&str>, sku: &str) -> crate::helpers::Gql {
     app.gql(token, BY_SKU, json!({ "s": sku })).await
 }
 
 #[tokio::test]
 async fn a_one_product_answer_is_given_again_only_while_its_row_is_the_cached_one() {
-    if !is_postgres() {
-        // No read cache on SQLite, so no answer is kept.
+    let Some((app, admin)) = app_with_read_cache(&[]).await else {
         return;
-    }
-    let app = spawn_app().await;
-    wait_for_read_cache(&app).await;
-    let admin = app.admin_token().await;
+    };
     let product = app.create_product(&admin, "ANSWER-1", 10).await;
     // The first read caches the row, the second keeps its answer, the
     // third is given that answer.
@@ -253,12 +261,9 @@ async fn a_one_product_answer_is_given_again_only_while_its_row_is_the_cached_on
 
 #[tokio::test]
 async fn a_kept_answer_is_given_only_to_a_caller_allowed_to_read_it() {
-    if !is_postgres() {
+    let Some((app, admin)) = app_with_read_cache(&[("PASSWORD_MAX_AGE_DAYS", "30")]).await else {
         return;
-    }
-    let app = crate::helpers::spawn_app_with(&[("PASSWORD_MAX_AGE_DAYS", "30")]).await;
-    wait_for_read_cache(&app).await;
-    let admin = app.admin_token().await;
+    };
     app.create_product(&admin, "ANSWER-SEC", 5).await;
     let (viewer_id, viewer) = app.user_with_role(&admin, "VIEWER").await;
     let (expired_id, expired) = app.user_with_role(&admin, "STAFF").await;
@@ -326,12 +331,9 @@ async fn raw(app: &TestApp, token: &str, body: serde_json::Value) -> (u16, Strin
 
 #[tokio::test]
 async fn a_kept_answer_is_the_same_http_answer_and_only_for_the_same_request() {
-    if !is_postgres() {
+    let Some((app, admin)) = app_with_read_cache(&[]).await else {
         return;
-    }
-    let app = spawn_app().await;
-    wait_for_read_cache(&app).await;
-    let admin = app.admin_token().await;
+    };
     app.create_product(&admin, "ANSWER-RAW", 3).await;
 
     // Rendered by the resolver, then kept, then given again: the same bytes
