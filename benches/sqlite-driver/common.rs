@@ -2,7 +2,8 @@
 //! cannot share a dependency graph). `sea_orm` is sea-orm in one and
 //! sea-orm-sync in the other; both name their library `sea_orm`.
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use sea_orm::{DbBackend, Statement, Value};
 
@@ -75,4 +76,36 @@ pub fn report(name: &str, mut times: Vec<Duration>, wall: Duration) {
         times[n / 2].as_secs_f64() * 1e3,
         times[n * 99 / 100].as_secs_f64() * 1e3
     );
+}
+
+/// Runs calls `0..total` from `tasks` tasks at once (call `i` on task
+/// `i % tasks`), each timed; the times and the wall time.
+pub async fn in_tasks<F, Fut>(
+    tasks: usize,
+    total: usize,
+    call: F,
+) -> anyhow::Result<(Vec<Duration>, Duration)>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let call = call.clone();
+        handles.push(tokio::spawn(async move {
+            let mut times = Vec::new();
+            for i in (t..total).step_by(tasks) {
+                let began = Instant::now();
+                call(i).await?;
+                times.push(began.elapsed());
+            }
+            anyhow::Ok(times)
+        }));
+    }
+    let mut times = Vec::new();
+    for h in handles {
+        times.extend(h.await??);
+    }
+    Ok((times, start.elapsed()))
 }

@@ -14,7 +14,7 @@ mod common;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{READ, TAKE_ONE, movement_rows, report, sku, stmt};
+use common::{READ, TAKE_ONE, in_tasks, movement_rows, report, sku, stmt};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, SqliteTransactionMode,
     TransactionOptions, TransactionTrait,
@@ -100,28 +100,16 @@ async fn main() -> anyhow::Result<()> {
     let (path, tasks, reads, writes, products) = common::args()?;
     let tx = connection_thread(path)?;
     for (name, total) in [("read", reads), ("write", writes)] {
-        let start = Instant::now();
-        let mut handles = Vec::new();
-        for t in 0..tasks {
-            let tx = tx.clone();
-            handles.push(tokio::spawn(async move {
-                let mut times = Vec::new();
-                for i in (t..total).step_by(tasks) {
-                    let began = Instant::now();
-                    call(&tx, name, sku(name, i, products)).await?;
-                    times.push(began.elapsed());
-                }
-                anyhow::Ok(times)
-            }));
-        }
-        let mut times = Vec::new();
-        for h in handles {
-            times.extend(h.await??);
-        }
+        let calls = tx.clone();
+        let (times, wall) = in_tasks(tasks, total, move |i| {
+            let tx = calls.clone();
+            async move { call(&tx, name, sku(name, i, products)).await }
+        })
+        .await?;
         report(
             &format!("rusqlite {name}, {tasks} tasks via its thread"),
             times,
-            start.elapsed(),
+            wall,
         );
 
         let (done, answer) = tokio::sync::oneshot::channel();

@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{READ, TAKE_ONE, movement_rows, report, sku, stmt};
+use common::{READ, TAKE_ONE, in_tasks, movement_rows, report, sku, stmt};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, SqliteTransactionMode,
@@ -76,28 +76,16 @@ async fn main() -> anyhow::Result<()> {
     let db = Database::connect(opt).await?;
     let lock = Arc::new(tokio::sync::Mutex::new(()));
     for (work, total) in [("read", reads), ("write", writes)] {
-        let start = Instant::now();
-        let mut handles = Vec::new();
-        for t in 0..tasks {
-            let (db, lock) = (db.clone(), Arc::clone(&lock));
-            handles.push(tokio::spawn(async move {
-                let mut times = Vec::new();
-                for i in (t..total).step_by(tasks) {
-                    let began = Instant::now();
-                    op(&db, &lock, work, sku(work, i, products)).await?;
-                    times.push(began.elapsed());
-                }
-                anyhow::Ok(times)
-            }));
-        }
-        let mut times = Vec::new();
-        for h in handles {
-            times.extend(h.await??);
-        }
+        let (db2, lock2) = (db.clone(), Arc::clone(&lock));
+        let (times, wall) = in_tasks(tasks, total, move |i| {
+            let (db, lock) = (db2.clone(), Arc::clone(&lock2));
+            async move { op(&db, &lock, work, sku(work, i, products)).await }
+        })
+        .await?;
         report(
             &format!("sqlx {work}, {tasks} tasks, pool of 8"),
             times,
-            start.elapsed(),
+            wall,
         );
 
         let start = Instant::now();
