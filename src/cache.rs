@@ -11,37 +11,20 @@
 //! may have been missed it is emptied. Entries also expire after
 //! `READ_CACHE_SECONDS`.
 //!
-//! Answers: the serialized GraphQL answer of a query that reads one product
-//! by SKU (see [`crate::graphql::fast`]) is kept with the row it was rendered
-//! from, and given again only while that very row is the cached one: it is
-//! exactly as fresh as the row.
-//!
 //! A read that raced a change must not put the old row back: readers take a
 //! ticket (the generation of the key's stripe) before reading the database
 //! and store only if no invalidation of that stripe happened since; a stripe's
 //! lock orders the check-and-store against invalidation.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
 use uuid::Uuid;
 
 use crate::entity::product;
 
 const STRIPES: usize = 64;
-/// Kept answers, by the size of their key and body (and a row's allocation).
-const ANSWER_BYTES: u64 = 32 << 20;
-
-/// A serialized answer and the row it was rendered from. `Weak`: an answer
-/// outliving its row keeps the row's allocation (so no new row can take its
-/// address) but not its contents.
-struct Answer {
-    product: Weak<product::Model>,
-    body: Bytes,
-}
-
 pub struct ProductCache {
     by_sku: moka::sync::Cache<String, Arc<product::Model>>,
     /// The SKU each cached product was stored under, so that a change known
@@ -52,9 +35,6 @@ pub struct ProductCache {
     active: Mutex<(u64, Option<u64>)>,
     /// Bumped by every invalidation: a ticket for "all stripes".
     epoch: AtomicU64,
-    /// By a key that names the query, its variables and operation.
-    answers: moka::sync::Cache<String, Arc<Answer>>,
-    answers_reused: AtomicU64,
 }
 
 /// What a reader holds between its ticket and its store.
@@ -86,45 +66,7 @@ impl ProductCache {
             stripes: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
             active: Mutex::new((0, None)),
             epoch: AtomicU64::new(0),
-            answers: moka::sync::Cache::builder()
-                .max_capacity(ANSWER_BYTES)
-                .weigher(|key: &String, answer: &Arc<Answer>| {
-                    u32::try_from(key.len() + answer.body.len() + 256).unwrap_or(u32::MAX)
-                })
-                .time_to_live(ttl)
-                .build(),
-            answers_reused: AtomicU64::new(0),
         }
-    }
-
-    /// The answer kept under `key`, when it was rendered from `product`,
-    /// the row this cache holds now.
-    pub fn answer(&self, key: &str, product: &Arc<product::Model>) -> Option<Bytes> {
-        let kept = self.answers.get(key)?;
-        if !std::ptr::eq(kept.product.as_ptr(), Arc::as_ptr(product)) {
-            return None;
-        }
-        self.answers_reused.fetch_add(1, Ordering::Relaxed);
-        Some(kept.body.clone())
-    }
-
-    /// Keeps an answer rendered from `product`, when `product` is still the
-    /// cached row of `sku` (a new row never takes an old row's address while
-    /// the caller holds the old one, so an answer kept here was rendered
-    /// from the row the cache held all along).
-    pub fn keep_answer(&self, sku: &str, key: String, product: Arc<product::Model>, body: Bytes) {
-        if self
-            .get_by_sku(sku)
-            .is_some_and(|now| Arc::ptr_eq(&now, &product))
-        {
-            let product = Arc::downgrade(&product);
-            self.answers.insert(key, Arc::new(Answer { product, body }));
-        }
-    }
-
-    /// How many times a kept answer was given again.
-    pub fn answers_reused(&self) -> u64 {
-        self.answers_reused.load(Ordering::Relaxed)
     }
 
     pub fn get_by_sku(&self, sku: &str) -> Option<Arc<product::Model>> {
@@ -195,7 +137,6 @@ impl ProductCache {
         }
         self.by_sku.invalidate_all();
         self.sku_of.invalidate_all();
-        self.answers.invalidate_all();
         self.invalidate_count();
     }
 }

@@ -432,7 +432,7 @@ fn check_config(config: &Config) -> ExitCode {
 }
 
 fn export_schema(check: bool, path: &PathBuf) -> ExitCode {
-    let sdl = crate::graphql::sdl();
+    let sdl = crate::graphql::schema::sdl();
     if check {
         match std::fs::read_to_string(path) {
             Ok(current) if current == sdl => {

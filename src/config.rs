@@ -60,6 +60,26 @@ pub enum AppEnv {
     Production,
 }
 
+/// Who may run schema introspection (`__schema`, `__type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Introspection {
+    Everyone,
+    /// Callers with a valid access token (restricted accounts included:
+    /// GraphiQL needs the schema to show them their way out).
+    SignedIn,
+    Nobody,
+}
+
+impl Introspection {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Everyone => "everyone",
+            Self::SignedIn => "signed-in",
+            Self::Nobody => "nobody",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     Pretty,
@@ -123,7 +143,7 @@ pub struct Config {
     pub health_db_timeout: Duration,
     pub graphql_max_depth: usize,
     pub graphql_max_complexity: usize,
-    pub graphql_introspection: bool,
+    pub graphql_introspection: Introspection,
     pub graphql_max_root_fields: usize,
     pub event_bus_capacity: usize,
     pub ws_max_subscriptions_per_connection: usize,
@@ -404,9 +424,9 @@ pub const VARIABLES: &[Variable] = &[
     ),
     var(
         "GRAPHQL_INTROSPECTION",
-        "true",
+        "",
         false,
-        "allow schema introspection (GraphiQL needs it)",
+        "who may introspect the schema (GraphiQL, codegen and IDEs need it): everyone | signed-in | nobody; empty means everyone in development, signed-in in production (true and false mean everyone and nobody)",
     ),
     var(
         "GRAPHQL_MAX_ROOT_FIELDS",
@@ -824,7 +844,22 @@ impl Config {
             health_db_timeout: p.millis("HEALTH_DB_TIMEOUT_MS"),
             graphql_max_depth: p.number("GRAPHQL_MAX_DEPTH", 2, 100) as usize,
             graphql_max_complexity: p.number("GRAPHQL_MAX_COMPLEXITY", 10, 1_000_000) as usize,
-            graphql_introspection: p.boolean("GRAPHQL_INTROSPECTION"),
+            graphql_introspection: match p
+                .raw("GRAPHQL_INTROSPECTION")
+                .to_ascii_lowercase()
+                .as_str()
+            {
+                "" if production => Introspection::SignedIn,
+                "" | "everyone" | "true" => Introspection::Everyone,
+                "signed-in" => Introspection::SignedIn,
+                "nobody" | "false" => Introspection::Nobody,
+                other => {
+                    p.errors.push(format!(
+                        "GRAPHQL_INTROSPECTION: expected everyone, signed-in or nobody, got {other:?}"
+                    ));
+                    Introspection::Nobody
+                }
+            },
             graphql_max_root_fields: p.number("GRAPHQL_MAX_ROOT_FIELDS", 1, 10_000) as usize,
             event_bus_capacity: p.number("EVENT_BUS_CAPACITY", 16, 1 << 20) as usize,
             ws_max_subscriptions_per_connection: p.number(
@@ -971,7 +1006,7 @@ impl Config {
                     "HEALTH_DB_TIMEOUT_MS" => millis(self.health_db_timeout),
                     "GRAPHQL_MAX_DEPTH" => self.graphql_max_depth.to_string(),
                     "GRAPHQL_MAX_COMPLEXITY" => self.graphql_max_complexity.to_string(),
-                    "GRAPHQL_INTROSPECTION" => self.graphql_introspection.to_string(),
+                    "GRAPHQL_INTROSPECTION" => self.graphql_introspection.label().to_string(),
                     "GRAPHQL_MAX_ROOT_FIELDS" => self.graphql_max_root_fields.to_string(),
                     "EVENT_BUS_CAPACITY" => self.event_bus_capacity.to_string(),
                     "WS_MAX_SUBSCRIPTIONS_PER_CONNECTION" => {

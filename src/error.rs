@@ -40,6 +40,9 @@ pub enum AppError {
     /// A request body in a content type the endpoint does not take.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The client accepts no media type the endpoint answers in.
+    #[error("{0}")]
+    NotAcceptable(String),
     /// A bound on open resources (connections, subscriptions) was reached.
     #[error("{0}")]
     LimitExceeded(String),
@@ -51,6 +54,10 @@ pub enum AppError {
     /// that the client re-fetches.
     #[error("events from other instances may have been missed; re-fetch and subscribe again")]
     EventsMissed,
+    /// An automatic persisted query whose hash this instance does not know:
+    /// the client sends the query text with its hash again.
+    #[error("{0}")]
+    PersistedQueryNotFound(String),
     /// Anything the client cannot act on; the cause is logged, never shown.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -90,9 +97,11 @@ impl AppError {
             Self::RateLimited { .. } => "RATE_LIMITED",
             Self::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
+            Self::NotAcceptable(_) => "NOT_ACCEPTABLE",
             Self::LimitExceeded(_) => "LIMIT_EXCEEDED",
             Self::SubscriptionLagged { .. } => "SUBSCRIPTION_LAGGED",
             Self::EventsMissed => "EVENTS_MISSED",
+            Self::PersistedQueryNotFound(_) => "PERSISTED_QUERY_NOT_FOUND",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -103,13 +112,14 @@ impl AppError {
             Self::Forbidden(_)
             | Self::TwoFactorEnrollmentRequired(_)
             | Self::PasswordChangeRequired(_) => StatusCode::FORBIDDEN,
-            Self::BadInput { .. } => StatusCode::BAD_REQUEST,
+            Self::BadInput { .. } | Self::PersistedQueryNotFound(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) | Self::InsufficientStock { .. } => StatusCode::CONFLICT,
             Self::RateLimited { .. } | Self::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::SubscriptionLagged { .. } | Self::EventsMissed => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -104,8 +104,8 @@ fn describe() {
         "alerts in the Telegram outbox by status (PENDING includes retrying)"
     );
     describe_counter!(
-        "stockroom_graphql_answers_reused_total",
-        "one-product queries answered with a kept answer, still of the cached row"
+        "stockroom_graphql_document_cache_total",
+        "GraphQL documents found parsed in the document cache (hit) or parsed anew (miss)"
     );
     describe_histogram!(
         "stockroom_movement_batch_size",
@@ -208,7 +208,9 @@ fn register_zeroes() {
     }
     upload_rows(0, 0);
     counter!("stockroom_subscriptions_lagged_total").increment(0);
-    counter!("stockroom_graphql_answers_reused_total").increment(0);
+    for result in ["hit", "miss"] {
+        counter!("stockroom_graphql_document_cache_total", "result" => result).increment(0);
+    }
     counter!("stockroom_db_slow_statements_total").increment(0);
     counter!("stockroom_db_statement_errors_total").increment(0);
     gauge!("stockroom_websocket_connections").increment(0.0);
@@ -410,14 +412,6 @@ pub fn db_statement(elapsed: Duration, slow: Duration, failed: bool) {
     }
 }
 
-/// A kept GraphQL answer was given again (see [`crate::graphql::fast`]).
-pub fn answer_reused() {
-    static REUSED: OnceLock<Counter> = OnceLock::new();
-    REUSED
-        .get_or_init(|| counter!("stockroom_graphql_answers_reused_total"))
-        .increment(1);
-}
-
 pub fn movement_batch(size: usize) {
     histogram!("stockroom_movement_batch_size").record(size as f64);
 }
@@ -484,4 +478,16 @@ pub async fn render(state: &AppState) -> String {
     }
     handle.run_upkeep();
     handle.render()
+}
+
+/// A GraphQL document was found parsed (`hit`) or parsed anew.
+pub fn document_cache(hit: bool) {
+    static COUNTERS: OnceLock<[Counter; 2]> = OnceLock::new();
+    let [hits, misses] = COUNTERS.get_or_init(|| {
+        [
+            counter!("stockroom_graphql_document_cache_total", "result" => "hit"),
+            counter!("stockroom_graphql_document_cache_total", "result" => "miss"),
+        ]
+    });
+    if hit { hits } else { misses }.increment(1);
 }

@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 use crate::config::{Config, SecretSource};
 use crate::db::Db;
 use crate::events::{self, DomainEvent};
-use crate::graphql::CodedSchema;
+use crate::graphql::pipeline::Pipeline;
 use crate::service::users::{self, Seeded};
 use crate::state::AppState;
 
@@ -58,10 +58,10 @@ impl Application {
             None => None,
         };
         let state = AppState::new(config, db)?;
-        let schema = CodedSchema::new(state.clone());
-        let router = crate::http::router(state.clone(), schema.clone());
+        let pipeline = Pipeline::new(state.clone());
+        let router = crate::http::router(state.clone(), pipeline.clone());
         let metrics =
-            metrics_listener.map(|l| (l, crate::http::metrics_router(state.clone(), schema)));
+            metrics_listener.map(|l| (l, crate::http::metrics_router(state.clone(), pipeline)));
         Ok(Self {
             listener,
             port,

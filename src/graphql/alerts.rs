@@ -3,9 +3,9 @@
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
+use super::context::{actor, gql, request, state};
 use super::guards::RoleGuard;
 use super::types::{Conn, connection, connection_page, parse_id};
-use super::{actor, gql, request, state};
 use crate::entity::alert::{self, AlertKind, AlertStatus};
 use crate::entity::user::Role;
 use crate::service::alerts;
@@ -107,7 +107,7 @@ impl AlertsQuery {
     ) -> async_graphql::Result<Conn<Alert>> {
         let page = connection_page(ctx, first, after)?;
         let rows = alerts::list(
-            state(ctx).db.conn(),
+            state(ctx)?.db.conn(),
             &alerts::AlertFilter { status, kind },
             page,
         )
@@ -121,7 +121,7 @@ impl AlertsQuery {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<NotificationSettings> {
-        let db = &state(ctx).db;
+        let db = &state(ctx)?.db;
         let current = db.settings().current(db.conn()).await.map_err(gql)?;
         Ok(NotificationSettings::from(current.as_ref()))
     }
@@ -139,9 +139,9 @@ impl AlertsMutation {
         ctx: &Context<'_>,
         input: UpdateNotificationSettingsInput,
     ) -> async_graphql::Result<NotificationSettings> {
-        let actor = actor(ctx).await.map_err(gql)?;
+        let actor = actor(ctx).map_err(gql)?;
         let updated = settings::update(
-            &state(ctx).db,
+            &state(ctx)?.db,
             &actor,
             settings::SettingsPatch {
                 telegram_enabled: input.telegram_enabled,
@@ -163,9 +163,9 @@ impl AlertsMutation {
         ctx: &Context<'_>,
         message: Option<String>,
     ) -> async_graphql::Result<Alert> {
-        let actor = actor(ctx).await.map_err(gql)?;
-        let state = state(ctx);
-        let ip = request(ctx).meta.ip.clone().unwrap_or_default();
+        let actor = actor(ctx).map_err(gql)?;
+        let state = state(ctx)?;
+        let ip = request(ctx)?.meta.ip.clone().unwrap_or_default();
         state.limiters.check_alerts(&ip).map_err(gql)?;
         let created = alerts::send_test(&state.db, &actor, message.as_deref())
             .await
@@ -181,8 +181,8 @@ impl AlertsMutation {
     #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn retry_alert(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Alert> {
         let id = parse_id("id", &id).map_err(gql)?;
-        let actor = actor(ctx).await.map_err(gql)?;
-        let alert = alerts::retry(&state(ctx).db, &actor, id)
+        let actor = actor(ctx).map_err(gql)?;
+        let alert = alerts::retry(&state(ctx)?.db, &actor, id)
             .await
             .map_err(gql)?;
         Ok(alert.into())

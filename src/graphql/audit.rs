@@ -1,9 +1,9 @@
 use async_graphql::{Context, ID, InputObject, Object};
 use chrono::{DateTime, Utc};
 
+use super::context::{gql, state};
 use super::guards::RoleGuard;
 use super::types::{AuditLog, Conn, connection, connection_page, parse_id};
-use super::{gql, state};
 use crate::entity::audit_log::{AuditAction, EntityType};
 use crate::entity::user::Role;
 use crate::service::audit;
@@ -50,7 +50,7 @@ impl AuditQuery {
             from: f.from,
             to: f.to,
         };
-        let rows = audit::list(state(ctx).db.conn(), &filter, page)
+        let rows = audit::list(state(ctx)?.db.conn(), &filter, page)
             .await
             .map_err(gql)?;
         Ok(connection(rows, |a| a.id, AuditLog::from))

@@ -2,7 +2,7 @@
 
 use async_graphql::{Context, Guard};
 
-use super::{current_user, gql};
+use super::context::{current_user, gql};
 use crate::entity::user::Role;
 use crate::service::require_role;
 
@@ -11,7 +11,7 @@ pub struct RoleGuard(pub Role);
 
 impl Guard for RoleGuard {
     async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
-        let user = current_user(ctx).await.map_err(gql)?;
+        let user = current_user(ctx).map_err(gql)?;
         require_role(user.role, self.0).map_err(gql)
     }
 }

@@ -1,6 +1,6 @@
 use async_graphql::{Context, Enum, Object, SimpleObject};
 
-use super::state;
+use super::context::state;
 use crate::service::health::{self, HealthReport};
 
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
@@ -153,8 +153,8 @@ pub struct HealthQuery;
 #[Object]
 impl HealthQuery {
     /// Public: database status and ping latency.
-    async fn health(&self, ctx: &Context<'_>) -> Health {
-        let s = state(ctx);
-        health::check(&s.db, &s.config, s.started_at).await.into()
+    async fn health(&self, ctx: &Context<'_>) -> async_graphql::Result<Health> {
+        let s = state(ctx)?;
+        Ok(health::check(&s.db, &s.config, s.started_at).await.into())
     }
 }

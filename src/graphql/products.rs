@@ -2,9 +2,9 @@ use std::sync::Arc;
 
 use async_graphql::{Context, ID, InputObject, Object};
 
+use super::context::{actor, gql, state};
 use super::guards::RoleGuard;
 use super::types::{Conn, Product, connection, connection_page, parse_id};
-use super::{actor, gql, state};
 use crate::entity::user::Role;
 use crate::service::products;
 
@@ -50,7 +50,9 @@ impl ProductsQuery {
     #[graphql(guard = "RoleGuard(PRODUCT_READER)")]
     async fn product(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Product>> {
         let id = parse_id("id", &id).map_err(gql)?;
-        let found = products::get(state(ctx).db.conn(), id).await.map_err(gql)?;
+        let found = products::get(state(ctx)?.db.conn(), id)
+            .await
+            .map_err(gql)?;
         Ok(found.map(Product::from))
     }
 
@@ -61,7 +63,7 @@ impl ProductsQuery {
         ctx: &Context<'_>,
         sku: String,
     ) -> async_graphql::Result<Option<Product>> {
-        let found = products::get_by_sku_cached(&state(ctx).db, &sku)
+        let found = products::get_by_sku_cached(&state(ctx)?.db, &sku)
             .await
             .map_err(gql)?;
         Ok(found.map(|p| Product::from(Arc::unwrap_or_clone(p))))
@@ -87,7 +89,7 @@ impl ProductsQuery {
             low_stock_only: f.low_stock_only.unwrap_or(false),
             include_archived: f.include_archived.unwrap_or(false),
         };
-        let rows = products::list_cached(&state(ctx).db, &filter, page)
+        let rows = products::list_cached(&state(ctx)?.db, &filter, page)
             .await
             .map_err(gql)?;
         Ok(connection(rows, |p| p.id, Product::from))
@@ -105,9 +107,9 @@ impl ProductsMutation {
         ctx: &Context<'_>,
         input: CreateProductInput,
     ) -> async_graphql::Result<Product> {
-        let actor = actor(ctx).await.map_err(gql)?;
+        let actor = actor(ctx).map_err(gql)?;
         let created = products::create(
-            &state(ctx).db,
+            &state(ctx)?.db,
             &actor,
             products::NewProduct {
                 sku: input.sku,
@@ -134,9 +136,9 @@ impl ProductsMutation {
         expected_version: Option<i64>,
     ) -> async_graphql::Result<Product> {
         let id = parse_id("id", &id).map_err(gql)?;
-        let actor = actor(ctx).await.map_err(gql)?;
+        let actor = actor(ctx).map_err(gql)?;
         let updated = products::update(
-            &state(ctx).db,
+            &state(ctx)?.db,
             &actor,
             id,
             products::ProductPatch {
@@ -157,8 +159,8 @@ impl ProductsMutation {
     #[graphql(guard = "RoleGuard(Role::Manager)")]
     async fn delete_product(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Product> {
         let id = parse_id("id", &id).map_err(gql)?;
-        let actor = actor(ctx).await.map_err(gql)?;
-        let archived = products::archive(&state(ctx).db, &actor, id)
+        let actor = actor(ctx).map_err(gql)?;
+        let archived = products::archive(&state(ctx)?.db, &actor, id)
             .await
             .map_err(gql)?;
         Ok(archived.into())

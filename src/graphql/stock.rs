@@ -1,9 +1,9 @@
 use async_graphql::{Context, ID, InputObject, Object};
 use chrono::{DateTime, Utc};
 
+use super::context::{actor, gql, state};
 use super::guards::RoleGuard;
 use super::types::{Conn, StockMovement, connection, connection_page, parse_id};
-use super::{actor, gql, state};
 use crate::entity::stock_movement::MovementKind;
 use crate::entity::user::Role;
 use crate::service::stock;
@@ -58,7 +58,7 @@ impl StockQuery {
             from: f.from,
             to: f.to,
         };
-        let rows = stock::list(state(ctx).db.conn(), &filter, page)
+        let rows = stock::list(state(ctx)?.db.conn(), &filter, page)
             .await
             .map_err(gql)?;
         Ok(connection(rows, |m| m.id, StockMovement::from))
@@ -79,9 +79,9 @@ impl StockMutation {
         input: StockMovementInput,
     ) -> async_graphql::Result<StockMovement> {
         let product_id = parse_id("productId", &input.product_id).map_err(gql)?;
-        let actor = actor(ctx).await.map_err(gql)?;
+        let actor = actor(ctx).map_err(gql)?;
         let movement = stock::record(
-            &state(ctx).db,
+            &state(ctx)?.db,
             &actor,
             stock::MovementInput {
                 product_id,

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{current_user, gql};
+use super::context::{current_user, gql, loaders};
 use crate::entity::audit_log::{AuditAction, EntityType};
 use crate::entity::stock_movement::MovementKind;
 use crate::entity::user::Role;
@@ -238,8 +238,7 @@ impl Product {
             first: page.first,
             after: page.after,
         };
-        let rows = ctx
-            .data_unchecked::<super::loaders::Loaders>()
+        let rows = loaders(ctx)?
             .movements
             .load_one(key)
             .await
@@ -306,7 +305,7 @@ pub(super) async fn load_user(
     id: Option<Uuid>,
 ) -> async_graphql::Result<Option<User>> {
     let Some(id) = id else { return Ok(None) };
-    let loaders = ctx.data_unchecked::<super::loaders::Loaders>();
+    let loaders = loaders(ctx)?;
     let user = loaders
         .users
         .load_one(id)
@@ -321,7 +320,7 @@ impl StockMovement {
         if let Some(p) = &self.product {
             return Ok(Product::from(p.as_ref().clone()));
         }
-        let loaders = ctx.data_unchecked::<super::loaders::Loaders>();
+        let loaders = loaders(ctx)?;
         loaders
             .products
             .load_one(self.product_id)
@@ -385,5 +384,5 @@ impl AuditLog {
 
 /// For resolvers that only need the caller to be signed in.
 pub async fn signed_in(ctx: &Context<'_>) -> async_graphql::Result<()> {
-    current_user(ctx).await.map(|_| ()).map_err(gql)
+    current_user(ctx).map(|_| ()).map_err(gql)
 }

@@ -4,9 +4,9 @@ use async_graphql::{ComplexObject, Context, ID, Object, SimpleObject, Upload};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::context::{actor, gql, state};
 use super::guards::RoleGuard;
 use super::types::{Conn, User, connection, connection_page, load_user, parse_id};
-use super::{actor, gql, state};
 use crate::entity::upload_job::{self, UploadKind, UploadStatus};
 use crate::entity::upload_job_error;
 use crate::entity::user::Role;
@@ -99,7 +99,7 @@ impl UploadJob {
         ctx: &Context<'_>,
         first: Option<i64>,
     ) -> async_graphql::Result<Vec<UploadRowError>> {
-        let rows = uploads::errors(state(ctx).db.conn(), self.uuid, first)
+        let rows = uploads::errors(state(ctx)?.db.conn(), self.uuid, first)
             .await
             .map_err(gql)?;
         Ok(rows.into_iter().map(UploadRowError::from).collect())
@@ -122,7 +122,7 @@ impl UploadsQuery {
         id: ID,
     ) -> async_graphql::Result<Option<UploadJob>> {
         let id = parse_id("id", &id).map_err(gql)?;
-        match uploads::get(state(ctx).db.conn(), id).await {
+        match uploads::get(state(ctx)?.db.conn(), id).await {
             Ok(job) => Ok(Some(job.into())),
             Err(crate::error::AppError::NotFound(_)) => Ok(None),
             Err(e) => Err(gql(e)),
@@ -142,7 +142,7 @@ impl UploadsQuery {
         status: Option<UploadStatus>,
     ) -> async_graphql::Result<Conn<UploadJob>> {
         let page = connection_page(ctx, first, after)?;
-        let rows = uploads::list(state(ctx).db.conn(), status, page)
+        let rows = uploads::list(state(ctx)?.db.conn(), status, page)
             .await
             .map_err(gql)?;
         Ok(connection(rows, |j| j.id, UploadJob::from))
@@ -165,14 +165,14 @@ impl UploadsMutation {
         file: Upload,
         #[graphql(default_with = "Some(false)")] dry_run: Option<bool>,
     ) -> async_graphql::Result<UploadJob> {
-        let actor = actor(ctx).await.map_err(gql)?;
+        let actor = actor(ctx).map_err(gql)?;
         let value = file.value(ctx).map_err(|e| {
             gql(crate::error::AppError::bad_input(
                 "file",
                 format!("file: {e}"),
             ))
         })?;
-        let state = state(ctx);
+        let state = state(ctx)?;
         let job = uploads::submit(
             &state.db,
             &actor,
@@ -198,8 +198,8 @@ impl UploadsMutation {
         id: ID,
     ) -> async_graphql::Result<UploadJob> {
         let id = parse_id("id", &id).map_err(gql)?;
-        let actor = actor(ctx).await.map_err(gql)?;
-        let job = uploads::cancel(&state(ctx).db, &actor, id)
+        let actor = actor(ctx).map_err(gql)?;
+        let job = uploads::cancel(&state(ctx)?.db, &actor, id)
             .await
             .map_err(gql)?;
         Ok(job.into())

@@ -1,9 +1,9 @@
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
+use super::context::{actor, current_user, gql, request, state};
 use super::guards::RoleGuard;
 use super::types::{AuthPayload, Conn, User, connection, connection_page, parse_id};
-use super::{actor, current_user, gql, request, state};
 use crate::entity::user::Role;
 use crate::error::AppError;
 use crate::service::{auth, security, two_factor, users};
@@ -92,8 +92,8 @@ pub struct UsersQuery;
 impl UsersQuery {
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
-        let me = current_user(ctx).await.map_err(gql)?;
-        users::get(state(ctx).db.conn(), me.id)
+        let me = current_user(ctx).map_err(gql)?;
+        users::get(state(ctx)?.db.conn(), me.id)
             .await
             .map_err(gql)?
             .map(User::from)
@@ -111,7 +111,9 @@ impl UsersQuery {
         after: Option<String>,
     ) -> async_graphql::Result<Conn<User>> {
         let page = connection_page(ctx, first, after)?;
-        let rows = users::list(state(ctx).db.conn(), page).await.map_err(gql)?;
+        let rows = users::list(state(ctx)?.db.conn(), page)
+            .await
+            .map_err(gql)?;
         Ok(connection(rows, |u| u.id, User::from))
     }
 
@@ -124,7 +126,7 @@ impl UsersQuery {
         #[graphql(default = 24, validator(minimum = 1, maximum = 720))] hours: i32,
         #[graphql(default = 3, validator(minimum = 1, maximum = 1000000))] min_failures: i32,
     ) -> async_graphql::Result<SecurityReport> {
-        let state = state(ctx);
+        let state = state(ctx)?;
         let policy = &state.auth.policy;
         let r = security::report(
             state.db.conn(),
@@ -164,13 +166,13 @@ impl UsersQuery {
 async fn code_caller(
     ctx: &Context<'_>,
 ) -> async_graphql::Result<(crate::service::CurrentUser, crate::service::Actor)> {
-    let me = current_user(ctx).await.map_err(gql)?;
-    state(ctx)
+    let me = current_user(ctx).map_err(gql)?;
+    state(ctx)?
         .auth
         .limiters
-        .check_login(request(ctx).meta.ip.as_deref(), &me.email)
+        .check_login(request(ctx)?.meta.ip.as_deref(), &me.email)
         .map_err(gql)?;
-    Ok((me, actor(ctx).await.map_err(gql)?))
+    Ok((me, actor(ctx).map_err(gql)?))
 }
 
 #[derive(Default)]
@@ -184,14 +186,14 @@ impl AuthMutation {
         ctx: &Context<'_>,
         input: LoginInput,
     ) -> async_graphql::Result<AuthPayload> {
-        let state = state(ctx);
+        let state = state(ctx)?;
         let session = auth::login(
             &state.db,
             &state.auth,
             &input.email,
             &input.password,
             input.otp.as_deref(),
-            request(ctx).meta.clone(),
+            request(ctx)?.meta.clone(),
         )
         .await
         .map_err(gql)?;
@@ -204,12 +206,12 @@ impl AuthMutation {
         ctx: &Context<'_>,
         refresh_token: String,
     ) -> async_graphql::Result<AuthPayload> {
-        let state = state(ctx);
+        let state = state(ctx)?;
         let session = auth::refresh(
             &state.db,
             &state.auth,
             &refresh_token,
-            request(ctx).meta.clone(),
+            request(ctx)?.meta.clone(),
         )
         .await
         .map_err(gql)?;
@@ -221,7 +223,7 @@ impl AuthMutation {
         ctx: &Context<'_>,
         refresh_token: String,
     ) -> async_graphql::Result<bool> {
-        auth::logout(&state(ctx).db, &refresh_token, request(ctx).meta.clone())
+        auth::logout(&state(ctx)?.db, &refresh_token, request(ctx)?.meta.clone())
             .await
             .map_err(gql)
     }
@@ -233,14 +235,14 @@ impl AuthMutation {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<TwoFactorEnrollment> {
-        let me = current_user(ctx).await.map_err(gql)?;
-        let state = state(ctx);
+        let me = current_user(ctx).map_err(gql)?;
+        let state = state(ctx)?;
         let e = two_factor::begin_enrollment(
             &state.db,
             &state.auth.secrets,
             state.auth.production,
             &me,
-            &actor(ctx).await.map_err(gql)?,
+            &actor(ctx).map_err(gql)?,
         )
         .await
         .map_err(gql)?;
@@ -259,7 +261,7 @@ impl AuthMutation {
         code: String,
     ) -> async_graphql::Result<TwoFactorConfirmation> {
         let (me, actor) = code_caller(ctx).await?;
-        let state = state(ctx);
+        let state = state(ctx)?;
         let codes = two_factor::confirm(&state.db, &state.auth.secrets, &me, &code, &actor)
             .await
             .map_err(gql)?;
@@ -282,7 +284,7 @@ impl AuthMutation {
         code: String,
     ) -> async_graphql::Result<bool> {
         let (me, actor) = code_caller(ctx).await?;
-        let state = state(ctx);
+        let state = state(ctx)?;
         two_factor::disable(&state.db, &state.auth.secrets, &me, &code, &actor)
             .await
             .map_err(gql)?;
@@ -297,15 +299,15 @@ impl AuthMutation {
         current_password: String,
         new_password: String,
     ) -> async_graphql::Result<bool> {
-        let me = current_user(ctx).await.map_err(gql)?;
-        let state = state(ctx);
+        let me = current_user(ctx).map_err(gql)?;
+        let state = state(ctx)?;
         auth::change_password(
             &state.db,
             &state.auth,
             &me,
             &current_password,
             &new_password,
-            request(ctx).meta.clone(),
+            request(ctx)?.meta.clone(),
         )
         .await
         .map_err(gql)?;
@@ -324,9 +326,9 @@ impl UsersMutation {
         ctx: &Context<'_>,
         input: CreateUserInput,
     ) -> async_graphql::Result<User> {
-        let actor = actor(ctx).await.map_err(gql)?;
+        let actor = actor(ctx).map_err(gql)?;
         let user = users::create(
-            &state(ctx).db,
+            &state(ctx)?.db,
             &actor,
             users::NewUser {
                 email: input.email,
@@ -349,8 +351,8 @@ impl UsersMutation {
         input: UpdateUserInput,
     ) -> async_graphql::Result<User> {
         let id = parse_id("id", &id).map_err(gql)?;
-        let actor = actor(ctx).await.map_err(gql)?;
-        let state = state(ctx);
+        let actor = actor(ctx).map_err(gql)?;
+        let state = state(ctx)?;
         let user = users::update(
             &state.db,
             &actor,
@@ -371,8 +373,8 @@ impl UsersMutation {
     #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn unlock_user(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<User> {
         let id = parse_id("id", &id).map_err(gql)?;
-        let actor = actor(ctx).await.map_err(gql)?;
-        let user = auth::unlock(&state(ctx).db, &actor, id)
+        let actor = actor(ctx).map_err(gql)?;
+        let user = auth::unlock(&state(ctx)?.db, &actor, id)
             .await
             .map_err(gql)?;
         Ok(user.into())
@@ -383,8 +385,8 @@ impl UsersMutation {
     #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn reset_two_factor(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<User> {
         let id = parse_id("id", &id).map_err(gql)?;
-        let actor = actor(ctx).await.map_err(gql)?;
-        let state = state(ctx);
+        let actor = actor(ctx).map_err(gql)?;
+        let state = state(ctx)?;
         let user = two_factor::reset(&state.db, &actor, id)
             .await
             .map_err(gql)?;

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_graphql::Data;
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, MultipartOptions, WebSocketProtocols};
 use async_graphql_axum::rejection::GraphQLRejection;
-use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::Extension;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::extract::{State, WebSocketUpgrade};
@@ -15,9 +15,9 @@ use futures_util::{SinkExt, StreamExt};
 
 use super::{ClientIp, HttpState, REQUEST_ID};
 use crate::error::{AppError, set_retry_after};
-use crate::graphql::fast::Answer;
+use crate::graphql::context::RequestContext;
+use crate::graphql::pipeline::{Answer, Pipeline, Transport};
 use crate::graphql::subscriptions::SocketSubscriptions;
-use crate::graphql::{CodedSchema, RequestContext, loaders::Loaders};
 use crate::limits::ConnectionSlot;
 use crate::service::RequestMeta;
 use crate::state::AppState;
@@ -50,13 +50,10 @@ pub(super) async fn authorize(
     role: crate::entity::user::Role,
 ) -> Result<crate::service::CurrentUser, AppError> {
     let app = &state.app;
-    let token = bearer_token(headers)
-        .ok_or_else(|| AppError::Unauthenticated("authentication required".into()))?;
-    let user = app.auth.authenticate(&app.db, &token).await?;
+    let token = bearer_token(headers);
+    let caller = app.auth.caller(&app.db, token.as_deref()).await?;
     // No REST endpoint is a way out of a restriction.
-    user.check_allowed("rest")?;
-    crate::service::require_role(user.role, role)?;
-    Ok(user)
+    caller.require(role, "rest").cloned()
 }
 
 pub(super) fn request_meta(headers: &HeaderMap, ip: &ClientIp) -> RequestMeta {
@@ -106,13 +103,9 @@ fn accepted_content_type(content_type: Option<&str>) -> Result<(), AppError> {
     }
 }
 
-/// The content type async-graphql-axum gives its answers.
-const GRAPHQL_RESPONSE_JSON: header::HeaderValue =
-    header::HeaderValue::from_static("application/graphql-response+json");
-
 /// A POST to `/graphql`: JSON, or a GraphQL multipart request carrying an
 /// upload (its file part bounded by `UPLOAD_MAX_BYTES` as it streams).
-pub async fn graphql_handler(
+pub async fn graphql_post(
     State(state): State<HttpState>,
     Extension(ip): Extension<ClientIp>,
     headers: HeaderMap,
@@ -120,6 +113,10 @@ pub async fn graphql_handler(
 ) -> Response {
     use futures_util::TryStreamExt;
     use tokio_util::compat::TokioAsyncReadCompatExt;
+    let media = match ResponseMedia::negotiate(&headers) {
+        Ok(media) => media,
+        Err(refused) => return refused.into_graphql_response(),
+    };
     let content_type = header_str(&headers, header::CONTENT_TYPE);
     if let Err(refused) = accepted_content_type(content_type.as_deref()) {
         return refused.into_graphql_response();
@@ -132,28 +129,215 @@ pub async fn graphql_handler(
         Err(e) => return rejection(GraphQLRejection(e)),
     };
     let context = RequestContext::new(request_meta(&headers, &ip), bearer_token(&headers));
-    let mut resp = match state.schema.execute_http(&state.app, context, req).await {
-        Answer::Fresh(resp) => resp,
-        // Only answers without errors are serialized ahead.
-        Answer::Serialized(body) => {
-            return (
-                [(header::CONTENT_TYPE, GRAPHQL_RESPONSE_JSON)],
-                axum::body::Body::from(body),
-            )
-                .into_response();
-        }
+    let answer = state
+        .pipeline
+        .execute_http(req, context, Transport::Post)
+        .await;
+    media.respond(answer, false)
+}
+
+/// A GET of `/graphql`: a query in the URL (`query`, `variables`,
+/// `operationName`, `extensions`, as urql and Apollo's persisted queries
+/// send it) is run; a browser asking for a page gets GraphiQL.
+pub async fn graphql_get(
+    State(state): State<HttpState>,
+    Extension(ip): Extension<ClientIp>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let query = query.unwrap_or_default();
+    let carries_operation = url::form_urlencoded::parse(query.as_bytes())
+        .any(|(key, _)| key == "query" || key == "extensions");
+    if !carries_operation && wants_html(&headers) {
+        return graphiql().await;
+    }
+    let media = match ResponseMedia::negotiate(&headers) {
+        Ok(media) => media,
+        Err(refused) => return refused.into_graphql_response(),
     };
-    if let Some(seconds) =
-        resp.errors
+    let req = match get_request(&query) {
+        Ok(req) => req,
+        Err(refused) => return refused.into_graphql_response(),
+    };
+    let context = RequestContext::new(request_meta(&headers, &ip), bearer_token(&headers));
+    let answer = state
+        .pipeline
+        .execute_http(req, context, Transport::Get)
+        .await;
+    media.respond(answer, true)
+}
+
+/// The operation of a GET's query string, in the parameters GraphQL over
+/// HTTP names (`query`, `operationName`, and `variables` and `extensions`
+/// as JSON).
+fn get_request(query_string: &str) -> Result<async_graphql::Request, AppError> {
+    let mut request = async_graphql::Request::new("");
+    for (key, value) in url::form_urlencoded::parse(query_string.as_bytes()) {
+        let json = |name: &str| {
+            serde_json::from_str::<serde_json::Value>(&value)
+                .ok()
+                .filter(|v| v.is_object() || v.is_null())
+                .ok_or_else(|| AppError::bad_input(name, format!("{name} must be a JSON object")))
+        };
+        match key.as_ref() {
+            "query" => request.query = value.into_owned(),
+            "operationName" => request.operation_name = Some(value.into_owned()),
+            "variables" => {
+                request.variables = async_graphql::Variables::from_json(json("variables")?);
+            }
+            "extensions" => {
+                request.extensions = serde_json::from_value(json("extensions")?).map_err(|_| {
+                    AppError::bad_input("extensions", "extensions must be a JSON object")
+                })?;
+            }
+            _ => {}
+        }
+    }
+    Ok(request)
+}
+
+/// A browser navigating to the page: `text/html` (or any type) accepted at
+/// least as well as the JSON types it names.
+fn wants_html(headers: &HeaderMap) -> bool {
+    let accept = accepted(headers);
+    if accept.is_empty() {
+        return true;
+    }
+    let html = quality(&accept, "text/html", &["text/*", "*/*"]);
+    let json =
+        quality(&accept, "application/json", &[]).max(quality(&accept, GRAPHQL_RESPONSE_JSON, &[]));
+    html > 0.0 && html >= json
+}
+
+/// The quality `accept` gives `media`: its own entry's, else the best of
+/// the `wildcards` that are listed.
+fn quality(accept: &[(String, f32)], media: &str, wildcards: &[&str]) -> f32 {
+    let exact = accept.iter().find(|(m, _)| m == media).map(|(_, q)| *q);
+    exact.unwrap_or_else(|| {
+        accept
             .iter()
-            .find_map(|e| match e.extensions.as_ref()?.get("retryAfterSeconds")? {
+            .filter(|(m, _)| wildcards.contains(&m.as_str()))
+            .map(|(_, q)| *q)
+            .fold(0.0, f32::max)
+    })
+}
+
+/// The media types of the `Accept` header with their quality, lowercased.
+fn accepted(headers: &HeaderMap) -> Vec<(String, f32)> {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|item| {
+            let mut parts = item.split(';');
+            let media = parts.next()?.trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            (!media.is_empty()).then_some((media, q))
+        })
+        .collect()
+}
+
+/// The media type of a GraphQL answer, as the client's `Accept` asks
+/// (GraphQL over HTTP): `application/graphql-response+json`, whose request
+/// errors are 4xx without `data`, or the older `application/json`, whose
+/// answers are all 200.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ResponseMedia {
+    GraphqlResponseJson,
+    Json,
+}
+
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+
+impl ResponseMedia {
+    fn negotiate(headers: &HeaderMap) -> Result<Self, AppError> {
+        let accept = accepted(headers);
+        if accept.is_empty() {
+            // No Accept header: the spec's legacy default.
+            return Ok(Self::Json);
+        }
+        // The newer type only when named: a client sending `*/*` (or
+        // nothing) may predate it.
+        let modern = quality(&accept, GRAPHQL_RESPONSE_JSON, &[]);
+        let legacy = quality(&accept, "application/json", &["application/*", "*/*"]);
+        if modern > 0.0 && modern >= legacy {
+            Ok(Self::GraphqlResponseJson)
+        } else if legacy > 0.0 {
+            Ok(Self::Json)
+        } else {
+            Err(AppError::NotAcceptable(format!(
+                "answers are {GRAPHQL_RESPONSE_JSON} or application/json; Accept allows neither"
+            )))
+        }
+    }
+
+    fn content_type(self) -> header::HeaderValue {
+        header::HeaderValue::from_static(match self {
+            Self::GraphqlResponseJson => "application/graphql-response+json; charset=utf-8",
+            Self::Json => "application/json; charset=utf-8",
+        })
+    }
+
+    /// The HTTP answer: status and body by the media type; `Retry-After`
+    /// when rate limited; for a GET, the answer's own `Cache-Control`.
+    fn respond(self, answer: Answer, get: bool) -> Response {
+        let (status, body, response) = match answer {
+            Answer::Executed(response) => (
+                axum::http::StatusCode::OK,
+                serde_json::to_vec(&response),
+                response,
+            ),
+            Answer::Refused {
+                response,
+                status,
+                malformed,
+            } => {
+                // The legacy media type answers documents that fail with
+                // 200; a request that is not GraphQL at all is still 4xx.
+                let status = match self {
+                    Self::Json if !malformed => axum::http::StatusCode::OK,
+                    _ => status,
+                };
+                let body = serde_json::to_vec(&serde_json::json!({ "errors": response.errors }));
+                (status, body, response)
+            }
+        };
+        let Ok(body) = body else {
+            return AppError::internal(anyhow::anyhow!("serializing a GraphQL answer"))
+                .into_graphql_response();
+        };
+        let mut http = (status, axum::body::Body::from(body)).into_response();
+        let headers = http.headers_mut();
+        headers.extend(response.http_headers);
+        headers.insert(header::CONTENT_TYPE, self.content_type());
+        headers.insert(
+            header::VARY,
+            header::HeaderValue::from_static("accept, authorization"),
+        );
+        if status == axum::http::StatusCode::METHOD_NOT_ALLOWED {
+            headers.insert(header::ALLOW, header::HeaderValue::from_static("GET, POST"));
+        }
+        if let Some(seconds) = response.errors.iter().find_map(|e| {
+            match e.extensions.as_ref()?.get("retryAfterSeconds")? {
                 async_graphql::Value::Number(n) => n.as_u64(),
                 _ => None,
-            })
-    {
-        set_retry_after(&mut resp.http_headers, seconds);
+            }
+        }) {
+            set_retry_after(headers, seconds);
+        }
+        if get
+            && response.errors.is_empty()
+            && let Some(value) = response.cache_control.value()
+            && let Ok(value) = header::HeaderValue::from_str(&value)
+        {
+            headers.insert(header::CACHE_CONTROL, value);
+        }
+        http
     }
-    GraphQLResponse::from(resp).into_response()
 }
 
 /// GraphiQL's code, styles and the sign-in page, pinned npm builds vendored
@@ -241,7 +425,7 @@ pub async fn graphql_ws(
     });
     let socket = Socket {
         app: state.app.clone(),
-        schema: state.schema.clone(),
+        pipeline: state.pipeline.clone(),
         protocol,
         transport_ws,
         meta: request_meta(&headers, &ip),
@@ -263,7 +447,7 @@ pub async fn graphql_ws(
 /// One WebSocket connection, from its upgrade to its close.
 struct Socket {
     app: AppState,
-    schema: CodedSchema,
+    pipeline: Pipeline,
     protocol: GraphQLProtocol,
     /// graphql-transport-ws; false for the legacy graphql-ws.
     transport_ws: bool,
@@ -340,8 +524,7 @@ impl Socket {
         }
 
         let mut data = Data::default();
-        data.insert(RequestContext::for_socket(self.meta.clone(), Some(token)));
-        data.insert(Loaders::uncached(&self.app.db));
+        data.insert(RequestContext::new(self.meta.clone(), Some(token)));
         data.insert(SocketSubscriptions::new(
             self.app.config.ws_max_subscriptions_per_connection,
         ));
@@ -356,8 +539,7 @@ impl Socket {
         let input = futures_util::stream::once(async move { Ok(Message::Text(first.into())) })
             .chain(stream)
             .take_while(move |m| {
-                let operation = matches!(m, Ok(Message::Text(t)) if !t.contains("\"pong\""));
-                let ok = !operation || limiters.check_default(&ip).is_ok();
+                let ok = !spends_budget(m) || limiters.check_default(&ip).is_ok();
                 if !ok {
                     over.store(true, Ordering::Relaxed);
                 }
@@ -368,7 +550,7 @@ impl Socket {
         let tx = tokio_util::sync::PollSender::new(tx);
         let keepalive = self.app.config.ws_keepalive;
         let session =
-            GraphQLWebSocket::new_with_pair(tx, input, self.schema.clone(), self.protocol)
+            GraphQLWebSocket::new_with_pair(tx, input, self.pipeline.clone(), self.protocol)
                 .on_connection_init(move |_| async move { Ok(data) })
                 // graphql-transport-ws clients answer our pings with pongs; one
                 // that stays silent for three pings is gone.
@@ -432,6 +614,22 @@ impl Socket {
             .await;
         let _ = sink.close().await;
     }
+}
+
+/// Every client message spends the address's budget but a `pong`, the
+/// answer to the server's own keep-alive ping (told by its parsed `type`).
+fn spends_budget(message: &Result<Message, axum::Error>) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Frame<'a> {
+        #[serde(borrow, rename = "type")]
+        kind: std::borrow::Cow<'a, str>,
+    }
+    let text: &[u8] = match message {
+        Ok(Message::Text(text)) => text.as_bytes(),
+        Ok(Message::Binary(bytes)) => bytes,
+        _ => return false,
+    };
+    !serde_json::from_slice::<Frame>(text).is_ok_and(|frame| frame.kind == "pong")
 }
 
 /// The next text message, skipping pings; None when the client went away.

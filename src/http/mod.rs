@@ -16,7 +16,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::graphql::CodedSchema;
+use crate::graphql::pipeline::Pipeline;
 use crate::state::AppState;
 
 pub use middleware::ClientIp;
@@ -27,18 +27,17 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Clone)]
 pub struct HttpState {
     pub app: AppState,
-    /// Run through `CodedSchema`, so that HTTP and WebSocket answers get
-    /// their error codes from one place.
-    pub schema: CodedSchema,
+    /// Every GraphQL operation, over HTTP and WebSocket, runs through it.
+    pub pipeline: Pipeline,
 }
 
-pub fn router(app: AppState, schema: CodedSchema) -> Router {
+pub fn router(app: AppState, pipeline: Pipeline) -> Router {
     let config = app.config.clone();
-    let state = HttpState { app, schema };
+    let state = HttpState { app, pipeline };
     let mut router = Router::new()
         .route(
             "/graphql",
-            get(graphql::graphiql).post(graphql::graphql_handler),
+            get(graphql::graphql_get).post(graphql::graphql_post),
         )
         .route("/graphql/ws", get(graphql::graphql_ws))
         .route("/graphql/assets/{file}", get(graphql::graphiql_asset))
@@ -102,8 +101,8 @@ async fn metrics(
 
 /// `/metrics` alone, for `METRICS_ADDR`: a listener that is not exposed with
 /// the API.
-pub fn metrics_router(app: AppState, schema: CodedSchema) -> Router {
-    let state = HttpState { app, schema };
+pub fn metrics_router(app: AppState, pipeline: Pipeline) -> Router {
+    let state = HttpState { app, pipeline };
     security_headers(Router::new().route("/metrics", get(metrics))).with_state(state)
 }
 

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
 use super::two_factor::{self, SecretBox};
-use super::{Actor, CurrentUser, RequestMeta, Restriction};
+use super::{Actor, Caller, CurrentUser, RequestMeta, Restriction};
 use crate::config::Config;
 use crate::db::{Db, WriteTxn};
 use crate::entity::alert::AlertKind;
@@ -264,6 +264,19 @@ impl Auth {
             .ok_or_else(|| AppError::Unauthenticated(INVALID_ACCESS.into()))?;
         let user = active_user(db.conn(), self, &claims, false).await?;
         Ok((user, expires))
+    }
+
+    /// The caller a bearer token names (see [`Caller`]): `Err` only when
+    /// the token could not be checked.
+    pub async fn caller(&self, db: &Db, bearer: Option<&str>) -> AppResult<Caller> {
+        let Some(token) = bearer else {
+            return Ok(Caller::Anonymous);
+        };
+        match self.authenticate(db, token).await {
+            Ok(user) => Ok(Caller::User(user)),
+            Err(AppError::Unauthenticated(message)) => Ok(Caller::Invalid(message)),
+            Err(failed) => Err(failed),
+        }
     }
 
     /// Resolves a bearer token to its active user, with the user's current

@@ -53,6 +53,51 @@ impl CurrentUser {
     }
 }
 
+/// Who is calling, as resolved once per operation from its bearer token.
+/// Resolving fails (an `Err`, which refuses the operation) only when the
+/// check itself could not be made, say the database did not answer: an
+/// error while checking is never taken for "not restricted".
+#[derive(Clone, Debug)]
+pub enum Caller {
+    /// No token.
+    Anonymous,
+    /// A token that names no active user (expired, forged, revoked): public
+    /// fields still answer, everything else is refused with this message.
+    Invalid(String),
+    User(CurrentUser),
+}
+
+impl Caller {
+    /// The signed-in user, or UNAUTHENTICATED.
+    pub fn user(&self) -> AppResult<&CurrentUser> {
+        match self {
+            Self::User(user) => Ok(user),
+            Self::Anonymous => Err(AppError::Unauthenticated("authentication required".into())),
+            Self::Invalid(message) => Err(AppError::Unauthenticated(message.clone())),
+        }
+    }
+
+    /// The signed-in user when it has at least `role` (and, for REST
+    /// endpoints and other ways in that are no way out of a restriction, no
+    /// restriction: `entry` names the way in).
+    pub fn require(&self, role: Role, entry: &str) -> AppResult<&CurrentUser> {
+        let user = self.user()?;
+        user.check_allowed(entry)?;
+        require_role(user.role, role)?;
+        Ok(user)
+    }
+
+    /// Refuses a root field that the caller's restriction closes. Anonymous
+    /// and invalid callers have no restriction: the field's own guard
+    /// answers them.
+    pub fn permit(&self, root_field: &str) -> AppResult<()> {
+        match self {
+            Self::User(user) => user.check_allowed(root_field),
+            Self::Anonymous | Self::Invalid(_) => Ok(()),
+        }
+    }
+}
+
 /// A signed-in user who must change their password, or turn on two-factor
 /// login, before anything else.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

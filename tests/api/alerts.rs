@@ -799,10 +799,11 @@ async fn alert_updated_follows_an_alert_from_queued_to_sent() {
 
 /// Two instances on one PostgreSQL database: 300 alerts, each delivered once.
 #[tokio::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "PostgreSQL only: set STOCKROOM_TEST_POSTGRES_URL"
+)]
 async fn two_instances_deliver_three_hundred_alerts_exactly_once() {
-    if !is_postgres() {
-        return;
-    }
     let fake = FakeTelegram::start().await;
     let vars = fake.vars("111,222,333");
     let overrides = fake_settings(&vars, &[("ALERT_CHAT_MESSAGES_PER_SECOND", "50")]);

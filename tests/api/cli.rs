@@ -324,10 +324,11 @@ async fn the_restore_drill_backs_up_under_write_load_and_restores_whole() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "PostgreSQL only: set STOCKROOM_TEST_POSTGRES_URL"
+)]
 async fn a_postgres_backup_says_clearly_when_pg_dump_is_missing_or_too_old() {
-    if !crate::helpers::is_postgres() {
-        return;
-    }
     let app = spawn_app().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("x.dump");

@@ -49,9 +49,27 @@ impl Drop for TestDb {
 }
 
 /// The database URL a new test gets, and the guard that removes it.
+///
+/// The server is read from STOCKROOM_TEST_POSTGRES_URL now, but the suite's
+/// database was chosen when the tests were compiled (`is_postgres`): the two
+/// must agree, or the tests of the other database would run.
 pub async fn fresh_database() -> (String, TestDb) {
-    match std::env::var("STOCKROOM_TEST_POSTGRES_URL") {
-        Ok(admin_url) if !admin_url.is_empty() => {
+    let admin_url = std::env::var("STOCKROOM_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|v| !v.is_empty());
+    match (is_postgres(), admin_url.is_some()) {
+        (false, true) => panic!(
+            "STOCKROOM_TEST_POSTGRES_URL is set, but these tests were compiled for SQLite \
+             (without it): rebuild them with it set, e.g. run `cargo test` with it"
+        ),
+        (true, false) => panic!(
+            "STOCKROOM_TEST_POSTGRES_URL is not set, but these tests were compiled for \
+             PostgreSQL (with it): rebuild them without it, e.g. run `cargo test` without it"
+        ),
+        _ => {}
+    }
+    match admin_url {
+        Some(admin_url) => {
             let name = format!("stockroom_test_{}", uuid::Uuid::new_v4().simple());
             let db = Database::connect(&admin_url)
                 .await
@@ -69,7 +87,7 @@ pub async fn fresh_database() -> (String, TestDb) {
                 TestDb::Postgres { admin_url, name },
             )
         }
-        _ => {
+        None => {
             let dir = tempfile::tempdir().expect("temp dir");
             let url = format!("sqlite://{}/test.db?mode=rwc", dir.path().display());
             (url, TestDb::Sqlite(dir))
@@ -77,8 +95,11 @@ pub async fn fresh_database() -> (String, TestDb) {
     }
 }
 
+/// Whether the suite runs on PostgreSQL: decided when the tests are compiled
+/// (build.rs turns `cfg(test_postgres)` on when STOCKROOM_TEST_POSTGRES_URL
+/// is set), as the tests of one database only are ignored on the other.
 pub fn is_postgres() -> bool {
-    std::env::var("STOCKROOM_TEST_POSTGRES_URL").is_ok_and(|v| !v.is_empty())
+    cfg!(test_postgres)
 }
 
 /// SQL comparing a uuid column with `id` (PostgreSQL stores uuids as

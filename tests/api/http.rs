@@ -235,12 +235,13 @@ async fn shutdown_stops_the_server_and_its_tasks() {
     assert!(after.is_err(), "the listener is closed");
 }
 
+/// Several instances share a database only on PostgreSQL.
 #[tokio::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "PostgreSQL only: set STOCKROOM_TEST_POSTGRES_URL"
+)]
 async fn instances_starting_together_migrate_and_seed_once() {
-    if !crate::helpers::is_postgres() {
-        // Several instances share a database only on PostgreSQL.
-        return;
-    }
     let (a, b) = crate::helpers::spawn_pair_on_one_database().await;
     assert_eq!(a.count("SELECT COUNT(*) FROM users").await, 1);
     assert_eq!(a.get("/api/v1/health").await.status(), 200);
@@ -371,12 +372,14 @@ async fn trusted_proxy_hops_pick_the_client_address() {
     assert_eq!(health("198.51.100.2").await.unwrap().status(), 200);
 }
 
+/// PostgreSQL only: SQLite is a file in the process, there is no server to
+/// lose.
 #[tokio::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "PostgreSQL only: set STOCKROOM_TEST_POSTGRES_URL"
+)]
 async fn the_server_recovers_when_database_connections_are_cut() {
-    if !crate::helpers::is_postgres() {
-        // SQLite is a file in the process: there is no server to lose.
-        return;
-    }
     let app = spawn_app().await;
     let admin = app.admin_token().await;
     app.create_product(&admin, "CUT-1", 1).await;

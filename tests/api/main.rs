@@ -1,6 +1,7 @@
 //! The one integration test binary: every test starts the real application on
 //! 127.0.0.1:0 against a fresh, migrated database (SQLite by default,
 //! PostgreSQL when STOCKROOM_TEST_POSTGRES_URL is set) and talks HTTP to it.
+//! Tests of one database only are ignored on the other (chosen at compile time, build.rs).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
@@ -12,6 +13,7 @@ mod auth;
 mod browser;
 mod cache;
 mod cli;
+mod clients;
 mod contract;
 mod http;
 mod metrics;

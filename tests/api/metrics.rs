@@ -85,7 +85,7 @@ async fn metrics_cover_requests_operations_errors_security_queues_pool_and_proce
         "stockroom_db_pool_connections{state=\"in_use\"}",
         "stockroom_db_pool_max_connections 10",
         "stockroom_db_statements_total",
-        "stockroom_graphql_answers_reused_total",
+        "stockroom_graphql_document_cache_total{result=\"hit\"}",
         "stockroom_build_info{version=\"",
         "stockroom_uptime_seconds",
         "process_resident_memory_bytes",

@@ -7,9 +7,7 @@ use stockroom::uploads::UploadWorker;
 use stockroom::uploads::worker::Policy;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{
-    TestApp, is_postgres, spawn_app, spawn_app_with, spawn_crashable, spawn_pair_with,
-};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with, spawn_crashable, spawn_pair_with};
 
 const JOB_FIELDS: &str = "id kind filename status dryRun totalRows processedRows succeededRows failedRows error cancelRequested createdBy { email } errors(first: 1000) { row column message }";
 
@@ -842,11 +840,13 @@ async fn a_crashed_worker_is_resumed_by_another_instance_without_applying_a_row_
     app.ledger_is_clean().await;
 }
 
+/// Instances share a database only on PostgreSQL.
 #[tokio::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "PostgreSQL only: set STOCKROOM_TEST_POSTGRES_URL"
+)]
 async fn two_instances_process_each_job_once() {
-    if !is_postgres() {
-        return; // instances share a database only on PostgreSQL
-    }
     let (a, b) = spawn_pair_with(&[("UPLOAD_BATCH_SIZE", "20")]).await;
     let admin = a.admin_token().await;
     for p in 0..3 {
