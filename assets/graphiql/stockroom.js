@@ -579,44 +579,32 @@
 
   // ---------------------------------------------------------------- GraphiQL
 
-  // graphql-js's introspection query nests `ofType` 9 levels deep in its
-  // TypeRef fragment, past the server's GRAPHQL_MAX_DEPTH (12), which answers
-  // "Query is nested too deep." Six levels describe any type up to
-  // [[T!]!]! with room to spare and pass at depth 12.
-  var TYPE_REF_LEVELS = 6;
-
-  function shallowIntrospection(query) {
-    var G = window.GraphiQL.GraphQL;
-    var doc;
-    try {
-      doc = G.parse(query);
-    } catch (e) {
-      return query;
-    }
-    function cut(selectionSet, level) {
-      var selections = [];
-      selectionSet.selections.forEach(function (sel) {
-        if (sel.kind === 'Field' && sel.name.value === 'ofType' && sel.selectionSet) {
-          if (level < TYPE_REF_LEVELS) {
-            selections.push(Object.assign({}, sel, { selectionSet: cut(sel.selectionSet, level + 1) }));
-          }
-        } else {
-          selections.push(sel);
-        }
-      });
-      return Object.assign({}, selectionSet, { selections: selections });
-    }
-    var definitions = doc.definitions.map(function (def) {
-      if (def.kind === 'FragmentDefinition' && def.name.value === 'TypeRef') {
-        return Object.assign({}, def, { selectionSet: cut(def.selectionSet, 0) });
-      }
-      return def;
-    });
-    return G.print(Object.assign({}, doc, { definitions: definitions }));
-  }
-
   var root = null;
   var fetcher = null;
+  var baseFetcher = null;
+  // Whether the fetcher in use was made signed in: GraphiQL loads the schema
+  // again when it is handed a new fetcher, which matters where only
+  // signed-in callers may introspect (GRAPHQL_INTROSPECTION=signed-in, the
+  // production default).
+  var fetcherSignedIn = null;
+
+  // GraphiQL parses the editor text for documentAST (which createFetcher
+  // uses to send subscriptions over the WebSocket) after a short debounce:
+  // parse the text that is actually sent, so a run right after the text
+  // changed (e.g. from a test) still takes the right transport.
+  function makeFetcher() {
+    return function (params, opts) {
+      if (params && typeof params.query === 'string') {
+        try {
+          var ast = window.GraphiQL.GraphQL.parse(params.query);
+          opts = Object.assign({}, opts || {}, { documentAST: ast });
+        } catch (e) {
+          /* invalid text: the server reports it */
+        }
+      }
+      return baseFetcher(params, opts);
+    };
+  }
   var params = new URLSearchParams(location.search);
   var urlQuery = params.get('query');
 
@@ -626,6 +614,10 @@
 
   function renderGraphiQL() {
     if (!root) return;
+    if (fetcherSignedIn !== !!session) {
+      fetcherSignedIn = !!session;
+      fetcher = makeFetcher();
+    }
     var props = {
       fetcher: fetcher,
       storage: graphiqlStorage,
@@ -655,28 +647,11 @@
     el.form.addEventListener('submit', signIn);
     el.logout.addEventListener('click', signOut);
 
-    var baseFetcher = window.GraphiQL.createFetcher({
+    baseFetcher = window.GraphiQL.createFetcher({
       url: ENDPOINT,
       fetch: authFetch,
       wsClient: wsClient,
     });
-    // GraphiQL parses the editor text for documentAST (which createFetcher
-    // uses to send subscriptions over the WebSocket) after a short debounce:
-    // parse the text that is actually sent, so a run right after the text
-    // changed (e.g. from a test) still takes the right transport.
-    fetcher = function (params, opts) {
-      if (params && params.operationName === 'IntrospectionQuery' && typeof params.query === 'string') {
-        params = Object.assign({}, params, { query: shallowIntrospection(params.query) });
-      } else if (params && typeof params.query === 'string') {
-        try {
-          var ast = window.GraphiQL.GraphQL.parse(params.query);
-          opts = Object.assign({}, opts || {}, { documentAST: ast });
-        } catch (e) {
-          /* invalid text: the server reports it */
-        }
-      }
-      return baseFetcher(params, opts);
-    };
 
     var restored = loadSession();
     if (restored) {

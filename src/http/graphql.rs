@@ -644,3 +644,25 @@ async fn next_text(stream: &mut SplitStream<WebSocket>) -> Option<String> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::extract::ws::Message;
+
+    use super::spends_budget;
+
+    #[test]
+    fn only_a_pong_spends_nothing_told_by_its_parsed_type() {
+        let text = |t: &str| Ok(Message::Text(t.to_string().into()));
+        assert!(!spends_budget(&text(r#"{"type":"pong"}"#)));
+        assert!(!spends_budget(&text(
+            r#"{ "type" : "pong", "payload": {} }"#
+        )));
+        assert!(spends_budget(&text(
+            r#"{"id":"1","type":"subscribe","payload":{"query":"{ me { id } }","variables":{"x":"pong"}}}"#
+        )));
+        assert!(spends_budget(&text(r#"{"type":"ping"}"#)));
+        assert!(spends_budget(&text("not json \"pong\"")));
+        assert!(!spends_budget(&Ok(Message::Ping(Default::default()))));
+    }
+}

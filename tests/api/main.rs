@@ -15,6 +15,7 @@ mod cache;
 mod cli;
 mod clients;
 mod contract;
+mod graphql_http;
 mod http;
 mod metrics;
 mod products;

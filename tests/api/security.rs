@@ -862,3 +862,53 @@ async fn production_refuses_to_start_without_the_totp_key_once_a_user_has_two_fa
     drop(with_key);
     app.shutdown().await.unwrap();
 }
+
+/// Every connection of the app's pool, held in open transactions until
+/// dropped (as many as it hands out before its acquire timeout).
+async fn hold_pool(app: &TestApp) -> Vec<sea_orm::DatabaseTransaction> {
+    use sea_orm::TransactionTrait;
+    let mut held = Vec::new();
+    while let Ok(txn) = app.state.db.conn().begin().await {
+        held.push(txn);
+    }
+    assert!(!held.is_empty(), "no connection could be held");
+    held
+}
+
+#[tokio::test]
+async fn a_restricted_caller_is_refused_when_the_first_read_of_its_account_fails() {
+    let app = spawn_app_with(&[
+        ("TWO_FACTOR_REQUIRED_ROLES", "MANAGER"),
+        ("DB_MAX_CONNECTIONS", "2"),
+        ("DB_ACQUIRE_TIMEOUT_MS", "300"),
+        // Every request reads the account afresh.
+        ("AUTH_CACHE_SECONDS", "0"),
+    ])
+    .await;
+    let admin = app.admin_token().await;
+    let (_, _, token) = user(&app, &admin, "MANAGER").await;
+    let products = app.count("SELECT COUNT(*) FROM products").await;
+    let create = "mutation { createProduct(input: { sku: \"FAIL-OPEN\", name: \"x\" }) { id } }";
+
+    // The first read of the account times out waiting for a connection;
+    // the pool is free again before a second read would time out. A check
+    // that took the failure for "not restricted" would let the resolver's
+    // own read succeed and the product be created.
+    let held = hold_pool(&app).await;
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        drop(held);
+    });
+    let refused = app.gql(Some(&token), create, json!({})).await;
+    release.await.unwrap();
+    assert_eq!(refused.error_code(), Some("INTERNAL"), "{}", refused.body);
+    assert!(refused.body["data"].is_null(), "{}", refused.body);
+    assert_eq!(app.count("SELECT COUNT(*) FROM products").await, products);
+
+    // With the database back, the restriction itself refuses it.
+    app.gql(Some(&token), create, json!({}))
+        .await
+        .expect_code("TWO_FACTOR_ENROLLMENT_REQUIRED");
+    assert_eq!(app.count("SELECT COUNT(*) FROM products").await, products);
+    app.shutdown().await.unwrap();
+}

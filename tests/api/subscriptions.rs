@@ -607,3 +607,44 @@ async fn operations_over_a_socket_spend_the_address_rate_limit() {
         "all {answered} operations ran past the limit"
     );
 }
+
+#[tokio::test]
+async fn only_a_pong_is_free_of_the_rate_limit_told_by_its_type_not_its_text() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let app = spawn_app_with(&[("THROTTLE_DEFAULT_LIMIT", "8")]).await;
+    let admin = app.admin_token().await;
+    let mut ws = app.ws(&admin).await;
+    // Pongs answer the server's keep-alive: twenty of them spend nothing,
+    // so an operation still runs after them.
+    for _ in 0..20 {
+        ws.send(json!({ "type": "pong" })).await;
+    }
+    ws.subscribe("first", "{ me { email } }", json!({})).await;
+    let first = ws.event("first").await;
+    assert_eq!(
+        first["data"]["me"]["email"],
+        crate::helpers::ADMIN_EMAIL,
+        "{first}"
+    );
+    // Operations spend the budget, even when their text says "pong".
+    for i in 0..10 {
+        ws.send(json!({
+            "id": format!("q{i}"),
+            "type": "subscribe",
+            "payload": { "query": "{ me { email } }", "variables": { "note": "pong" } }
+        }))
+        .await;
+    }
+    loop {
+        match tokio::time::timeout(crate::helpers::WS_WAIT, ws.raw().next()).await {
+            Ok(Some(Ok(Message::Text(_)))) => {}
+            Ok(Some(Ok(Message::Close(Some(frame))))) => {
+                assert_eq!(u16::from(frame.code), 4429, "{frame:?}");
+                break;
+            }
+            other => panic!("expected a 4429 close, got {other:?}"),
+        }
+    }
+    app.shutdown().await.unwrap();
+}
