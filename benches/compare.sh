@@ -9,6 +9,8 @@
 #                    sql: the same rows (product, INBOUND movement) inserted directly
 #   BENCH_PEERS_DIR  where PostGraphile is installed (default target/bench-peers)
 #   DB_MAX_CONNECTIONS  Stockroom's pool, and PostGraphile's (default 16)
+#   BENCH_PROFILE=1  record where the CPU goes (perf, the whole machine) during
+#                    Stockroom's productBySku run: target/bench/profile-lookup-N.txt
 #   BENCH_FANOUT=0   skip the subscriptions fan-out (benches/fanout.sh postgres,
 #                    2,000 subscribers, 50 movements; it builds the bench client)
 # All three talk to PostgreSQL over loopback without TLS (sslmode=disable for
@@ -311,6 +313,10 @@ def failures(key):
 rt = ratio(f("sku.ours.rps"), f("sku.peer.rps"))
 row("productBySku, random SKU, c50 (req/s)", num(f("sku.ours.rps")) + failures("sku.ours"),
     num(f("sku.peer.rps")) + failures("sku.peer"), rt, "5x", rt >= 5)
+rt = ratio(f("sku.ours.rps"), f("lookup.pgbench.tps"))
+row("productBySku (req/s) vs the same indexed lookup in pgbench -M prepared, as many clients as the pool (tps)",
+    num(f("sku.ours.rps")), num(f("lookup.pgbench.tps")), rt,
+    "0.5x" if n > 10000 else "—", rt >= 0.5 if n > 10000 else None)
 rt = ratio(f("page.ours.rps"), f("page.peer.rps"))
 goal, met = ("3x", rt >= 3) if n <= 10000 else (">1x", rt > 1)
 row("products(first: 20) + totalCount, c50 (req/s)", num(f("page.ours.rps")) + failures("page.ours"),
@@ -399,7 +405,18 @@ for N in "${SIZES[@]}"; do
   say "both servers give the same rows; PostGraphile RSS $(mb "$(peer_rss_kb)") MB"
 
   export PRODUCTS="$N"
+  PERF=""
+  if [ -n "${BENCH_PROFILE:-}" ]; then
+    command -v perf >/dev/null || die "BENCH_PROFILE needs perf (apt-get install linux-perf)"
+    perf record -a -F 499 -o "$WORK/perf.data" -- sleep "$SECONDS_PER_RUN" >"$WORK/perf.log" 2>&1 &
+    PERF=$!
+  fi
   wrk_run sku.ours 50 product_by_sku.lua "$PORT"
+  if [ -n "$PERF" ]; then
+    wait "$PERF" || { cat "$WORK/perf.log" >&2; die "perf record failed"; }
+    python3 "$BENCH_DIR/profile_summary.py" "$WORK/perf.data" "$SERVER" "$N" >"$OUT_DIR/profile-lookup-$N.txt"
+    say "  where the CPU went: $OUT_DIR/profile-lookup-$N.txt"
+  fi
   TOKEN="" wrk_run sku.peer 50 product_by_sku.lua "$PEER_PORT"
   wrk_run page.ours 50 products_page.lua "$PORT"
   TOKEN="" wrk_run page.peer 50 peer_products_page.lua "$PEER_PORT"
@@ -407,6 +424,19 @@ for N in "${SIZES[@]}"; do
   res peer.rss.after "$(peer_rss_kb)"
   stop_pid "$PEER"
   PEER=""
+
+  # The database's own rate for the lookup productBySku makes (the same
+  # columns by the lower(sku) index, random SKUs), prepared, with as many
+  # clients as Stockroom's pool has connections.
+  printf '%s\n' "\\set id random(0, $((N - 1)))" \
+    "SELECT id, sku, name, description, category, unit, stock, low_stock_threshold, version, archived_at, created_at, updated_at FROM products WHERE lower(sku) = lower('BENCH-' || lpad(:id::text, greatest(4, length(:id::text)), '0'));" \
+    >"$WORK/lookup.sql"
+  pgbench -n -M prepared -c "$POOL" -j 2 -T "$SECONDS_PER_RUN" -f "$WORK/lookup.sql" "$DATABASE_URL" \
+    >"$WORK/pgbench-lookup.out" 2>&1 || { cat "$WORK/pgbench-lookup.out" >&2; die "pgbench (lookup) failed"; }
+  tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$WORK/pgbench-lookup.out" | tail -n1)
+  [ -n "$tps" ] || { cat "$WORK/pgbench-lookup.out" >&2; die "no tps in the pgbench lookup output"; }
+  res lookup.pgbench.tps "$tps"
+  say "  pgbench -M prepared lookup c$POOL: $tps tps"
 
   db_sql -Atc "SELECT '  \"' || id || '\",' FROM products WHERE sku ~ '^BENCH-00[0-9][0-9]$' ORDER BY sku" >"$WORK/ids.body"
   [ "$(wc -l <"$WORK/ids.body")" -eq 100 ] || die "expected 100 write products"

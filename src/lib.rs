@@ -1,6 +1,7 @@
 //! Stockroom: an inventory service behind a GraphQL API.
 
 pub mod backup;
+pub mod batch;
 pub mod cache;
 pub mod cli;
 pub mod config;

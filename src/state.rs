@@ -41,6 +41,8 @@ pub struct AppStateInner {
     pub tasks: TaskTracker,
     /// Delivers the alert outbox; `run_once` is public for tests.
     pub notifier: Arc<Notifier>,
+    /// Products by SKU, read in batches across requests.
+    pub product_reads: Arc<crate::service::products::SkuReads>,
 }
 
 impl AppState {
@@ -48,6 +50,8 @@ impl AppState {
         let limiters = Arc::new(Limiters::new(&config));
         let shutdown = CancellationToken::new();
         let notifier = Arc::new(Notifier::new(&config, db.clone(), shutdown.clone()));
+        let tasks = TaskTracker::new();
+        let product_reads = crate::service::products::sku_reads(db.clone(), tasks.clone());
         Ok(Self(Arc::new(AppStateInner {
             auth: Arc::new(Auth::new(&config, Arc::clone(&limiters))?),
             limiters,
@@ -56,8 +60,9 @@ impl AppState {
             db,
             started_at: Instant::now(),
             shutdown,
-            tasks: TaskTracker::new(),
+            tasks,
             notifier,
+            product_reads,
         })))
     }
 }

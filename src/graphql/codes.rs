@@ -1,7 +1,7 @@
 //! Every GraphQL error leaves with an `extensions.code`, chosen by the
 //! error's kind, never by its message:
 //! - errors raised by the service layer carry their code already
-//!   ([`crate::error::AppError::code`], through [`super::context::gql`]);
+//!   ([`crate::error::AppError::code`], through `gql` in `context.rs`);
 //! - errors of the request itself (it does not parse, does not validate
 //!   against the schema, its variables do not fit, its operation cannot be
 //!   chosen) carry no path: they are the client's, `BAD_USER_INPUT`;

@@ -1,6 +1,6 @@
 //! What a resolver reads from its context, and nothing else: the
 //! application, where the request came from, who is calling, and the
-//! request's DataLoaders. The pipeline ([`super::pipeline`]) attaches every
+//! request's DataLoaders. The pipeline attaches every
 //! one of them before it runs an operation; a resolver that finds one
 //! missing answers INTERNAL instead of panicking.
 

@@ -194,9 +194,10 @@ fn walk(
             }
             Selection::FragmentSpread(s) => {
                 let name = &s.node.fragment_name.node;
-                if let Some(f) = fragments.get(name)
-                    && seen.insert(name.clone())
-                {
+                let Some(f) = fragments.get(name) else {
+                    continue;
+                };
+                if seen.insert(name.clone()) {
                     walk(
                         &f.node.selection_set.node,
                         fragments,

@@ -330,35 +330,33 @@ fn check_transport(op: &Operation, transport: Transport) -> Result<(), Refusal> 
 
 /// The root-field, depth and introspection bounds.
 fn check_bounds(op: &Operation, config: &crate::config::Config) -> Result<(), AppError> {
-    let (max_root, max_depth) = (config.graphql_max_root_fields, config.graphql_max_depth);
-    if op.root_selections > max_root {
-        return Err(AppError::bad_input(
+    let bounds = [
+        (
+            op.root_selections,
+            config.graphql_max_root_fields,
+            "root fields selected (aliases included)",
+            "GRAPHQL_MAX_ROOT_FIELDS",
+        ),
+        (
+            op.depth,
+            config.graphql_max_depth,
+            "fields nested",
+            "GRAPHQL_MAX_DEPTH",
+        ),
+        (
+            op.introspection_lists,
+            MAX_INTROSPECTION_LISTS,
+            "introspection lists (fields, inputFields, interfaces, possibleTypes) nested",
+            "graphql-js's bound",
+        ),
+    ];
+    match bounds.into_iter().find(|(n, max, ..)| n > max) {
+        Some((n, max, what, setting)) => Err(AppError::bad_input(
             "query",
-            format!(
-                "the operation selects {} root fields (aliases included); at most {max_root} are allowed (GRAPHQL_MAX_ROOT_FIELDS)",
-                op.root_selections
-            ),
-        ));
+            format!("{n} {what}; at most {max} are allowed ({setting})"),
+        )),
+        None => Ok(()),
     }
-    if op.depth > max_depth {
-        return Err(AppError::bad_input(
-            "query",
-            format!(
-                "the operation is nested {} fields deep; at most {max_depth} are allowed (GRAPHQL_MAX_DEPTH)",
-                op.depth
-            ),
-        ));
-    }
-    if op.introspection_lists > MAX_INTROSPECTION_LISTS {
-        return Err(AppError::bad_input(
-            "query",
-            format!(
-                "introspection nests fields, inputFields, interfaces or possibleTypes {} deep; at most {MAX_INTROSPECTION_LISTS} are allowed",
-                op.introspection_lists
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// The caller's restriction and the introspection setting, for every root

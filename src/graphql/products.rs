@@ -38,8 +38,7 @@ pub struct ProductFilter {
     pub include_archived: Option<bool>,
 }
 
-/// Who may read products (the kept answers of the HTTP fast path check the
-/// same role: [`super::fast`]).
+/// Who may read products.
 pub const PRODUCT_READER: Role = Role::Viewer;
 
 #[derive(Default)]
@@ -63,7 +62,8 @@ impl ProductsQuery {
         ctx: &Context<'_>,
         sku: String,
     ) -> async_graphql::Result<Option<Product>> {
-        let found = products::get_by_sku_cached(&state(ctx)?.db, &sku)
+        let state = state(ctx)?;
+        let found = products::get_by_sku_cached(&state.db, &state.product_reads, &sku)
             .await
             .map_err(gql)?;
         Ok(found.map(|p| Product::from(Arc::unwrap_or_clone(p))))

@@ -32,7 +32,7 @@ pub type AppSchema = Schema<Query, Mutation, subscriptions::Subscription>;
 /// any installed, async-graphql sends every field of every answer through
 /// the extension chain. What they would do per request (documents kept,
 /// limits, the caller, metrics, error codes) the pipeline does once, around
-/// the execution ([`super::pipeline`]). The depth bound is the pipeline's
+/// the execution (`pipeline.rs`). The depth bound is the pipeline's
 /// too, since it treats introspection apart; complexity is the schema's.
 pub fn build(state: AppState) -> AppSchema {
     let max_complexity = state.config.graphql_max_complexity;

@@ -1,9 +1,11 @@
 //! Products: the catalogue side. Stock itself only changes through
 //! [`super::stock`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::Utc;
+use futures_util::FutureExt;
 use sea_orm::Order;
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
@@ -16,6 +18,9 @@ use uuid::Uuid;
 use super::audit::{self, AuditEntry};
 use super::stock::{self, MovementInput};
 use super::{Actor, Page, PageRequest, contains_ci, optional_text, paginate, required_text};
+use tokio_util::task::TaskTracker;
+
+use crate::batch::{Coalescer, Unanswered};
 use crate::db::{Db, WriteTxn};
 use crate::entity::audit_log::{AuditAction, EntityType};
 use crate::entity::product;
@@ -451,21 +456,68 @@ pub async fn select_in(
         .collect()
 }
 
-/// [`get_by_sku`] through the read cache (PostgreSQL; see `crate::cache`).
-pub async fn get_by_sku_cached(db: &Db, sku: &str) -> AppResult<Option<Arc<product::Model>>> {
-    let Some(cache) = db.bus().product_cache() else {
-        return Ok(get_by_sku(db.conn(), sku).await?.map(Arc::new));
-    };
-    let key = sku_key(sku);
-    if let Some(hit) = cache.get_by_sku(&key) {
-        return Ok(Some(hit));
-    }
-    let ticket = cache.ticket(&key);
-    let found = get_by_sku(db.conn(), &key).await?.map(Arc::new);
-    if let Some(p) = &found {
-        cache.put_by_sku(&key, ticket, Arc::clone(p));
+/// Products by SKU key, read in batches across requests (`crate::batch`).
+pub type SkuReads = Coalescer<String, Arc<product::Model>, Arc<AppError>>;
+
+/// The batched reads of products by SKU: at most 256 SKUs a statement, four
+/// statements at a time.
+pub fn sku_reads(db: Db, tasks: TaskTracker) -> Arc<SkuReads> {
+    let load: crate::batch::Load<String, Arc<product::Model>, Arc<AppError>> =
+        Box::new(move |keys| {
+            let db = db.clone();
+            async move { load_by_sku(&db, keys).await.map_err(Arc::new) }.boxed()
+        });
+    Coalescer::new(load, 256, 4, tasks)
+}
+
+/// One statement for many SKU keys; what it finds is offered to the read
+/// cache under the tickets taken before the read.
+async fn load_by_sku(
+    db: &Db,
+    keys: Vec<String>,
+) -> AppResult<HashMap<String, Arc<product::Model>>> {
+    let cache = db.bus().product_cache();
+    let tickets: Vec<_> = cache
+        .map(|c| keys.iter().map(|k| c.ticket(k)).collect())
+        .unwrap_or_default();
+    let values = keys
+        .iter()
+        .map(|k| sea_orm::Value::from(k.as_str()))
+        .collect();
+    let rows = select_in(db.conn(), "lower(sku)", values, false).await?;
+    let found: HashMap<String, Arc<product::Model>> = rows
+        .into_iter()
+        .map(|row| (sku_key(&row.sku), Arc::new(row)))
+        .collect();
+    if let Some(cache) = cache {
+        for (key, ticket) in keys.iter().zip(tickets) {
+            if let Some(product) = found.get(key) {
+                cache.put_by_sku(key, ticket, Arc::clone(product));
+            }
+        }
     }
     Ok(found)
+}
+
+/// A product by SKU: from the read cache (PostgreSQL; see `crate::cache`),
+/// or read with the other requests' SKUs in one statement.
+pub async fn get_by_sku_cached(
+    db: &Db,
+    reads: &Arc<SkuReads>,
+    sku: &str,
+) -> AppResult<Option<Arc<product::Model>>> {
+    let key = sku_key(sku);
+    if let Some(hit) = db.bus().product_cache().and_then(|c| c.get_by_sku(&key)) {
+        return Ok(Some(hit));
+    }
+    reads.get(key).await.map_err(|e| match e {
+        Unanswered::Failed(failed) => {
+            AppError::internal(anyhow::anyhow!("reading products by SKU: {failed:#}"))
+        }
+        Unanswered::Lost => AppError::internal(anyhow::anyhow!(
+            "reading products by SKU: the read was lost"
+        )),
+    })
 }
 
 /// The read cache's key of a SKU (SKUs are trimmed and case-insensitive).

@@ -17,6 +17,7 @@ mod clients;
 mod contract;
 mod graphql_http;
 mod http;
+mod layers;
 mod metrics;
 mod products;
 mod roles;

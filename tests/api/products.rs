@@ -364,3 +364,56 @@ async fn an_update_that_changes_nothing_keeps_the_version_and_writes_no_audit_ro
         audit_before
     );
 }
+
+#[tokio::test]
+async fn concurrent_reads_by_sku_batched_together_each_get_their_own_product() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            app.create_product(&admin, &format!("BATCH-{i:02}"), i)
+                .await,
+        );
+    }
+    // 400 reads at once: the same SKUs many times, in other cases, and SKUs
+    // that do not exist, so that batches hold repeats, misses and hits.
+    let reads = (0..400).map(|n| {
+        let (client, address, admin) = (app.client.clone(), app.address.clone(), admin.clone());
+        tokio::spawn(async move {
+            let i = n % 25;
+            let sku = if n % 2 == 0 {
+                format!("BATCH-{i:02}")
+            } else {
+                format!("batch-{i:02}")
+            };
+            let body: serde_json::Value = client
+                .post(format!("{address}/graphql"))
+                .bearer_auth(&admin)
+                .json(&json!({
+                    "query": "query($s: String!) { productBySku(sku: $s) { id sku stock } }",
+                    "variables": { "s": sku }
+                }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (i, body)
+        })
+    });
+    for read in futures_util::future::join_all(reads).await {
+        let (i, body) = read.unwrap();
+        assert!(body.get("errors").is_none(), "{body}");
+        let product = &body["data"]["productBySku"];
+        if i < 20 {
+            assert_eq!(product["id"], ids[i], "{body}");
+            assert_eq!(product["sku"], format!("BATCH-{i:02}"));
+            assert_eq!(product["stock"], i as i64);
+        } else {
+            assert!(product.is_null(), "BATCH-{i:02} does not exist: {body}");
+        }
+    }
+    app.shutdown().await.unwrap();
+}
