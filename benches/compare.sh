@@ -11,6 +11,8 @@
 #   DB_MAX_CONNECTIONS  Stockroom's pool, and PostGraphile's (default 16)
 #   BENCH_PROFILE=1  record where the CPU goes (perf, the whole machine) during
 #                    Stockroom's productBySku run: target/bench/profile-lookup-N.txt
+#                    (and perf-lookup-N.data; BENCH_PERF_ARGS adds perf record
+#                    options, e.g. "--call-graph dwarf")
 #   BENCH_FANOUT=0   skip the subscriptions fan-out (benches/fanout.sh postgres,
 #                    2,000 subscribers, 50 movements; it builds the bench client)
 # All three talk to PostgreSQL over loopback without TLS (sslmode=disable for
@@ -408,13 +410,15 @@ for N in "${SIZES[@]}"; do
   PERF=""
   if [ -n "${BENCH_PROFILE:-}" ]; then
     command -v perf >/dev/null || die "BENCH_PROFILE needs perf (apt-get install linux-perf)"
-    perf record -a -F 499 -o "$WORK/perf.data" -- sleep "$SECONDS_PER_RUN" >"$WORK/perf.log" 2>&1 &
+    # shellcheck disable=SC2086 # BENCH_PERF_ARGS is a list of options
+    perf record -a -F 499 ${BENCH_PERF_ARGS:-} -o "$OUT_DIR/perf-lookup-$N.data" -- sleep "$SECONDS_PER_RUN" \
+      >"$WORK/perf.log" 2>&1 &
     PERF=$!
   fi
   wrk_run sku.ours 50 product_by_sku.lua "$PORT"
   if [ -n "$PERF" ]; then
     wait "$PERF" || { cat "$WORK/perf.log" >&2; die "perf record failed"; }
-    python3 "$BENCH_DIR/profile_summary.py" "$WORK/perf.data" "$SERVER" "$N" >"$OUT_DIR/profile-lookup-$N.txt"
+    python3 "$BENCH_DIR/profile_summary.py" "$OUT_DIR/perf-lookup-$N.data" "$SERVER" "$N" >"$OUT_DIR/profile-lookup-$N.txt"
     say "  where the CPU went: $OUT_DIR/profile-lookup-$N.txt"
   fi
   TOKEN="" wrk_run sku.peer 50 product_by_sku.lua "$PEER_PORT"

@@ -12,7 +12,7 @@
 //! started them: a request that is dropped (a client gone, a timeout) does
 //! not leave the others waiting.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
@@ -115,12 +115,14 @@ where
                 }
                 _ => return,
             };
-            let mut keys: Vec<K> = Vec::with_capacity(batch.len());
-            for (key, _) in &batch {
-                if !keys.contains(key) {
-                    keys.push(key.clone());
-                }
-            }
+            let keys: Vec<K> = {
+                let mut seen = HashSet::with_capacity(batch.len());
+                batch
+                    .iter()
+                    .filter(|(key, _)| seen.insert(key))
+                    .map(|(key, _)| key.clone())
+                    .collect()
+            };
             match (self.load)(keys).await {
                 Ok(found) => {
                     for (key, tx) in batch {
