@@ -22,7 +22,8 @@ struct TestAlert {
 
 /// Admin bearer token; body `{"message": "..."}` (optional). 202 with the
 /// queued alerts (one per chat); 429 with `Retry-After` past
-/// `THROTTLE_ALERTS_LIMIT`; 400 when Telegram is not configured.
+/// `THROTTLE_ALERTS_LIMIT` (counting only authorized sends); 400 when
+/// Telegram is not configured.
 pub async fn send_test(
     State(state): State<HttpState>,
     Extension(ip): Extension<ClientIp>,
@@ -42,8 +43,10 @@ async fn run(
     body: &Bytes,
 ) -> Result<Response, AppError> {
     let app = &state.app;
-    app.limiters.check_alerts(&ip.0)?;
+    // Only an admin's sends spend the address's test-alert budget: anyone
+    // could otherwise use it up before the admin's own send.
     let user = authorize(state, headers, Role::Admin).await?;
+    app.limiters.check_alerts(&ip.0)?;
     let input: TestAlert = if body.iter().all(u8::is_ascii_whitespace) {
         TestAlert::default()
     } else {
