@@ -16,6 +16,7 @@ pub struct Limiters {
     login_ip: DefaultKeyedRateLimiter<String>,
     login_email: DefaultKeyedRateLimiter<String>,
     alerts: DefaultKeyedRateLimiter<String>,
+    probes: DefaultKeyedRateLimiter<String>,
 }
 
 /// `limit` requests per `window`: a burst of `limit`, refilled evenly.
@@ -60,6 +61,10 @@ impl Limiters {
                 config.throttle_alerts_limit,
                 config.throttle_alerts_ttl,
             )),
+            probes: RateLimiter::keyed(quota(
+                config.throttle_probe_limit,
+                config.throttle_probe_ttl,
+            )),
         }
     }
 
@@ -76,6 +81,12 @@ impl Limiters {
         check(&self.login_email, &email.to_string(), "login")
     }
 
+    /// Health probes and metrics scrapes, per client IP: a budget apart
+    /// from the API's.
+    pub fn check_probe(&self, ip: &str) -> AppResult<()> {
+        check(&self.probes, &ip.to_string(), "probe")
+    }
+
     /// Test alerts, per client IP.
     pub fn check_alerts(&self, ip: &str) -> AppResult<()> {
         check(&self.alerts, &ip.to_string(), "alerts")
@@ -84,6 +95,7 @@ impl Limiters {
     /// Forgets keys that are back to a full budget; called periodically.
     pub fn retain_recent(&self) {
         self.alerts.retain_recent();
+        self.probes.retain_recent();
         self.default.retain_recent();
         self.login_ip.retain_recent();
         self.login_email.retain_recent();

@@ -200,7 +200,7 @@ fn register_zeroes() {
         counter!("stockroom_login_failures_total", "reason" => reason).increment(0);
     }
     counter!("stockroom_account_lockouts_total").increment(0);
-    for limiter in ["default", "login", "alerts"] {
+    for limiter in ["default", "login", "alerts", "probe"] {
         counter!("stockroom_rate_limited_total", "limiter" => limiter).increment(0);
     }
     for class in ["ok", "429", "4xx", "5xx", "timeout", "network"] {

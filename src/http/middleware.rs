@@ -49,7 +49,12 @@ fn client_ip(req: &Request, trust_proxy: Option<usize>) -> String {
 pub async fn rate_limit(State(state): State<HttpState>, mut req: Request, next: Next) -> Response {
     let config = &state.app.config;
     let ip = client_ip(&req, config.trust_proxy.then_some(config.trust_proxy_hops));
-    if let Err(err) = state.app.limiters.check_default(&ip) {
+    let limiters = &state.app.limiters;
+    let checked = match req.uri().path() {
+        "/api/v1/health" | "/api/v1/health/live" | "/metrics" => limiters.check_probe(&ip),
+        _ => limiters.check_default(&ip),
+    };
+    if let Err(err) = checked {
         return if req.uri().path().starts_with("/graphql") {
             err.into_graphql_response()
         } else {

@@ -660,7 +660,10 @@ async fn test_alerts_need_telegram_an_admin_and_respect_their_rate_limit() {
     let (_, manager) = app.user_with_role(&admin, "MANAGER").await;
     for _ in 0..5 {
         assert_eq!(post(None).await.unwrap().status(), 401);
-        assert_eq!(post(Some("not.a.token".into())).await.unwrap().status(), 401);
+        assert_eq!(
+            post(Some("not.a.token".into())).await.unwrap().status(),
+            401
+        );
         assert_eq!(post(Some(manager.clone())).await.unwrap().status(), 403);
     }
     for _ in 0..2 {

@@ -87,9 +87,12 @@ async fn default_rate_limit_answers_429_with_retry_after() {
     ])
     .await;
     for _ in 0..5 {
-        assert_eq!(app.get("/api/v1/health/live").await.status(), 200);
+        let ok = app.gql(None, "{ __typename }", json!({})).await;
+        assert_eq!(ok.status, 200);
     }
-    let limited = app.get("/api/v1/health/live").await;
+    let limited = app
+        .get("/api/v1/uploads/00000000-0000-0000-0000-000000000000")
+        .await;
     assert_eq!(limited.status(), 429);
     let retry: u64 = limited.headers()["retry-after"]
         .to_str()
@@ -104,6 +107,33 @@ async fn default_rate_limit_answers_429_with_retry_after() {
     assert_eq!(gql.status, 429);
     let err = gql.expect_code("RATE_LIMITED");
     assert!(err["extensions"]["retryAfterSeconds"].as_u64().unwrap() >= 1);
+}
+
+#[tokio::test]
+async fn probes_and_metrics_have_a_budget_of_their_own() {
+    let app = spawn_app_with(&[
+        ("THROTTLE_DEFAULT_LIMIT", "3"),
+        ("THROTTLE_PROBE_LIMIT", "6"),
+        ("THROTTLE_PROBE_TTL", "60"),
+        ("METRICS_ENABLED", "true"),
+    ])
+    .await;
+    // Probes spend nothing of the API's budget...
+    for path in ["/api/v1/health/live", "/api/v1/health", "/metrics"] {
+        assert_eq!(app.get(path).await.status(), 200, "{path}");
+    }
+    for _ in 0..3 {
+        assert_eq!(app.gql(None, "{ __typename }", json!({})).await.status, 200);
+    }
+    // ...and the API spent all of its own: probes still answer.
+    assert_eq!(app.gql(None, "{ __typename }", json!({})).await.status, 429);
+    for path in ["/api/v1/health/live", "/api/v1/health", "/metrics"] {
+        assert_eq!(app.get(path).await.status(), 200, "{path}");
+    }
+    // Their own budget holds.
+    let limited = app.get("/api/v1/health/live").await;
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
 }
 
 #[tokio::test]
