@@ -175,6 +175,7 @@ pub struct Config {
     pub upload_batch_size: usize,
     pub upload_retention: Duration,
     pub upload_queue_alert_age: Duration,
+    pub upload_queue_alert_jobs: u64,
     pub upload_lease: Duration,
     pub upload_poll: Duration,
     pub upload_worker_enabled: bool,
@@ -614,7 +615,13 @@ pub const VARIABLES: &[Variable] = &[
         "UPLOAD_QUEUE_ALERT_SECONDS",
         "600",
         false,
-        "health reports uploads degraded when 10 or more jobs have been queued this long",
+        "health reports uploads degraded when UPLOAD_QUEUE_ALERT_JOBS or more jobs have been queued this long",
+    ),
+    var(
+        "UPLOAD_QUEUE_ALERT_JOBS",
+        "10",
+        false,
+        "how many jobs queued past UPLOAD_QUEUE_ALERT_SECONDS degrade health's uploads service",
     ),
     var(
         "UPLOAD_LEASE_SECONDS",
@@ -919,6 +926,7 @@ impl Config {
                 24 * 3600 * p.number("UPLOAD_RETENTION_DAYS", 1, 36_500),
             ),
             upload_queue_alert_age: p.seconds("UPLOAD_QUEUE_ALERT_SECONDS"),
+            upload_queue_alert_jobs: p.number("UPLOAD_QUEUE_ALERT_JOBS", 1, 1_000_000),
             upload_lease: p.seconds("UPLOAD_LEASE_SECONDS"),
             upload_poll: p.seconds("UPLOAD_POLL_SECONDS"),
             upload_worker_enabled: p.boolean("UPLOAD_WORKER_ENABLED"),
@@ -1061,6 +1069,7 @@ impl Config {
                         (self.upload_retention.as_secs() / 86_400).to_string()
                     }
                     "UPLOAD_QUEUE_ALERT_SECONDS" => secs(self.upload_queue_alert_age),
+                    "UPLOAD_QUEUE_ALERT_JOBS" => self.upload_queue_alert_jobs.to_string(),
                     "UPLOAD_LEASE_SECONDS" => secs(self.upload_lease),
                     "UPLOAD_POLL_SECONDS" => secs(self.upload_poll),
                     "UPLOAD_WORKER_ENABLED" => self.upload_worker_enabled.to_string(),

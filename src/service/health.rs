@@ -8,11 +8,9 @@ use crate::events::BusHealth;
 use crate::service::alerts::{self, QueueFigures};
 use crate::service::uploads::{self, UploadQueueFigures};
 
-/// Jobs queued past `UPLOAD_QUEUE_ALERT_SECONDS` that degrade the uploads
-/// service (the checklist's "10 or more queued for a sustained time").
-pub const UPLOAD_QUEUE_ALERT_JOBS: u64 = 10;
-
-/// The upload queue against the checklist's threshold.
+/// The upload queue against the checklist's threshold ("10 or more queued
+/// for a sustained time": `UPLOAD_QUEUE_ALERT_JOBS` past
+/// `UPLOAD_QUEUE_ALERT_SECONDS`).
 #[derive(Clone, Debug)]
 pub struct UploadsHealth {
     /// None when the database could not be asked.
@@ -32,10 +30,11 @@ async fn uploads_queue(db: &Db, config: &Config, timeout: Duration) -> UploadsHe
     };
     let degraded = match &queue {
         None => Some("the upload queue could not be read".to_string()),
-        Some(q) if q.queued_past_threshold >= UPLOAD_QUEUE_ALERT_JOBS => Some(format!(
-            "{} upload jobs have been queued for more than {} s (threshold {UPLOAD_QUEUE_ALERT_JOBS} jobs)",
+        Some(q) if q.queued_past_threshold >= config.upload_queue_alert_jobs => Some(format!(
+            "{} upload jobs have been queued for more than {} s (threshold {} jobs)",
             q.queued_past_threshold,
-            config.upload_queue_alert_age.as_secs()
+            config.upload_queue_alert_age.as_secs(),
+            config.upload_queue_alert_jobs,
         )),
         Some(_) => None,
     };

@@ -1121,3 +1121,35 @@ async fn an_import_racing_api_movements_on_the_same_product_keeps_the_ledger_exa
     );
     app.ledger_is_clean().await;
 }
+
+#[tokio::test]
+async fn the_queue_threshold_of_jobs_is_a_setting() {
+    let app = spawn_app_with(&[
+        NO_WORKER,
+        ("UPLOAD_QUEUE_ALERT_SECONDS", "1"),
+        ("UPLOAD_QUEUE_ALERT_JOBS", "2"),
+    ])
+    .await;
+    let admin = app.admin_token().await;
+    let uploads = async || {
+        app.get("/api/v1/health")
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["services"]["uploads"]
+            .clone()
+    };
+    app.upload_rest(&admin, "kind=PRODUCTS", b"sku,name\nT-1,t\n".to_vec())
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(uploads().await["status"], "up");
+    app.upload_rest(&admin, "kind=PRODUCTS", b"sku,name\nT-2,t\n".to_vec())
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let two = uploads().await;
+    assert_eq!(two["status"], "degraded", "{two}");
+    assert!(
+        two["reason"].as_str().unwrap().contains("threshold 2 jobs"),
+        "{two}"
+    );
+}
