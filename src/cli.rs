@@ -15,7 +15,7 @@ use crate::startup::{Application, migrate_and_seed, shutdown_signal};
 #[derive(Parser, Debug)]
 #[command(
     name = "stockroom",
-    version,
+    version = crate::VERSION,
     about = "Inventory backend with a GraphQL API"
 )]
 pub struct Cli {

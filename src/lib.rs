@@ -21,3 +21,12 @@ pub mod state;
 pub mod telemetry;
 pub mod uploads;
 pub mod validate;
+
+/// The version and the commit the binary was built from (`build.rs`), as
+/// `stockroom --version` prints it: `0.1.0 (commit 1a2b3c4d5e6f)`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("STOCKROOM_COMMIT"),
+    ")"
+);

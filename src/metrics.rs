@@ -62,7 +62,12 @@ pub fn install() -> PrometheusHandle {
             let process = metrics_process::Collector::default();
             process.describe();
             let _ = PROCESS.set(process);
-            gauge!("stockroom_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            gauge!(
+                "stockroom_build_info",
+                "version" => env!("CARGO_PKG_VERSION"),
+                "commit" => env!("STOCKROOM_COMMIT")
+            )
+            .set(1.0);
             register_zeroes();
             handle
         })
@@ -183,7 +188,7 @@ fn describe() {
         "stockroom_uptime_seconds",
         "seconds since this process started serving"
     );
-    describe_gauge!("stockroom_build_info", "the running version");
+    describe_gauge!("stockroom_build_info", "the running version and commit");
 }
 
 /// Counters that alert rules watch are shown from the start, at 0, so that

@@ -421,3 +421,26 @@ fn env_example_and_readme_list_every_variable_with_its_default() {
         );
     }
 }
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let out = stockroom_bin().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(printed.trim(), format!("stockroom {}", stockroom::VERSION));
+    // Built from a git checkout: the commit is the checkout's.
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8(head.stdout).unwrap();
+    assert!(
+        printed.contains(&format!(
+            "{} (commit {})",
+            env!("CARGO_PKG_VERSION"),
+            head.trim()
+        )),
+        "{printed}"
+    );
+}
