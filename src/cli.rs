@@ -45,6 +45,10 @@ pub enum Command {
     },
     /// Check that every product's stock equals the sum of its movements; exit 1 on drift.
     VerifyLedger,
+    /// Delete, now, the alerts and refresh tokens past their retention
+    /// (ALERT_RETENTION_DAYS, REFRESH_TOKEN_RETENTION_DAYS), as the server
+    /// does every hour; prints how many rows went.
+    Prune,
     /// Set a user's password (a locked-out sole admin): prints a generated one,
     /// or reads it from standard input with --stdin. Clears a lock and ends
     /// the user's sessions; audited with the command line as actor.
@@ -146,6 +150,18 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             migrate_and_seed(&db, &config).await?;
             println!("seed: done (admin {})", config.admin_email);
             db.close().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Prune => {
+            let db = Db::connect(&config).await?;
+            let pruned = crate::service::housekeeping::prune(&db, &config, chrono::Utc::now())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            db.close().await?;
+            println!(
+                "pruned {} alert(s) and {} refresh token(s) past their retention",
+                pruned.alerts, pruned.refresh_tokens
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::VerifyLedger => {

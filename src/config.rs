@@ -166,6 +166,8 @@ pub struct Config {
     pub alert_login_window: Duration,
     pub alert_stale_attempts: u32,
     pub alert_stale_age: Duration,
+    pub alert_retention: Duration,
+    pub refresh_token_retention: Duration,
     pub throttle_alerts_ttl: Duration,
     pub throttle_alerts_limit: u32,
     pub throttle_probe_ttl: Duration,
@@ -564,6 +566,18 @@ pub const VARIABLES: &[Variable] = &[
         "an alert unsent for this long makes health's notifier degraded",
     ),
     var(
+        "ALERT_RETENTION_DAYS",
+        "30",
+        false,
+        "SENT and DEAD alerts last changed longer ago than this are deleted (hourly, in batches of 500); the audit log keeps its ALERT_* rows",
+    ),
+    var(
+        "REFRESH_TOKEN_RETENTION_DAYS",
+        "7",
+        false,
+        "refresh tokens expired longer ago than this are deleted (hourly, in batches of 500); until then a reused one is still recognised as reused",
+    ),
+    var(
         "THROTTLE_ALERTS_TTL",
         "60",
         false,
@@ -915,6 +929,12 @@ impl Config {
             alert_login_window: p.seconds("ALERT_LOGIN_WINDOW_SECONDS"),
             alert_stale_attempts: p.number("ALERT_STALE_ATTEMPTS", 1, 1000) as u32,
             alert_stale_age: Duration::from_secs(60 * p.number("ALERT_STALE_MINUTES", 1, 525_600)),
+            alert_retention: Duration::from_secs(
+                86_400 * p.number("ALERT_RETENTION_DAYS", 1, 36_500),
+            ),
+            refresh_token_retention: Duration::from_secs(
+                86_400 * p.number("REFRESH_TOKEN_RETENTION_DAYS", 1, 36_500),
+            ),
             throttle_alerts_ttl: p.seconds("THROTTLE_ALERTS_TTL"),
             throttle_alerts_limit: p.number("THROTTLE_ALERTS_LIMIT", 1, u32::MAX as u64) as u32,
             throttle_probe_ttl: p.seconds("THROTTLE_PROBE_TTL"),
@@ -1058,6 +1078,10 @@ impl Config {
                     "ALERT_LOGIN_WINDOW_SECONDS" => secs(self.alert_login_window),
                     "ALERT_STALE_ATTEMPTS" => self.alert_stale_attempts.to_string(),
                     "ALERT_STALE_MINUTES" => (self.alert_stale_age.as_secs() / 60).to_string(),
+                    "ALERT_RETENTION_DAYS" => (self.alert_retention.as_secs() / 86_400).to_string(),
+                    "REFRESH_TOKEN_RETENTION_DAYS" => {
+                        (self.refresh_token_retention.as_secs() / 86_400).to_string()
+                    }
                     "THROTTLE_ALERTS_TTL" => secs(self.throttle_alerts_ttl),
                     "THROTTLE_ALERTS_LIMIT" => self.throttle_alerts_limit.to_string(),
                     "THROTTLE_PROBE_TTL" => secs(self.throttle_probe_ttl),

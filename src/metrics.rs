@@ -109,6 +109,10 @@ fn describe() {
         "alerts in the Telegram outbox by status (PENDING includes retrying)"
     );
     describe_counter!(
+        "stockroom_pruned_rows_total",
+        "rows deleted past their retention (ALERT_RETENTION_DAYS, REFRESH_TOKEN_RETENTION_DAYS), by table"
+    );
+    describe_counter!(
         "stockroom_graphql_document_cache_total",
         "GraphQL documents found parsed in the document cache (hit) or parsed anew (miss)"
     );
@@ -495,4 +499,9 @@ pub fn document_cache(hit: bool) {
         ]
     });
     if hit { hits } else { misses }.increment(1);
+}
+
+/// Rows deleted past their retention, by table.
+pub fn pruned(table: &'static str, rows: u64) {
+    counter!("stockroom_pruned_rows_total", "table" => table).increment(rows);
 }

@@ -141,6 +141,8 @@ impl Application {
 
 /// How often expired account locks are ended and audited.
 const LOCK_SWEEP_INTERVAL: Duration = Duration::from_secs(15);
+/// How often alerts and refresh tokens past their retention are deleted.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// The tasks that run beside the server, each tracked and stopped by the
 /// application's cancellation token.
@@ -184,6 +186,24 @@ fn spawn_background_tasks(state: &AppState) {
                 _ = tick.tick() => {
                     if let Err(err) = crate::service::auth::end_expired_locks(&db).await {
                         tracing::warn!(error = %err, "ending expired account locks failed; retrying later");
+                    }
+                }
+                _ = stop.cancelled() => break,
+            }
+        }
+    });
+
+    // Alerts and refresh tokens past their retention, hourly.
+    let stop = state.shutdown.clone();
+    let (db, config) = (state.db.clone(), state.config.clone());
+    state.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    match crate::service::housekeeping::prune(&db, &config, chrono::Utc::now()).await {
+                        Ok(pruned) => tracing::debug!(?pruned, "housekeeping"),
+                        Err(err) => tracing::warn!(error = %err, "housekeeping failed; retrying later"),
                     }
                 }
                 _ = stop.cancelled() => break,

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod group_commit;
 pub mod health;
+pub mod housekeeping;
 pub mod products;
 pub mod security;
 pub mod settings;

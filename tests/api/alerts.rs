@@ -1078,3 +1078,61 @@ async fn a_429_pauses_every_instance_until_retry_after() {
         );
     }
 }
+
+#[tokio::test]
+async fn alerts_and_refresh_tokens_past_their_retention_are_pruned_in_batches() {
+    use stockroom::service::housekeeping::{BATCH, Pruned, prune};
+    let fake = FakeTelegram::start().await;
+    let app = app_with(&fake, "111", &[]).await;
+    app.admin_token().await;
+    queue(&app, (0..3).map(|i| format!("sent {i}"))).await;
+    wait_sent(&app, 3, Duration::from_secs(10)).await;
+    // One alert still being retried is not pruned, however old.
+    fake.set_default(Some(Reply::ServerError));
+    queue(&app, ["still trying".to_string()]).await;
+    // More refresh tokens than one batch holds: copies of the admin's.
+    let copies = 2 * BATCH + 7;
+    app.exec(&if is_postgres() {
+        format!(
+            "INSERT INTO refresh_tokens (id, user_id, token_hash, created_at, expires_at) \
+             SELECT gen_random_uuid(), user_id, md5(random()::text || g), created_at, expires_at \
+             FROM (SELECT * FROM refresh_tokens LIMIT 1) t, generate_series(1, {copies}) g"
+        )
+    } else {
+        format!(
+            "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {copies}) \
+             INSERT INTO refresh_tokens (id, user_id, token_hash, created_at, expires_at) \
+             SELECT randomblob(16), user_id, hex(randomblob(16)), created_at, expires_at \
+             FROM (SELECT * FROM refresh_tokens LIMIT 1), g"
+        )
+    })
+    .await;
+    let tokens = app.count("SELECT COUNT(*) FROM refresh_tokens").await;
+    assert_eq!(tokens, copies as i64 + 1);
+
+    let (db, config) = (&app.state.db, &app.state.config);
+    let now = chrono::Utc::now();
+    assert_eq!(prune(db, config, now).await.unwrap(), Pruned::default());
+    // Past both retentions (and the tokens' own lifetime).
+    let later = now
+        + chrono::Duration::from_std(config.jwt_refresh_ttl + config.refresh_token_retention)
+            .unwrap()
+        + chrono::Duration::days(31);
+    let pruned = prune(db, config, later).await.unwrap();
+    assert_eq!(
+        pruned,
+        Pruned {
+            alerts: 3,
+            refresh_tokens: tokens as u64
+        }
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM refresh_tokens").await, 0);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM alerts WHERE status = 'SENT'")
+            .await,
+        0
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM alerts").await, 1);
+    // The audit log keeps its rows.
+    assert!(app.count("SELECT COUNT(*) FROM audit_logs").await > 0);
+}
