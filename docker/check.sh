@@ -51,3 +51,16 @@ for var in JWT_SECRET ADMIN_PASSWORD TOTP_ENCRYPTION_KEY; do
     fi
 done
 echo "check: JWT_SECRET, ADMIN_PASSWORD and TOTP_ENCRYPTION_KEY are required: OK"
+
+# The env_file reaches the container; the compose file's own settings win.
+env_file="$(mktemp "$repo_root/docker/check-XXXXXX.env")"
+trap 'rm -f "$env_file"' EXIT
+printf 'TELEGRAM_CHAT_IDS=-100424242\nTHROTTLE_PROBE_LIMIT=77\nAPP_ENV=development\n' >"$env_file"
+resolved="$(STOCKROOM_ENV_FILE="$(basename "$env_file")" docker-compose -f "$compose_file" config)"
+for want in "TELEGRAM_CHAT_IDS: '-100424242'" "THROTTLE_PROBE_LIMIT: '77'" "APP_ENV: production"; do
+    if ! grep -qF "$want" <<<"$resolved"; then
+        echo "check: the resolved config lacks $want" >&2
+        exit 1
+    fi
+done
+echo "check: env_file settings reach the container, environment: wins: OK"
