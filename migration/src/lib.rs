@@ -9,6 +9,7 @@ mod m20261126_000002_create_stock_movements_audit_logs;
 mod m20261127_000001_create_alerts_notification_settings;
 mod m20261127_000002_create_upload_jobs;
 mod m20261127_000003_account_security;
+mod m20261203_000001_bot_name;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000001_create_alerts_notification_settings::Migration),
             Box::new(m20261127_000002_create_upload_jobs::Migration),
             Box::new(m20261127_000003_account_security::Migration),
+            Box::new(m20261203_000001_bot_name::Migration),
         ]
     }
 }

@@ -13,6 +13,9 @@ pub struct Model {
     pub chat_ids: Option<String>,
     #[sea_orm(column_type = "Text", nullable)]
     pub bot_token: Option<String>,
+    /// The bot's username, from Telegram's getMe when the token was saved.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub bot_name: Option<String>,
     /// JSON array of alert kinds.
     #[sea_orm(column_type = "Text")]
     pub enabled_kinds: String,

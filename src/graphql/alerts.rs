@@ -57,6 +57,9 @@ pub struct NotificationSettings {
     pub bot_token_source: String,
     /// The token's last 4 characters, never the token.
     pub bot_token_hint: Option<String>,
+    /// The bot's username, as Telegram's getMe answered when the token was
+    /// saved through the API (null for a token from the environment).
+    pub bot_name: Option<String>,
     pub enabled_kinds: Vec<AlertKind>,
     pub updated_at: Option<DateTime<Utc>>,
     /// Enabled, with a token and at least one chat: alerts are created.
@@ -71,6 +74,7 @@ impl From<&TelegramSettings> for NotificationSettings {
             bot_token_configured: s.token.is_some(),
             bot_token_source: s.token_source.as_str().to_string(),
             bot_token_hint: s.token_hint(),
+            bot_name: s.bot_name.clone(),
             enabled_kinds: s.kinds.clone(),
             updated_at: s.updated_at,
             configured: s.configured(),
@@ -140,8 +144,10 @@ impl AlertsMutation {
         input: UpdateNotificationSettingsInput,
     ) -> async_graphql::Result<NotificationSettings> {
         let actor = actor(ctx).map_err(gql)?;
+        let state = state(ctx)?;
         let updated = settings::update(
-            &state(ctx)?.db,
+            &state.db,
+            state.notifier.telegram(),
             &actor,
             settings::SettingsPatch {
                 telegram_enabled: input.telegram_enabled,

@@ -130,6 +130,12 @@ impl Notifier {
         }
     }
 
+    /// The Bot API client alerts go out through; settings check new tokens
+    /// with it.
+    pub fn telegram(&self) -> &dyn AlertSender {
+        &*self.sender
+    }
+
     fn paused(&self) -> Option<Instant> {
         let until = (*self.paused_until.lock().ok()?)?;
         (until > Instant::now()).then_some(until)

@@ -38,6 +38,10 @@ pub trait AlertSender: Send + Sync {
     /// Sends `text` (HTML) to `chat_id` with `token`; returns Telegram's
     /// message id.
     async fn send(&self, token: &str, chat_id: &str, text: &str) -> Result<i64, SendError>;
+
+    /// The username of the bot `token` belongs to (getMe): how a token is
+    /// checked before it is saved.
+    async fn bot_name(&self, token: &str) -> Result<String, SendError>;
 }
 
 /// The Bot API through frankenstein's reqwest client.
@@ -112,13 +116,24 @@ pub fn classify(err: Error) -> SendError {
     }
 }
 
-#[async_trait]
-impl AlertSender for TelegramSender {
-    async fn send(&self, token: &str, chat_id: &str, text: &str) -> Result<i64, SendError> {
-        let bot = Bot::builder()
+impl TelegramSender {
+    fn bot(&self, token: &str) -> Result<Bot, SendError> {
+        Ok(Bot::builder()
             .api_url(format!("{}/bot{token}", self.api_url))
             .client(self.client()?)
-            .build();
+            .build())
+    }
+}
+
+#[async_trait]
+impl AlertSender for TelegramSender {
+    async fn bot_name(&self, token: &str) -> Result<String, SendError> {
+        let me = self.bot(token)?.get_me().await.map_err(classify)?.result;
+        Ok(me.username.unwrap_or(me.first_name))
+    }
+
+    async fn send(&self, token: &str, chat_id: &str, text: &str) -> Result<i64, SendError> {
+        let bot = self.bot(token)?;
         let params = SendMessageParams::builder()
             .chat_id(chat(chat_id))
             .text(text)

@@ -22,6 +22,7 @@ use crate::entity::alert::AlertKind;
 use crate::entity::audit_log::{AuditAction, EntityType};
 use crate::entity::notification_settings;
 use crate::error::{AppError, AppResult};
+use crate::notifier::telegram::{AlertSender, SendError};
 
 const ROW_ID: i32 = 1;
 /// How long another instance may use settings older than a change.
@@ -51,6 +52,9 @@ pub struct TelegramSettings {
     pub enabled: bool,
     pub token: Option<Secret>,
     pub token_source: TokenSource,
+    /// The bot's username as getMe gave it when the token was saved (a token
+    /// from the environment is not checked: None).
+    pub bot_name: Option<String>,
     pub chat_ids: Vec<String>,
     pub kinds: Vec<AlertKind>,
     pub updated_at: Option<DateTime<Utc>>,
@@ -143,6 +147,9 @@ impl SettingsCache {
             (None, Some(t)) => (Some(t.clone()), TokenSource::Environment),
             (None, None) => (None, TokenSource::None),
         };
+        let bot_name = row
+            .and_then(|r| r.bot_name.clone())
+            .filter(|_| token_source == TokenSource::Database);
         let chat_ids = row
             .and_then(|r| r.chat_ids.as_deref())
             .and_then(|j| serde_json::from_str::<Vec<String>>(j).ok())
@@ -154,6 +161,7 @@ impl SettingsCache {
             enabled: row.is_none_or(|r| r.telegram_enabled),
             token,
             token_source,
+            bot_name,
             chat_ids,
             kinds,
             updated_at: row.and_then(|r| r.updated_at),
@@ -173,6 +181,7 @@ fn default_row() -> notification_settings::ActiveModel {
         telegram_enabled: Set(true),
         chat_ids: Set(None),
         bot_token: Set(None),
+        bot_name: Set(None),
         enabled_kinds: Set(json!(AlertKind::DEFAULTS).to_string()),
         paused_until: Set(None),
         updated_at: Set(None),
@@ -281,14 +290,40 @@ fn audited(settings: &TelegramSettings) -> serde_json::Value {
         "chatIds": settings.chat_ids,
         "enabledKinds": settings.kinds,
         "botTokenSource": settings.token_source.as_str(),
+        "botName": settings.bot_name,
     })
 }
 
 /// Applies a change (ADMIN), audited as SETTINGS_UPDATE; returns the settings
-/// now in effect.
+/// now in effect. A new bot token is first checked with Telegram's getMe
+/// (through `telegram`): a token Telegram refuses, or cannot be asked about,
+/// is not saved, and nothing changes.
 #[tracing::instrument(skip_all)]
-pub async fn update(db: &Db, actor: &Actor, patch: SettingsPatch) -> AppResult<TelegramSettings> {
+pub async fn update(
+    db: &Db,
+    telegram: &dyn AlertSender,
+    actor: &Actor,
+    patch: SettingsPatch,
+) -> AppResult<TelegramSettings> {
     let patch = validate(&patch)?;
+    let bot_name = match patch.bot_token.as_deref() {
+        Some(token) if !token.is_empty() => Some(telegram.bot_name(token).await.map_err(|e| {
+            // The detail is Telegram's answer, which never holds the token.
+            AppError::bad_input(
+                "botToken",
+                match e {
+                    SendError::Permanent(detail) => {
+                        format!("Telegram refused the bot token (getMe: {detail})")
+                    }
+                    other => format!(
+                        "the bot token could not be checked with Telegram's getMe ({}); nothing was saved, try again",
+                        other.detail()
+                    ),
+                },
+            )
+        })?),
+        _ => None,
+    };
     let cache = db.settings();
     let txn = db.begin_write().await?;
     ensure_row(&*txn).await?;
@@ -307,6 +342,7 @@ pub async fn update(db: &Db, actor: &Actor, patch: SettingsPatch) -> AppResult<T
     }
     let token_change = patch.bot_token.as_ref().map(|t| {
         active.bot_token = Set((!t.is_empty()).then(|| t.clone()));
+        active.bot_name = Set(bot_name.clone());
         if t.is_empty() { "cleared" } else { "replaced" }
     });
     if let Some(kinds) = &patch.enabled_kinds {

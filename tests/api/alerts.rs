@@ -859,6 +859,13 @@ impl stockroom::notifier::telegram::AlertSender for PanickingSender {
     ) -> Result<i64, stockroom::notifier::telegram::SendError> {
         panic!("a bug in the sender");
     }
+
+    async fn bot_name(
+        &self,
+        _token: &str,
+    ) -> Result<String, stockroom::notifier::telegram::SendError> {
+        panic!("a bug in the sender");
+    }
 }
 
 #[tokio::test]
@@ -956,7 +963,6 @@ async fn a_round_longer_than_its_lease_puts_the_rest_back_instead_of_sending_twi
 #[tokio::test]
 async fn the_bot_tokens_never_reach_the_logs() {
     let fake = FakeTelegram::start().await;
-    fake.set_default(Some(Reply::ServerError));
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("server.log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -1016,12 +1022,18 @@ async fn the_bot_tokens_never_reach_the_logs() {
         .unwrap()
         .to_string();
     let stored = "987654:STORED-token-that-must-not-be-logged";
-    gql(
+    let saved = gql(
         Some(admin.clone()),
         "mutation($t: String!) { updateNotificationSettings(input: {botToken: $t}) { botTokenSource } }",
         json!({ "t": stored }),
     )
     .await;
+    assert_eq!(
+        saved["data"]["updateNotificationSettings"]["botTokenSource"], "database",
+        "{saved}"
+    );
+    // Every send now fails, and is logged.
+    fake.set_default(Some(Reply::ServerError));
     let sent = gql(
         Some(admin.clone()),
         "mutation { sendTestAlert { id } }",
@@ -1135,4 +1147,65 @@ async fn alerts_and_refresh_tokens_past_their_retention_are_pruned_in_batches() 
     assert_eq!(app.count("SELECT COUNT(*) FROM alerts").await, 1);
     // The audit log keeps its rows.
     assert!(app.count("SELECT COUNT(*) FROM audit_logs").await > 0);
+}
+
+#[tokio::test]
+async fn a_new_bot_token_is_checked_with_get_me_and_its_bot_named() {
+    let fake = FakeTelegram::start().await;
+    let app = app_with(&fake, "111", &[]).await;
+    let admin = app.admin_token().await;
+    let update = "mutation($i: UpdateNotificationSettingsInput!) { updateNotificationSettings(input: $i) { botTokenSource botTokenHint botName } }";
+    let read = "{ notificationSettings { botTokenSource botName } }";
+    // A token from the environment is not checked: no name.
+    let s = app.gql(Some(&admin), read, json!({})).await;
+    assert_eq!(s.data()["notificationSettings"]["botName"], Value::Null);
+
+    // Telegram refuses the token: BAD_USER_INPUT, the token never echoed,
+    // nothing saved or audited.
+    let audits = "SELECT COUNT(*) FROM audit_logs WHERE action = 'SETTINGS_UPDATE'";
+    let revoked = "987654:REVOKED-token-abcdefghijklmnopqrstu";
+    let r = app
+        .gql(
+            Some(&admin),
+            update,
+            json!({ "i": { "botToken": revoked } }),
+        )
+        .await;
+    let e = r.expect_code("BAD_USER_INPUT");
+    assert_eq!(e["extensions"]["field"], "botToken");
+    assert!(e["message"].as_str().unwrap().contains("401"), "{e}");
+    assert!(!r.body.to_string().contains("REVOKED"), "{}", r.body);
+    assert_eq!(app.count(audits).await, 0);
+    let s = app.gql(Some(&admin), read, json!({})).await;
+    assert_eq!(
+        s.data()["notificationSettings"]["botTokenSource"],
+        "environment"
+    );
+
+    // Telegram cannot be asked: refused too, nothing saved.
+    fake.set_default(Some(Reply::ServerError));
+    let good = "987654:GOOD-token-abcdefghijklmnopqrstuWXYZ";
+    let r = app
+        .gql(Some(&admin), update, json!({ "i": { "botToken": good } }))
+        .await;
+    r.expect_code("BAD_USER_INPUT");
+    assert_eq!(app.count(audits).await, 0);
+    fake.set_default(None);
+
+    // A good token is saved with its bot's name, which the audit row shows.
+    let r = app
+        .gql(Some(&admin), update, json!({ "i": { "botToken": good } }))
+        .await;
+    let u = &r.data()["updateNotificationSettings"];
+    assert_eq!(u["botTokenSource"], "database");
+    assert_eq!(u["botName"], "stockroom_test_bot");
+    assert_eq!(app.count(audits).await, 1);
+    // Clearing it clears the name.
+    let r = app
+        .gql(Some(&admin), update, json!({ "i": { "botToken": "" } }))
+        .await;
+    assert_eq!(
+        r.data()["updateNotificationSettings"]["botName"],
+        Value::Null
+    );
 }

@@ -392,7 +392,11 @@ async fn trusted_proxy_hops_pick_the_client_address() {
     let health = |client_ip: &'static str| {
         limited
             .client
-            .get(format!("{}/api/v1/health/live", limited.address))
+            .get(format!(
+                "{}/graphql?query=%7B__typename%7D",
+                limited.address
+            ))
+            .header("accept", "application/json")
             .header("x-forwarded-for", format!("{client_ip}, 10.0.0.2"))
             .send()
     };

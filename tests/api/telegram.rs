@@ -137,11 +137,28 @@ async fn send_message(
     }
 }
 
-async fn get_me() -> Json<Value> {
+/// getMe: a token with REVOKED in it is refused (401) as Telegram refuses
+/// a revoked one; the default reply (`set_default`) applies as to sends.
+async fn get_me(State(fake): State<Arc<Fake>>, Path(bot): Path<String>) -> Response {
+    if bot.contains("REVOKED") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "ok": false, "error_code": 401, "description": "Unauthorized" })),
+        )
+            .into_response();
+    }
+    if matches!(*fake.default.lock().unwrap(), Some(Reply::ServerError)) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "ok": false, "error_code": 500, "description": "Internal Server Error" })),
+        )
+            .into_response();
+    }
     Json(json!({
         "ok": true,
         "result": { "id": 123456, "is_bot": true, "first_name": "Stockroom", "username": "stockroom_test_bot" }
     }))
+    .into_response()
 }
 
 impl FakeTelegram {
