@@ -104,6 +104,7 @@ async fn main() {
     let actor = Actor::system();
     settings::update(
         &db,
+        first.state().notifier.telegram(),
         &actor,
         settings::SettingsPatch {
             enabled_kinds: Some(vec![AlertKind::StockMovement]),
