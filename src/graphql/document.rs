@@ -183,29 +183,15 @@ fn walk(
                 walk(set, fragments, seen, depth + 1, lists, facts);
             }
             Selection::InlineFragment(f) => {
-                walk(
-                    &f.node.selection_set.node,
-                    fragments,
-                    seen,
-                    depth,
-                    lists,
-                    facts,
-                );
+                let set = &f.node.selection_set.node;
+                walk(set, fragments, seen, depth, lists, facts);
             }
             Selection::FragmentSpread(s) => {
                 let name = &s.node.fragment_name.node;
-                let Some(f) = fragments.get(name) else {
-                    continue;
-                };
-                if seen.insert(name.clone()) {
-                    walk(
-                        &f.node.selection_set.node,
-                        fragments,
-                        seen,
-                        depth,
-                        lists,
-                        facts,
-                    );
+                // Each fragment at most once per path.
+                if let Some(f) = fragments.get(name).filter(|_| seen.insert(name.clone())) {
+                    let set = &f.node.selection_set.node;
+                    walk(set, fragments, seen, depth, lists, facts);
                     seen.remove(name);
                 }
             }

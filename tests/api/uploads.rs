@@ -1017,14 +1017,7 @@ async fn ten_jobs_queued_past_the_threshold_degrade_the_uploads_service() {
         assert_eq!(status, 202);
     }
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let uploads = async || {
-        app.get("/api/v1/health")
-            .await
-            .json::<Value>()
-            .await
-            .unwrap()["services"]["uploads"]
-            .clone()
-    };
+    let uploads = async || uploads_health(&app).await;
     let nine = uploads().await;
     assert_eq!(
         (
@@ -1131,14 +1124,7 @@ async fn the_queue_threshold_of_jobs_is_a_setting() {
     ])
     .await;
     let admin = app.admin_token().await;
-    let uploads = async || {
-        app.get("/api/v1/health")
-            .await
-            .json::<Value>()
-            .await
-            .unwrap()["services"]["uploads"]
-            .clone()
-    };
+    let uploads = async || uploads_health(&app).await;
     app.upload_rest(&admin, "kind=PRODUCTS", b"sku,name\nT-1,t\n".to_vec())
         .await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -1152,4 +1138,14 @@ async fn the_queue_threshold_of_jobs_is_a_setting() {
         two["reason"].as_str().unwrap().contains("threshold 2 jobs"),
         "{two}"
     );
+}
+
+/// `services.uploads` of the REST health answer.
+async fn uploads_health(app: &TestApp) -> Value {
+    app.get("/api/v1/health")
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["services"]["uploads"]
+        .clone()
 }
