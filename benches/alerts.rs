@@ -131,6 +131,7 @@ async fn main() {
         .unwrap();
         stock::record(
             &db,
+            &state.movements,
             &actor,
             stock::MovementInput {
                 product_id: p.id,

@@ -28,7 +28,6 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::config::Config;
 use crate::events::{DomainEvent, EventBus};
-use crate::service::group_commit::MovementQueue;
 use crate::service::settings::SettingsCache;
 
 /// Stripes of the per-product commit-order lock (PostgreSQL).
@@ -81,7 +80,6 @@ pub struct Db {
     statements: Arc<AtomicU64>,
     bus: EventBus,
     settings: Arc<SettingsCache>,
-    movements: Arc<MovementQueue>,
 }
 
 impl Db {
@@ -137,18 +135,12 @@ impl Db {
                     .then(|| crate::cache::ProductCache::new(config.read_cache_ttl, 200_000)),
             ),
             settings: Arc::new(SettingsCache::new(config)),
-            movements: Arc::new(MovementQueue::default()),
         })
     }
 
     /// The notification settings in effect (cached briefly).
     pub fn settings(&self) -> &SettingsCache {
         &self.settings
-    }
-
-    /// Stock movements waiting for their group commit.
-    pub fn movement_queue(&self) -> &MovementQueue {
-        &self.movements
     }
 
     /// The bus committed events are published on.

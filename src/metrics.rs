@@ -13,8 +13,6 @@ use std::time::Duration;
 use metrics::{Counter, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::state::AppState;
-
 /// Latency buckets, in seconds: 1 ms to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -457,31 +455,41 @@ pub fn subscription_lagged() {
     counter!("stockroom_subscriptions_lagged_total").increment(1);
 }
 
-/// Reads what is kept elsewhere (the database's queues through a health
-/// check, the pool, the process) and renders every metric.
-pub async fn render(state: &AppState) -> String {
+/// What the metrics read from elsewhere at a scrape: the queues (through a
+/// health check), the pool, the uptime. The HTTP layer gathers them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Figures {
+    /// PENDING (with retrying), SENDING, DEAD, oldest unsent age, most
+    /// attempts of an unsent alert; None when the queue could not be read.
+    pub alerts: Option<(i64, i64, i64, i64, i64)>,
+    /// QUEUED, PROCESSING, oldest queued age.
+    pub uploads: Option<(i64, i64, i64)>,
+    pub pool_size: u32,
+    pub pool_idle: usize,
+    pub pool_max: u32,
+    pub uptime: std::time::Duration,
+}
+
+/// Sets the figures read at a scrape and renders every metric.
+pub fn render(figures: &Figures) -> String {
     let handle = install();
-    let report = crate::service::health::check(&state.db, &state.config, state.started_at).await;
-    if let Some(q) = &report.notifier.queue {
-        gauge!("stockroom_alerts", "status" => "PENDING").set((q.pending + q.retrying) as f64);
-        gauge!("stockroom_alerts", "status" => "SENDING").set(q.sending as f64);
-        gauge!("stockroom_alerts", "status" => "DEAD").set(q.dead as f64);
-        gauge!("stockroom_alert_oldest_unsent_age_seconds")
-            .set(q.oldest_unsent_seconds.unwrap_or(0).max(0) as f64);
-        gauge!("stockroom_alert_unsent_max_attempts").set(q.max_attempts_unsent.max(0) as f64);
+    if let Some((pending, sending, dead, oldest, attempts)) = figures.alerts {
+        gauge!("stockroom_alerts", "status" => "PENDING").set(pending as f64);
+        gauge!("stockroom_alerts", "status" => "SENDING").set(sending as f64);
+        gauge!("stockroom_alerts", "status" => "DEAD").set(dead as f64);
+        gauge!("stockroom_alert_oldest_unsent_age_seconds").set(oldest.max(0) as f64);
+        gauge!("stockroom_alert_unsent_max_attempts").set(attempts.max(0) as f64);
     }
-    if let Some(q) = &report.uploads.queue {
-        gauge!("stockroom_upload_jobs", "status" => "QUEUED").set(q.queued as f64);
-        gauge!("stockroom_upload_jobs", "status" => "PROCESSING").set(q.processing as f64);
-        gauge!("stockroom_upload_oldest_queued_age_seconds")
-            .set(q.oldest_queued_seconds.unwrap_or(0).max(0) as f64);
+    if let Some((queued, processing, oldest)) = figures.uploads {
+        gauge!("stockroom_upload_jobs", "status" => "QUEUED").set(queued as f64);
+        gauge!("stockroom_upload_jobs", "status" => "PROCESSING").set(processing as f64);
+        gauge!("stockroom_upload_oldest_queued_age_seconds").set(oldest.max(0) as f64);
     }
-    let (size, idle) = state.db.pool_figures();
     gauge!("stockroom_db_pool_connections", "state" => "in_use")
-        .set((size as usize).saturating_sub(idle) as f64);
-    gauge!("stockroom_db_pool_connections", "state" => "idle").set(idle as f64);
-    gauge!("stockroom_db_pool_max_connections").set(f64::from(state.config.db_max_connections));
-    gauge!("stockroom_uptime_seconds").set(state.started_at.elapsed().as_secs_f64());
+        .set((figures.pool_size as usize).saturating_sub(figures.pool_idle) as f64);
+    gauge!("stockroom_db_pool_connections", "state" => "idle").set(figures.pool_idle as f64);
+    gauge!("stockroom_db_pool_max_connections").set(f64::from(figures.pool_max));
+    gauge!("stockroom_uptime_seconds").set(figures.uptime.as_secs_f64());
     if let Some(process) = PROCESS.get() {
         process.collect();
     }

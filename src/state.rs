@@ -41,6 +41,8 @@ pub struct AppStateInner {
     pub tasks: TaskTracker,
     /// Delivers the alert outbox; `run_once` is public for tests.
     pub notifier: Arc<Notifier>,
+    /// Stock movements waiting for their group commit.
+    pub movements: Arc<crate::service::group_commit::MovementQueue>,
     /// Products by SKU, read in batches across requests.
     pub product_reads: Arc<crate::service::products::SkuReads>,
 }
@@ -63,6 +65,7 @@ impl AppState {
             tasks,
             notifier,
             product_reads,
+            movements: Arc::default(),
         })))
     }
 }

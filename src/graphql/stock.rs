@@ -80,8 +80,10 @@ impl StockMutation {
     ) -> async_graphql::Result<StockMovement> {
         let product_id = parse_id("productId", &input.product_id).map_err(gql)?;
         let actor = actor(ctx).map_err(gql)?;
+        let state = state(ctx)?;
         let movement = stock::record(
-            &state(ctx)?.db,
+            &state.db,
+            &state.movements,
             &actor,
             stock::MovementInput {
                 product_id,

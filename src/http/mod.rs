@@ -95,8 +95,37 @@ async fn metrics(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        crate::metrics::render(&state.app).await,
+        crate::metrics::render(&scrape_figures(&state.app).await),
     )
+}
+
+/// What `/metrics` reads at a scrape: the queues through the health check,
+/// the pool, the uptime.
+async fn scrape_figures(app: &AppState) -> crate::metrics::Figures {
+    let report = crate::service::health::check(&app.db, &app.config, app.started_at).await;
+    let (pool_size, pool_idle) = app.db.pool_figures();
+    crate::metrics::Figures {
+        alerts: report.notifier.queue.as_ref().map(|q| {
+            (
+                (q.pending + q.retrying) as i64,
+                q.sending as i64,
+                q.dead as i64,
+                q.oldest_unsent_seconds.unwrap_or(0),
+                q.max_attempts_unsent,
+            )
+        }),
+        uploads: report.uploads.queue.as_ref().map(|q| {
+            (
+                q.queued as i64,
+                q.processing as i64,
+                q.oldest_queued_seconds.unwrap_or(0),
+            )
+        }),
+        pool_size,
+        pool_idle,
+        pool_max: app.config.db_max_connections,
+        uptime: app.started_at.elapsed(),
+    }
 }
 
 /// `/metrics` alone, for `METRICS_ADDR`: a listener that is not exposed with

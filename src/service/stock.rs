@@ -124,12 +124,13 @@ fn audit_action(kind: MovementKind) -> AuditAction {
 #[tracing::instrument(skip_all, fields(product_id = %input.product_id, kind = ?input.kind))]
 pub async fn record(
     db: &Db,
+    queue: &super::group_commit::MovementQueue,
     actor: &Actor,
     input: MovementInput,
 ) -> AppResult<stock_movement::Model> {
     let movement = validate(&input)?;
     if movement.idempotency_key.is_none() {
-        return db.movement_queue().submit(db, actor, movement).await;
+        return queue.submit(db, actor, movement).await;
     }
     record_one(db, actor, &movement).await
 }
