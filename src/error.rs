@@ -138,41 +138,94 @@ impl From<DbErr> for AppError {
     }
 }
 
-/// A unique index, as each database names it in a violation: PostgreSQL by
-/// the index name, SQLite by its columns (or, for an expression index, by
-/// name).
+/// A unique index the code answers violations of with a domain error.
+/// PostgreSQL names the violated constraint; SQLite names an index on an
+/// expression, and the columns of any other index (`table.column`).
+/// `tests/api/constraints.rs` checks each key against the migrated schema
+/// of both databases.
 pub struct UniqueKey {
     pub name: &'static str,
-    /// SQLite's `table.column, table.column` for a column index.
-    pub sqlite_columns: Option<&'static str>,
+    /// The index's table and columns, in index order.
+    pub table: &'static str,
+    pub columns: &'static [&'static str],
+    /// True for an index on an expression (`lower(sku)`), which SQLite
+    /// reports by name.
+    pub expression: bool,
 }
 
 pub const PRODUCTS_SKU_KEY: UniqueKey = UniqueKey {
     name: "products_sku_lower_key",
-    sqlite_columns: None,
+    table: "products",
+    columns: &[],
+    expression: true,
 };
 pub const USERS_EMAIL_KEY: UniqueKey = UniqueKey {
     name: "users_email_key",
-    sqlite_columns: Some("users.email"),
+    table: "users",
+    columns: &["email"],
+    expression: false,
 };
 pub const UPLOAD_ACTIVE_FILE_KEY: UniqueKey = UniqueKey {
     name: "upload_jobs_active_file_key",
-    sqlite_columns: Some("upload_jobs.content_sha256, upload_jobs.kind, upload_jobs.dry_run"),
+    table: "upload_jobs",
+    columns: &["content_sha256", "kind", "dry_run"],
+    expression: false,
 };
 pub const MOVEMENTS_IDEMPOTENCY_KEY: UniqueKey = UniqueKey {
     name: "stock_movements_idempotency_key",
-    sqlite_columns: Some("stock_movements.created_by, stock_movements.idempotency_key"),
+    table: "stock_movements",
+    columns: &["created_by", "idempotency_key"],
+    expression: false,
 };
 
+/// The unique index a refused write violated, as the driver tells it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Violated {
+    /// By name: PostgreSQL's constraint (`DatabaseError::constraint`), or
+    /// an index on an expression on SQLite.
+    Index(String),
+    /// By its `table.column` list (SQLite, an index on columns).
+    Columns(Vec<String>),
+}
+
 impl UniqueKey {
-    fn matches(&self, message: &str) -> bool {
-        message.contains(&format!("\"{}\"", self.name))
-            || message.contains(&format!("index '{}'", self.name))
-            || self.sqlite_columns.is_some_and(|cols| {
-                message
-                    .split_once("UNIQUE constraint failed: ")
-                    .is_some_and(|(_, rest)| rest.trim() == cols)
+    fn is(&self, violated: &Violated) -> bool {
+        match violated {
+            Violated::Index(name) => name == self.name,
+            Violated::Columns(columns) => {
+                !self.expression
+                    && columns.len() == self.columns.len()
+                    && columns
+                        .iter()
+                        .zip(self.columns)
+                        .all(|(c, k)| c.split_once('.') == Some((self.table, k)))
+            }
+        }
+    }
+}
+
+/// SQLite's extended result codes for a UNIQUE and a PRIMARY KEY failure.
+const SQLITE_CONSTRAINT_UNIQUE: &str = "2067";
+const SQLITE_CONSTRAINT_PRIMARYKEY: &str = "1555";
+/// PostgreSQL's unique_violation.
+const POSTGRES_UNIQUE_VIOLATION: &str = "23505";
+
+/// The unique index `err` violated, if it is a unique violation: by the
+/// error's code, then the constraint the driver names (PostgreSQL) or the
+/// key SQLite reports with a UNIQUE failure (`index 'name'`, or
+/// `table.column, ...`).
+pub fn violated_unique(err: &DbErr) -> Option<Violated> {
+    let db = sqlx_error(err)?.as_database_error()?;
+    match db.code()?.as_ref() {
+        POSTGRES_UNIQUE_VIOLATION => db.constraint().map(|c| Violated::Index(c.to_string())),
+        SQLITE_CONSTRAINT_UNIQUE | SQLITE_CONSTRAINT_PRIMARYKEY => {
+            let key = db.message().split_once(": ")?.1.trim();
+            Some(match key.strip_prefix("index '") {
+                Some(named) => Violated::Index(named.trim_end_matches('\'').to_string()),
+                None => Violated::Columns(key.split(", ").map(str::to_string).collect()),
             })
+        }
+        _ => None,
     }
 }
 
@@ -180,11 +233,18 @@ impl UniqueKey {
 /// violation of any other index, and any other database error, stays
 /// internal: a clash on one constraint is never reported as another.
 pub fn on_unique_violation(err: DbErr, key: &UniqueKey, domain: AppError) -> AppError {
-    match err.sql_err() {
-        Some(sea_orm::SqlErr::UniqueConstraintViolation(message)) if key.matches(&message) => {
-            domain
-        }
+    match violated_unique(&err) {
+        Some(violated) if key.is(&violated) => domain,
         _ => AppError::from(err),
+    }
+}
+
+fn sqlx_error(err: &DbErr) -> Option<&sea_orm::sqlx::Error> {
+    match err {
+        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))
+        | DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e)) => Some(e),
+        _ => None,
     }
 }
 
@@ -195,15 +255,10 @@ pub fn is_check_violation(err: &DbErr) -> bool {
 }
 
 fn db_code(err: &DbErr) -> Option<String> {
-    match err {
-        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
-        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))
-        | DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e)) => e
-            .as_database_error()
-            .and_then(|d| d.code())
-            .map(|c| c.into_owned()),
-        _ => None,
-    }
+    sqlx_error(err)?
+        .as_database_error()?
+        .code()
+        .map(|c| c.into_owned())
 }
 
 /// True when the database gave up on a transaction that may succeed if run
@@ -313,26 +368,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unique_keys_match_their_own_violations_on_both_databases_and_no_other() {
-        let pg_idem =
-            "duplicate key value violates unique constraint \"stock_movements_idempotency_key\"";
-        let pg_version = "duplicate key value violates unique constraint \"stock_movements_product_version_key\"";
-        let sqlite_idem =
-            "UNIQUE constraint failed: stock_movements.created_by, stock_movements.idempotency_key";
-        let sqlite_version =
-            "UNIQUE constraint failed: stock_movements.product_id, stock_movements.product_version";
-        let sqlite_sku = "UNIQUE constraint failed: index 'products_sku_lower_key'";
-        assert!(MOVEMENTS_IDEMPOTENCY_KEY.matches(pg_idem));
-        assert!(MOVEMENTS_IDEMPOTENCY_KEY.matches(sqlite_idem));
-        assert!(!MOVEMENTS_IDEMPOTENCY_KEY.matches(pg_version));
-        assert!(!MOVEMENTS_IDEMPOTENCY_KEY.matches(sqlite_version));
-        assert!(PRODUCTS_SKU_KEY.matches(sqlite_sku));
+    fn unique_keys_match_their_own_violations_and_no_other() {
+        let columns =
+            |list: &[&str]| Violated::Columns(list.iter().map(|c| c.to_string()).collect());
+        let idem = columns(&[
+            "stock_movements.created_by",
+            "stock_movements.idempotency_key",
+        ]);
+        let version = columns(&[
+            "stock_movements.product_id",
+            "stock_movements.product_version",
+        ]);
+        assert!(MOVEMENTS_IDEMPOTENCY_KEY.is(&idem));
+        assert!(!MOVEMENTS_IDEMPOTENCY_KEY.is(&version));
         assert!(
-            PRODUCTS_SKU_KEY.matches(
-                "duplicate key value violates unique constraint \"products_sku_lower_key\""
-            )
+            MOVEMENTS_IDEMPOTENCY_KEY
+                .is(&Violated::Index("stock_movements_idempotency_key".into()))
         );
-        assert!(USERS_EMAIL_KEY.matches("UNIQUE constraint failed: users.email"));
-        assert!(!USERS_EMAIL_KEY.matches(sqlite_sku));
+        assert!(!MOVEMENTS_IDEMPOTENCY_KEY.is(&Violated::Index(
+            "stock_movements_product_version_key".into()
+        )));
+        assert!(PRODUCTS_SKU_KEY.is(&Violated::Index("products_sku_lower_key".into())));
+        assert!(!PRODUCTS_SKU_KEY.is(&columns(&["products.sku"])));
+        assert!(USERS_EMAIL_KEY.is(&columns(&["users.email"])));
+        assert!(!USERS_EMAIL_KEY.is(&columns(&["audit_logs.email"])));
+        assert!(!USERS_EMAIL_KEY.is(&Violated::Index("products_sku_lower_key".into())));
     }
 }
