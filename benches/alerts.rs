@@ -100,7 +100,7 @@ async fn main() {
 
     // 1. Delay from commit to delivery.
     let first = app(&fake_url, "111", "50", &url_for("delay")).await;
-    let db = first.state().db.clone();
+    let db = first.state().services.clone();
     let actor = Actor::system();
     settings::update(
         &db,
@@ -129,9 +129,8 @@ async fn main() {
         )
         .await
         .unwrap();
-        stock::record(
+        stockroom::service::group_commit::record(
             &db,
-            &state.movements,
             &actor,
             stock::MovementInput {
                 product_id: p.id,
@@ -179,7 +178,7 @@ async fn main() {
             &url_for(label.split(' ').next().unwrap()),
         )
         .await;
-        let db = app.state().db.clone();
+        let db = app.state().services.clone();
         let state = app.state().clone();
         let server = tokio::spawn(app.run_until_stopped(std::future::pending()));
         let started = Instant::now();

@@ -11,18 +11,23 @@
 //! may have been missed it is emptied. Entries also expire after
 //! `READ_CACHE_SECONDS`.
 //!
+//! The cache is an [`Observer`] of the bus: it hears every event as it is
+//! published, and whether the listener is up, without the bus knowing what
+//! it keeps.
+//!
 //! A read that raced a change must not put the old row back: readers take a
 //! ticket (the generation of the key's stripe) before reading the database
 //! and store only if no invalidation of that stripe happened since; a stripe's
 //! lock orders the check-and-store against invalidation.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use uuid::Uuid;
 
 use crate::entity::product;
+use crate::events::{DomainEvent, Observer};
 
 const STRIPES: usize = 64;
 pub struct ProductCache {
@@ -35,6 +40,9 @@ pub struct ProductCache {
     active: Mutex<(u64, Option<u64>)>,
     /// Bumped by every invalidation: a ticket for "all stripes".
     epoch: AtomicU64,
+    /// True while the listener that hears other instances' changes is up:
+    /// only then may the cache be read.
+    trusted: AtomicBool,
 }
 
 /// What a reader holds between its ticket and its store.
@@ -66,7 +74,13 @@ impl ProductCache {
             stripes: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
             active: Mutex::new((0, None)),
             epoch: AtomicU64::new(0),
+            trusted: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the cache may be read now (see [`Observer::listener_changed`]).
+    pub fn trusted(&self) -> bool {
+        self.trusted.load(Ordering::Acquire)
     }
 
     pub fn get_by_sku(&self, sku: &str) -> Option<Arc<product::Model>> {
@@ -138,5 +152,29 @@ impl ProductCache {
         self.by_sku.invalidate_all();
         self.sku_of.invalidate_all();
         self.invalidate_count();
+    }
+}
+
+impl Observer for ProductCache {
+    fn published(&self, event: &DomainEvent) {
+        match event {
+            DomainEvent::StockMoved { product, .. } | DomainEvent::LowStockCrossed { product } => {
+                self.invalidate(product)
+            }
+            DomainEvent::ProductCreated { product }
+            | DomainEvent::ProductUpdated { product }
+            | DomainEvent::ProductArchived { product } => {
+                self.invalidate(product);
+                self.invalidate_count();
+            }
+            DomainEvent::EventsMissed => self.clear(),
+            _ => {}
+        }
+    }
+
+    fn listener_changed(&self, up: bool) {
+        // Whatever was cached may have changed unheard.
+        self.clear();
+        self.trusted.store(up, Ordering::Release);
     }
 }

@@ -9,7 +9,7 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};
 
 use crate::config::{Config, VARIABLES};
-use crate::db::Db;
+use crate::service::context::Services;
 use crate::startup::{Application, migrate_and_seed, shutdown_signal};
 
 #[derive(Parser, Debug)]
@@ -146,14 +146,14 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
         }
         Command::Migrate { action } => migrate(action, &config).await,
         Command::Seed => {
-            let db = Db::connect(&config).await?;
+            let db = Services::connect(&config).await?;
             migrate_and_seed(&db, &config).await?;
             println!("seed: done (admin {})", config.admin_email);
             db.close().await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Prune => {
-            let db = Db::connect(&config).await?;
+            let db = Services::connect(&config).await?;
             let pruned = crate::service::housekeeping::prune(&db, &config, chrono::Utc::now())
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -165,7 +165,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             Ok(ExitCode::SUCCESS)
         }
         Command::VerifyLedger => {
-            let db = Db::connect(&config).await?;
+            let db = crate::db::Db::connect(&config).await?;
             let (products, drift) = crate::service::stock::verify_ledger(db.conn())
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -204,7 +204,7 @@ async fn reset_password(config: &Config, email: &str, stdin: bool) -> anyhow::Re
     } else {
         (crate::config::random_hex(12)?, true)
     };
-    let db = Db::connect(config).await?;
+    let db = Services::connect(config).await?;
     let result = crate::service::auth::reset_password(
         &db,
         &crate::service::Actor::cli("reset-password"),
@@ -233,7 +233,7 @@ async fn reset_password(config: &Config, email: &str, stdin: bool) -> anyhow::Re
 }
 
 async fn reset_two_factor(config: &Config, email: &str) -> anyhow::Result<ExitCode> {
-    let db = Db::connect(config).await?;
+    let db = Services::connect(config).await?;
     let email = email.trim().to_lowercase();
     let found = crate::entity::user::Entity::find()
         .filter(crate::entity::user::Column::Email.eq(email.as_str()))
@@ -274,7 +274,7 @@ async fn security_report(
     min_failures: u64,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let db = Db::connect(config).await?;
+    let db = Services::connect(config).await?;
     let policy = crate::service::auth::AccountPolicy::new(config);
     let r = crate::service::security::report(db.conn(), &policy, hours, min_failures.max(1))
         .await
@@ -377,7 +377,7 @@ async fn security_report(
 }
 
 async fn migrate(action: MigrateAction, config: &Config) -> anyhow::Result<ExitCode> {
-    let db = Db::connect(config).await?;
+    let db = Services::connect(config).await?;
     let code = match action {
         MigrateAction::Up => {
             db.with_schema_lock(async { Ok(Migrator::up(db.conn(), None).await?) })

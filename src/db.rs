@@ -28,7 +28,6 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::config::Config;
 use crate::events::{DomainEvent, EventBus};
-use crate::service::settings::SettingsCache;
 
 /// Stripes of the per-product commit-order lock (PostgreSQL).
 const ORDER_STRIPES: usize = 64;
@@ -68,7 +67,8 @@ pub fn placeholders(n: usize) -> String {
 /// Advisory lock id for schema changes ("stockroom" in ASCII, truncated).
 const SCHEMA_LOCK_KEY: i64 = 0x73746f636b726f6f;
 
-/// The pool, the event bus, and on SQLite the in-process writer queue.
+/// The database: the pool, the write discipline (SQLite's writer queue,
+/// PostgreSQL's commit order) and publishing what committed to the bus.
 #[derive(Clone, Debug)]
 pub struct Db {
     conn: DatabaseConnection,
@@ -79,7 +79,6 @@ pub struct Db {
     order_locks: Arc<Vec<Arc<Mutex<()>>>>,
     statements: Arc<AtomicU64>,
     bus: EventBus,
-    settings: Arc<SettingsCache>,
 }
 
 impl Db {
@@ -129,18 +128,8 @@ impl Db {
                     .collect(),
             ),
             statements,
-            bus: EventBus::with_cache(
-                config.event_bus_capacity,
-                (!sqlite && !config.read_cache_ttl.is_zero())
-                    .then(|| crate::cache::ProductCache::new(config.read_cache_ttl, 200_000)),
-            ),
-            settings: Arc::new(SettingsCache::new(config)),
+            bus: EventBus::new(config.event_bus_capacity),
         })
-    }
-
-    /// The notification settings in effect (cached briefly).
-    pub fn settings(&self) -> &SettingsCache {
-        &self.settings
     }
 
     /// The bus committed events are published on.
@@ -256,11 +245,6 @@ pub struct WriteTxn {
 }
 
 impl WriteTxn {
-    /// The database this transaction runs on (its settings, its bus).
-    pub fn db(&self) -> &Db {
-        &self.db
-    }
-
     /// Queues an event, published only if this transaction commits.
     pub fn emit(&self, event: DomainEvent) {
         if let Ok(mut events) = self.events.lock() {

@@ -1,7 +1,7 @@
 //! Domain events and the bus that carries them.
 //!
-//! Events are collected by a write transaction ([`crate::db::WriteTxn::emit`])
-//! and published only after it committed, so a refused or rolled-back write
+//! Events are collected by the write transaction that makes them and
+//! published only after it committed, so a refused or rolled-back write
 //! publishes nothing. The bus is a tokio broadcast channel: a subscriber that
 //! falls more than its capacity behind is told it lagged, and never slows the
 //! publisher or the other subscribers.
@@ -12,7 +12,7 @@
 //! on its local bus. On SQLite the bus is in-process only.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use sea_orm::sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
@@ -327,11 +327,19 @@ struct Inner {
     listener_up: AtomicBool,
     listener_error: Mutex<Option<String>>,
     subscriptions: AtomicUsize,
-    /// Invalidated by every product event published here; see `crate::cache`.
-    products: Option<crate::cache::ProductCache>,
-    /// True while a LISTEN connection is established (health's `listener_up`
-    /// is also true before the first connection).
-    listening: AtomicBool,
+    /// Told of every event before subscribers are (see [`Observer`]).
+    observers: RwLock<Vec<Arc<dyn Observer>>>,
+}
+
+/// Something kept coherent with what the bus publishes (a read cache):
+/// told synchronously, on the publishing task, before any subscriber hears
+/// of the event, so a writer's own request already sees its change.
+pub trait Observer: Send + Sync {
+    /// An event is being published on this instance.
+    fn published(&self, event: &DomainEvent);
+    /// The cross-instance listener connected (`true`) or was lost: what was
+    /// heard before may be incomplete either way.
+    fn listener_changed(&self, up: bool);
 }
 
 /// The in-process event bus, cheap to clone.
@@ -348,11 +356,6 @@ impl std::fmt::Debug for EventBus {
 
 impl EventBus {
     pub fn new(capacity: usize) -> Self {
-        Self::with_cache(capacity, None)
-    }
-
-    /// A bus that keeps `products` coherent with what it publishes.
-    pub fn with_cache(capacity: usize, products: Option<crate::cache::ProductCache>) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(1));
         Self(Arc::new(Inner {
             tx,
@@ -361,18 +364,23 @@ impl EventBus {
             listener_up: AtomicBool::new(true),
             listener_error: Mutex::new(None),
             subscriptions: AtomicUsize::new(0),
-            products,
-            listening: AtomicBool::new(false),
+            observers: RwLock::new(Vec::new()),
         }))
     }
 
-    /// The product read cache, when it may be trusted now: there is one, and
-    /// the listener that hears other instances' changes is up.
-    pub fn product_cache(&self) -> Option<&crate::cache::ProductCache> {
-        self.0.products.as_ref().filter(|_| {
-            self.0.cross_instance.load(Ordering::Relaxed)
-                && self.0.listening.load(Ordering::Acquire)
-        })
+    /// Keeps `observer` told of everything published from now on.
+    pub fn observe(&self, observer: Arc<dyn Observer>) {
+        if let Ok(mut observers) = self.0.observers.write() {
+            observers.push(observer);
+        }
+    }
+
+    fn observers(&self) -> Vec<Arc<dyn Observer>> {
+        self.0
+            .observers
+            .read()
+            .map(|o| o.clone())
+            .unwrap_or_default()
     }
 
     /// This instance's id; its own events coming back through NOTIFY are dropped.
@@ -386,20 +394,10 @@ impl EventBus {
 
     /// Publishes committed events to this instance's subscribers.
     pub fn publish(&self, events: impl IntoIterator<Item = DomainEvent>) {
+        let observers = self.observers();
         for event in events {
-            if let Some(cache) = &self.0.products {
-                match &event {
-                    DomainEvent::StockMoved { product, .. }
-                    | DomainEvent::LowStockCrossed { product } => cache.invalidate(product),
-                    DomainEvent::ProductCreated { product }
-                    | DomainEvent::ProductUpdated { product }
-                    | DomainEvent::ProductArchived { product } => {
-                        cache.invalidate(product);
-                        cache.invalidate_count();
-                    }
-                    DomainEvent::EventsMissed => cache.clear(),
-                    _ => {}
-                }
+            for observer in &observers {
+                observer.published(&event);
             }
             // No receiver is not an error: nobody is listening right now.
             let _ = self.0.tx.send(Arc::new(event));
@@ -441,12 +439,11 @@ impl EventBus {
 
     fn set_listener(&self, up: bool, error: Option<String>) {
         self.0.listener_up.store(up, Ordering::Relaxed);
-        // Whatever was cached may have changed unheard (before this
-        // connection listened, or while none did).
-        if let Some(cache) = &self.0.products {
-            cache.clear();
+        // Whatever was heard may be incomplete (before this connection
+        // listened, or while none did).
+        for observer in self.observers() {
+            observer.listener_changed(up);
         }
-        self.0.listening.store(up, Ordering::Release);
         if let Ok(mut e) = self.0.listener_error.lock() {
             *e = error;
         }

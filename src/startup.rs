@@ -9,11 +9,13 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::DbBackend;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, SecretSource};
 use crate::db::Db;
 use crate::events::{self, DomainEvent};
 use crate::graphql::pipeline::Pipeline;
+use crate::service::context::Services;
 use crate::service::users::{self, Seeded};
 use crate::state::AppState;
 
@@ -35,7 +37,8 @@ impl Application {
                 "JWT_SECRET is not set: using a random secret for this process; tokens will not survive a restart"
             );
         }
-        let db = Db::connect(&config).await?;
+        let tasks = TaskTracker::new();
+        let db = Services::new(&config, Db::connect(&config).await?, tasks.clone());
         if config.auto_migrate {
             migrate_and_seed(&db, &config).await?;
         }
@@ -57,7 +60,7 @@ impl Application {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
-        let state = AppState::new(config, db)?;
+        let state = AppState::new(config, db, tasks)?;
         let pipeline = Pipeline::new(state.clone());
         let router = crate::http::router(state.clone(), pipeline.clone());
         let metrics =
@@ -133,7 +136,7 @@ impl Application {
                 "background tasks did not stop within 10 s"
             );
         }
-        state.db.clone().close().await?;
+        state.services.close().await?;
         tracing::info!("stopped");
         served.map_err(Into::into)
     }
@@ -178,7 +181,7 @@ fn spawn_background_tasks(state: &AppState) {
     // Locks whose time is over are ended and audited, also when nobody logs
     // in again.
     let stop = state.shutdown.clone();
-    let db = state.db.clone();
+    let db = state.services.clone();
     state.tasks.spawn(async move {
         let mut tick = tokio::time::interval(LOCK_SWEEP_INTERVAL);
         loop {
@@ -195,7 +198,7 @@ fn spawn_background_tasks(state: &AppState) {
 
     // Alerts and refresh tokens past their retention, hourly.
     let stop = state.shutdown.clone();
-    let (db, config) = (state.db.clone(), state.config.clone());
+    let (db, config) = (state.services.clone(), state.config.clone());
     state.tasks.spawn(async move {
         let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
         loop {
@@ -214,7 +217,7 @@ fn spawn_background_tasks(state: &AppState) {
     // A role change or deactivation made on any instance drops the cached user.
     let stop = state.shutdown.clone();
     let auth = state.auth.clone();
-    let mut events = state.db.bus().subscribe();
+    let mut events = state.services.bus().subscribe();
     state.tasks.spawn(async move {
         loop {
             let event = tokio::select! {
@@ -240,15 +243,15 @@ fn spawn_background_tasks(state: &AppState) {
         state.tasks.spawn(
             std::sync::Arc::new(crate::uploads::UploadWorker::new(
                 &state.config,
-                state.db.clone(),
+                state.services.clone(),
                 state.shutdown.clone(),
             ))
             .run(),
         );
     }
 
-    if state.db.backend() == DbBackend::Postgres {
-        let db = state.db.clone();
+    if state.services.backend() == DbBackend::Postgres {
+        let db = state.services.clone();
         state.tasks.spawn(events::run_listener(
             db.bus().clone(),
             db.conn().get_postgres_connection_pool().clone(),
@@ -259,7 +262,7 @@ fn spawn_background_tasks(state: &AppState) {
 }
 
 /// Applies pending migrations and seeds the admin, one instance at a time.
-pub async fn migrate_and_seed(db: &Db, config: &Config) -> anyhow::Result<()> {
+pub async fn migrate_and_seed(db: &Services, config: &Config) -> anyhow::Result<()> {
     db.with_schema_lock(async {
         Migrator::up(db.conn(), None).await?;
         seed(db, config).await
@@ -268,7 +271,7 @@ pub async fn migrate_and_seed(db: &Db, config: &Config) -> anyhow::Result<()> {
 }
 
 /// Seeds the admin into an empty database, printing a generated password once.
-pub async fn seed(db: &Db, config: &Config) -> anyhow::Result<()> {
+pub async fn seed(db: &Services, config: &Config) -> anyhow::Result<()> {
     crate::service::settings::ensure_row(db.conn())
         .await
         .map_err(|e| anyhow::anyhow!("creating the notification settings failed: {e}"))?;

@@ -7,10 +7,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::db::Db;
 use crate::limits::{ConnectionCounter, Limiters};
 use crate::notifier::Notifier;
 use crate::service::auth::Auth;
+use crate::service::context::Services;
 
 /// Shared application state: one `Arc`, so that the clones every request
 /// makes (middleware state, extractors) cost one atomic increment, not one
@@ -28,7 +28,8 @@ impl std::ops::Deref for AppState {
 }
 
 pub struct AppStateInner {
-    pub db: Db,
+    /// The services and the database under them.
+    pub services: Services,
     pub config: Arc<Config>,
     pub auth: Arc<Auth>,
     pub limiters: Arc<Limiters>,
@@ -41,31 +42,28 @@ pub struct AppStateInner {
     pub tasks: TaskTracker,
     /// Delivers the alert outbox; `run_once` is public for tests.
     pub notifier: Arc<Notifier>,
-    /// Stock movements waiting for their group commit.
-    pub movements: Arc<crate::service::group_commit::MovementQueue>,
-    /// Products by SKU, read in batches across requests.
-    pub product_reads: Arc<crate::service::products::SkuReads>,
 }
 
 impl AppState {
-    pub fn new(config: Config, db: Db) -> crate::error::AppResult<Self> {
+    /// The state over `services`, whose background work runs on `tasks`.
+    pub fn new(
+        config: Config,
+        services: Services,
+        tasks: TaskTracker,
+    ) -> crate::error::AppResult<Self> {
         let limiters = Arc::new(Limiters::new(&config));
         let shutdown = CancellationToken::new();
-        let notifier = Arc::new(Notifier::new(&config, db.clone(), shutdown.clone()));
-        let tasks = TaskTracker::new();
-        let product_reads = crate::service::products::sku_reads(db.clone(), tasks.clone());
+        let notifier = Arc::new(Notifier::new(&config, services.clone(), shutdown.clone()));
         Ok(Self(Arc::new(AppStateInner {
             auth: Arc::new(Auth::new(&config, Arc::clone(&limiters))?),
             limiters,
             sockets: Arc::new(ConnectionCounter::new(config.ws_max_connections_per_ip)),
             config: Arc::new(config),
-            db,
+            services,
             started_at: Instant::now(),
             shutdown,
             tasks,
             notifier,
-            product_reads,
-            movements: Arc::default(),
         })))
     }
 }

@@ -111,7 +111,7 @@ impl AlertsQuery {
     ) -> async_graphql::Result<Conn<Alert>> {
         let page = connection_page(ctx, first, after)?;
         let rows = alerts::list(
-            state(ctx)?.db.conn(),
+            state(ctx)?.services.conn(),
             &alerts::AlertFilter { status, kind },
             page,
         )
@@ -125,7 +125,7 @@ impl AlertsQuery {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<NotificationSettings> {
-        let db = &state(ctx)?.db;
+        let db = &state(ctx)?.services;
         let current = db.settings().current(db.conn()).await.map_err(gql)?;
         Ok(NotificationSettings::from(current.as_ref()))
     }
@@ -146,7 +146,7 @@ impl AlertsMutation {
         let actor = actor(ctx).map_err(gql)?;
         let state = state(ctx)?;
         let updated = settings::update(
-            &state.db,
+            &state.services,
             state.notifier.telegram(),
             &actor,
             settings::SettingsPatch {
@@ -173,7 +173,7 @@ impl AlertsMutation {
         let state = state(ctx)?;
         let ip = request(ctx)?.meta.ip.clone().unwrap_or_default();
         state.limiters.check_alerts(&ip).map_err(gql)?;
-        let created = alerts::send_test(&state.db, &actor, message.as_deref())
+        let created = alerts::send_test(&state.services, &actor, message.as_deref())
             .await
             .map_err(gql)?;
         created.into_iter().next().map(Alert::from).ok_or_else(|| {
@@ -188,7 +188,7 @@ impl AlertsMutation {
     async fn retry_alert(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Alert> {
         let id = parse_id("id", &id).map_err(gql)?;
         let actor = actor(ctx).map_err(gql)?;
-        let alert = alerts::retry(&state(ctx)?.db, &actor, id)
+        let alert = alerts::retry(&state(ctx)?.services, &actor, id)
             .await
             .map_err(gql)?;
         Ok(alert.into())

@@ -50,7 +50,7 @@ impl AuditQuery {
             from: f.from,
             to: f.to,
         };
-        let rows = audit::list(state(ctx)?.db.conn(), &filter, page)
+        let rows = audit::list(state(ctx)?.services.conn(), &filter, page)
             .await
             .map_err(gql)?;
         Ok(connection(rows, |a| a.id, AuditLog::from))

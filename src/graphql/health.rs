@@ -155,6 +155,8 @@ impl HealthQuery {
     /// Public: database status and ping latency.
     async fn health(&self, ctx: &Context<'_>) -> async_graphql::Result<Health> {
         let s = state(ctx)?;
-        Ok(health::check(&s.db, &s.config, s.started_at).await.into())
+        Ok(health::check(&s.services, &s.config, s.started_at)
+            .await
+            .into())
     }
 }

@@ -234,7 +234,13 @@ impl Pipeline {
         if let Err(error) = check_bounds(op, config) {
             return refuse(Refusal::request(error));
         }
-        let caller = match self.0.state.auth.caller(&self.0.state.db, bearer).await {
+        let caller = match self
+            .0
+            .state
+            .auth
+            .caller(&self.0.state.services, bearer)
+            .await
+        {
             Ok(caller) => caller,
             Err(error) => return refuse(Refusal::caller(error)),
         };
@@ -245,7 +251,7 @@ impl Pipeline {
         if let Some(series) = &series {
             observe::started(series, kind);
         }
-        let db = &self.0.state.db;
+        let db = &self.0.state.services;
         // A subscription lives on: its relation fields read afresh.
         let loaders = if op.kind == OperationType::Subscription {
             Loaders::uncached(db)

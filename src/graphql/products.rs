@@ -49,7 +49,7 @@ impl ProductsQuery {
     #[graphql(guard = "RoleGuard(PRODUCT_READER)")]
     async fn product(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Product>> {
         let id = parse_id("id", &id).map_err(gql)?;
-        let found = products::get(state(ctx)?.db.conn(), id)
+        let found = products::get(state(ctx)?.services.conn(), id)
             .await
             .map_err(gql)?;
         Ok(found.map(Product::from))
@@ -63,7 +63,7 @@ impl ProductsQuery {
         sku: String,
     ) -> async_graphql::Result<Option<Product>> {
         let state = state(ctx)?;
-        let found = products::get_by_sku_cached(&state.db, &state.product_reads, &sku)
+        let found = products::get_by_sku_cached(&state.services, &sku)
             .await
             .map_err(gql)?;
         Ok(found.map(|p| Product::from(Arc::unwrap_or_clone(p))))
@@ -89,7 +89,7 @@ impl ProductsQuery {
             low_stock_only: f.low_stock_only.unwrap_or(false),
             include_archived: f.include_archived.unwrap_or(false),
         };
-        let rows = products::list_cached(&state(ctx)?.db, &filter, page)
+        let rows = products::list_cached(&state(ctx)?.services, &filter, page)
             .await
             .map_err(gql)?;
         Ok(connection(rows, |p| p.id, Product::from))
@@ -109,7 +109,7 @@ impl ProductsMutation {
     ) -> async_graphql::Result<Product> {
         let actor = actor(ctx).map_err(gql)?;
         let created = products::create(
-            &state(ctx)?.db,
+            &state(ctx)?.services,
             &actor,
             products::NewProduct {
                 sku: input.sku,
@@ -138,7 +138,7 @@ impl ProductsMutation {
         let id = parse_id("id", &id).map_err(gql)?;
         let actor = actor(ctx).map_err(gql)?;
         let updated = products::update(
-            &state(ctx)?.db,
+            &state(ctx)?.services,
             &actor,
             id,
             products::ProductPatch {
@@ -160,7 +160,7 @@ impl ProductsMutation {
     async fn delete_product(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Product> {
         let id = parse_id("id", &id).map_err(gql)?;
         let actor = actor(ctx).map_err(gql)?;
-        let archived = products::archive(&state(ctx)?.db, &actor, id)
+        let archived = products::archive(&state(ctx)?.services, &actor, id)
             .await
             .map_err(gql)?;
         Ok(archived.into())

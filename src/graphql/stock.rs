@@ -6,7 +6,7 @@ use super::guards::RoleGuard;
 use super::types::{Conn, StockMovement, connection, connection_page, parse_id};
 use crate::entity::stock_movement::MovementKind;
 use crate::entity::user::Role;
-use crate::service::stock;
+use crate::service::{group_commit, stock};
 
 #[derive(InputObject)]
 pub struct StockMovementInput {
@@ -58,7 +58,7 @@ impl StockQuery {
             from: f.from,
             to: f.to,
         };
-        let rows = stock::list(state(ctx)?.db.conn(), &filter, page)
+        let rows = stock::list(state(ctx)?.services.conn(), &filter, page)
             .await
             .map_err(gql)?;
         Ok(connection(rows, |m| m.id, StockMovement::from))
@@ -81,9 +81,8 @@ impl StockMutation {
         let product_id = parse_id("productId", &input.product_id).map_err(gql)?;
         let actor = actor(ctx).map_err(gql)?;
         let state = state(ctx)?;
-        let movement = stock::record(
-            &state.db,
-            &state.movements,
+        let movement = group_commit::record(
+            &state.services,
             &actor,
             stock::MovementInput {
                 product_id,

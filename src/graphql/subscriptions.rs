@@ -127,12 +127,12 @@ async fn events(
     // Subscribe first: a role change or deactivation committed after this
     // point reaches the stream; one committed before it shows in the fresh
     // read below.
-    let bus = state.db.bus();
+    let bus = state.services.bus();
     let rx = bus.subscribe();
     let token = request(ctx)?.bearer().unwrap_or_default();
     let (user, expires) = state
         .auth
-        .authenticate_fresh(&state.db, token)
+        .authenticate_fresh(&state.services, token)
         .await
         .map_err(gql)?;
     require_role(user.role, required).map_err(gql)?;
@@ -262,7 +262,7 @@ impl Subscription {
         let id = parse_id("id", &id).map_err(gql)?;
         // Subscribed before the read, so no change falls between the two.
         let events = events(ctx, Role::Manager).await?;
-        let now = crate::service::uploads::get(state(ctx)?.db.conn(), id)
+        let now = crate::service::uploads::get(state(ctx)?.services.conn(), id)
             .await
             .map_err(gql)?;
         // Events older than that read are already in it.

@@ -99,7 +99,7 @@ impl UploadJob {
         ctx: &Context<'_>,
         first: Option<i64>,
     ) -> async_graphql::Result<Vec<UploadRowError>> {
-        let rows = uploads::errors(state(ctx)?.db.conn(), self.uuid, first)
+        let rows = uploads::errors(state(ctx)?.services.conn(), self.uuid, first)
             .await
             .map_err(gql)?;
         Ok(rows.into_iter().map(UploadRowError::from).collect())
@@ -122,7 +122,7 @@ impl UploadsQuery {
         id: ID,
     ) -> async_graphql::Result<Option<UploadJob>> {
         let id = parse_id("id", &id).map_err(gql)?;
-        match uploads::get(state(ctx)?.db.conn(), id).await {
+        match uploads::get(state(ctx)?.services.conn(), id).await {
             Ok(job) => Ok(Some(job.into())),
             Err(crate::error::AppError::NotFound(_)) => Ok(None),
             Err(e) => Err(gql(e)),
@@ -142,7 +142,7 @@ impl UploadsQuery {
         status: Option<UploadStatus>,
     ) -> async_graphql::Result<Conn<UploadJob>> {
         let page = connection_page(ctx, first, after)?;
-        let rows = uploads::list(state(ctx)?.db.conn(), status, page)
+        let rows = uploads::list(state(ctx)?.services.conn(), status, page)
             .await
             .map_err(gql)?;
         Ok(connection(rows, |j| j.id, UploadJob::from))
@@ -174,7 +174,7 @@ impl UploadsMutation {
         })?;
         let state = state(ctx)?;
         let job = uploads::submit(
-            &state.db,
+            &state.services,
             &actor,
             state.config.upload_max_bytes,
             NewUpload {
@@ -199,7 +199,7 @@ impl UploadsMutation {
     ) -> async_graphql::Result<UploadJob> {
         let id = parse_id("id", &id).map_err(gql)?;
         let actor = actor(ctx).map_err(gql)?;
-        let job = uploads::cancel(&state(ctx)?.db, &actor, id)
+        let job = uploads::cancel(&state(ctx)?.services, &actor, id)
             .await
             .map_err(gql)?;
         Ok(job.into())

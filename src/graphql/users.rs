@@ -93,7 +93,7 @@ impl UsersQuery {
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
         let me = current_user(ctx).map_err(gql)?;
-        users::get(state(ctx)?.db.conn(), me.id)
+        users::get(state(ctx)?.services.conn(), me.id)
             .await
             .map_err(gql)?
             .map(User::from)
@@ -111,7 +111,7 @@ impl UsersQuery {
         after: Option<String>,
     ) -> async_graphql::Result<Conn<User>> {
         let page = connection_page(ctx, first, after)?;
-        let rows = users::list(state(ctx)?.db.conn(), page)
+        let rows = users::list(state(ctx)?.services.conn(), page)
             .await
             .map_err(gql)?;
         Ok(connection(rows, |u| u.id, User::from))
@@ -129,7 +129,7 @@ impl UsersQuery {
         let state = state(ctx)?;
         let policy = &state.auth.policy;
         let r = security::report(
-            state.db.conn(),
+            state.services.conn(),
             policy,
             u32::try_from(hours).unwrap_or(24),
             u64::try_from(min_failures).unwrap_or(3),
@@ -188,7 +188,7 @@ impl AuthMutation {
     ) -> async_graphql::Result<AuthPayload> {
         let state = state(ctx)?;
         let session = auth::login(
-            &state.db,
+            &state.services,
             &state.auth,
             &input.email,
             &input.password,
@@ -208,7 +208,7 @@ impl AuthMutation {
     ) -> async_graphql::Result<AuthPayload> {
         let state = state(ctx)?;
         let session = auth::refresh(
-            &state.db,
+            &state.services,
             &state.auth,
             &refresh_token,
             request(ctx)?.meta.clone(),
@@ -223,9 +223,13 @@ impl AuthMutation {
         ctx: &Context<'_>,
         refresh_token: String,
     ) -> async_graphql::Result<bool> {
-        auth::logout(&state(ctx)?.db, &refresh_token, request(ctx)?.meta.clone())
-            .await
-            .map_err(gql)
+        auth::logout(
+            &state(ctx)?.services,
+            &refresh_token,
+            request(ctx)?.meta.clone(),
+        )
+        .await
+        .map_err(gql)
     }
 
     /// Starts two-factor enrollment for the caller: scan the QR code (or type
@@ -238,7 +242,7 @@ impl AuthMutation {
         let me = current_user(ctx).map_err(gql)?;
         let state = state(ctx)?;
         let e = two_factor::begin_enrollment(
-            &state.db,
+            &state.services,
             &state.auth.secrets,
             state.auth.production,
             &me,
@@ -262,11 +266,11 @@ impl AuthMutation {
     ) -> async_graphql::Result<TwoFactorConfirmation> {
         let (me, actor) = code_caller(ctx).await?;
         let state = state(ctx)?;
-        let codes = two_factor::confirm(&state.db, &state.auth.secrets, &me, &code, &actor)
+        let codes = two_factor::confirm(&state.services, &state.auth.secrets, &me, &code, &actor)
             .await
             .map_err(gql)?;
         state.auth.users.invalidate(me.id);
-        let user = users::get(state.db.conn(), me.id)
+        let user = users::get(state.services.conn(), me.id)
             .await
             .map_err(gql)?
             .ok_or_else(|| gql(AppError::Unauthenticated("user no longer exists".into())))?;
@@ -285,7 +289,7 @@ impl AuthMutation {
     ) -> async_graphql::Result<bool> {
         let (me, actor) = code_caller(ctx).await?;
         let state = state(ctx)?;
-        two_factor::disable(&state.db, &state.auth.secrets, &me, &code, &actor)
+        two_factor::disable(&state.services, &state.auth.secrets, &me, &code, &actor)
             .await
             .map_err(gql)?;
         state.auth.users.invalidate(me.id);
@@ -302,7 +306,7 @@ impl AuthMutation {
         let me = current_user(ctx).map_err(gql)?;
         let state = state(ctx)?;
         auth::change_password(
-            &state.db,
+            &state.services,
             &state.auth,
             &me,
             &current_password,
@@ -328,7 +332,7 @@ impl UsersMutation {
     ) -> async_graphql::Result<User> {
         let actor = actor(ctx).map_err(gql)?;
         let user = users::create(
-            &state(ctx)?.db,
+            &state(ctx)?.services,
             &actor,
             users::NewUser {
                 email: input.email,
@@ -354,7 +358,7 @@ impl UsersMutation {
         let actor = actor(ctx).map_err(gql)?;
         let state = state(ctx)?;
         let user = users::update(
-            &state.db,
+            &state.services,
             &actor,
             id,
             users::UserPatch {
@@ -374,7 +378,7 @@ impl UsersMutation {
     async fn unlock_user(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<User> {
         let id = parse_id("id", &id).map_err(gql)?;
         let actor = actor(ctx).map_err(gql)?;
-        let user = auth::unlock(&state(ctx)?.db, &actor, id)
+        let user = auth::unlock(&state(ctx)?.services, &actor, id)
             .await
             .map_err(gql)?;
         Ok(user.into())
@@ -387,7 +391,7 @@ impl UsersMutation {
         let id = parse_id("id", &id).map_err(gql)?;
         let actor = actor(ctx).map_err(gql)?;
         let state = state(ctx)?;
-        let user = two_factor::reset(&state.db, &actor, id)
+        let user = two_factor::reset(&state.services, &actor, id)
             .await
             .map_err(gql)?;
         state.auth.users.invalidate(user.id);

@@ -54,7 +54,7 @@ async fn run(
             .map_err(|e| AppError::bad_input("body", format!("malformed JSON body: {e}")))?
     };
     let actor = Actor::new(Some(&user), request_meta(headers, ip));
-    let created = alerts::send_test(&app.db, &actor, input.message.as_deref()).await?;
+    let created = alerts::send_test(&app.services, &actor, input.message.as_deref()).await?;
     let alerts: Vec<_> = created
         .into_iter()
         .map(|a| {

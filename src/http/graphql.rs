@@ -51,7 +51,7 @@ pub(super) async fn authorize(
 ) -> Result<crate::service::CurrentUser, AppError> {
     let app = &state.app;
     let token = bearer_token(headers);
-    let caller = app.auth.caller(&app.db, token.as_deref()).await?;
+    let caller = app.auth.caller(&app.services, token.as_deref()).await?;
     // No REST endpoint is a way out of a restriction.
     caller.require(role, "rest").cloned()
 }
@@ -516,7 +516,7 @@ impl Socket {
         if self
             .app
             .auth
-            .authenticate(&self.app.db, &token)
+            .authenticate(&self.app.services, &token)
             .await
             .is_err()
         {

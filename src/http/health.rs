@@ -10,7 +10,7 @@ use crate::service::health;
 /// 200 `{"status":"ok",...}` or 503 `{"status":"degraded",...}`.
 pub async fn health(State(state): State<HttpState>) -> impl IntoResponse {
     let app = &state.app;
-    let report = health::check(&app.db, &app.config, app.started_at).await;
+    let report = health::check(&app.services, &app.config, app.started_at).await;
     let queue = report.notifier.queue.clone().unwrap_or_default();
     let uploads = report.uploads.queue.clone().unwrap_or_default();
     let status = if report.ok {

@@ -102,8 +102,8 @@ async fn metrics(
 /// What `/metrics` reads at a scrape: the queues through the health check,
 /// the pool, the uptime.
 async fn scrape_figures(app: &AppState) -> crate::metrics::Figures {
-    let report = crate::service::health::check(&app.db, &app.config, app.started_at).await;
-    let (pool_size, pool_idle) = app.db.pool_figures();
+    let report = crate::service::health::check(&app.services, &app.config, app.started_at).await;
+    let (pool_size, pool_idle) = app.services.pool_figures();
     crate::metrics::Figures {
         alerts: report.notifier.queue.as_ref().map(|q| {
             (

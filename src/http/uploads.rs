@@ -82,7 +82,7 @@ pub async fn create(
         })?;
         let actor = Actor::new(Some(&user), request_meta(&headers, &ip));
         let job = uploads::submit(
-            &state.app.db,
+            &state.app.services,
             &actor,
             max,
             NewUpload {
@@ -108,7 +108,7 @@ pub async fn show(
         authorize(&state, &headers, Role::Manager).await?;
         let id = uuid::Uuid::parse_str(&id)
             .map_err(|_| AppError::bad_input("id", "id is not a valid id"))?;
-        let conn = state.app.db.conn();
+        let conn = state.app.services.conn();
         let job = uploads::get(conn, id).await?;
         let errors: Vec<_> = uploads::errors(conn, id, None)
             .await?

@@ -28,11 +28,11 @@ use uuid::Uuid;
 
 use self::telegram::{AlertSender, SendError, TelegramSender};
 use crate::config::Config;
-use crate::db::Db;
 use crate::entity::alert::{self, AlertStatus};
 use crate::error::AppResult;
 use crate::events::DomainEvent;
 use crate::service::alerts::{MAX_MESSAGE_CHARS, due_condition, next_due};
+use crate::service::context::Services;
 
 /// Alerts claimed in one round at most.
 const CLAIM_LIMIT: u64 = 2000;
@@ -90,7 +90,7 @@ enum Outcome {
 }
 
 pub struct Notifier {
-    db: Db,
+    db: Services,
     sender: Arc<dyn AlertSender>,
     policy: Policy,
     per_chat: DefaultKeyedRateLimiter<String>,
@@ -108,14 +108,14 @@ fn per_second(n: u32) -> Quota {
 }
 
 impl Notifier {
-    pub fn new(config: &Config, db: Db, stop: CancellationToken) -> Self {
+    pub fn new(config: &Config, db: Services, stop: CancellationToken) -> Self {
         let sender = TelegramSender::new(&config.telegram_api_url, config.alert_send_timeout);
         Self::with_sender(Policy::from_config(config), db, Arc::new(sender), stop)
     }
 
     pub fn with_sender(
         policy: Policy,
-        db: Db,
+        db: Services,
         sender: Arc<dyn AlertSender>,
         stop: CancellationToken,
     ) -> Self {

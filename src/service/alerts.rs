@@ -3,7 +3,7 @@
 //! An alert row is inserted in the same transaction as the change that causes
 //! it, one per configured chat, when Telegram is configured and its kind is
 //! enabled; the message is rendered then (HTML, user text escaped, at most
-//! 4096 characters). The notifier (`crate::notifier`) delivers them.
+//! 4096 characters). The notifier delivers them.
 
 use std::sync::Arc;
 
@@ -16,8 +16,9 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
+use super::context::{Services, Txn};
+use super::settings_cache::TelegramSettings;
 use super::{Actor, Page, PageRequest, paginate};
-use crate::db::{Db, WriteTxn};
 use crate::entity::alert::{self, AlertKind, AlertStatus};
 use crate::entity::audit_log::{self, AuditAction, EntityType};
 use crate::entity::product;
@@ -72,12 +73,12 @@ fn when(at: DateTime<Utc>) -> String {
 /// for that key, whatever the number of instances and retries. Returns the
 /// alerts created.
 pub async fn enqueue(
-    txn: &WriteTxn,
+    txn: &Txn,
     kind: AlertKind,
     message: String,
     dedupe_key: Option<String>,
 ) -> AppResult<Vec<alert::Model>> {
-    let settings = txn.db().settings().current(&**txn).await?;
+    let settings = txn.services().settings().current(&**txn).await?;
     if !settings.sends(kind) {
         return Ok(Vec::new());
     }
@@ -128,13 +129,13 @@ pub async fn enqueue(
 /// and STOCK_MOVEMENT for every movement when that kind is enabled. Runs on
 /// every movement, so nothing is rendered unless an alert will be written.
 pub async fn on_movement(
-    txn: &WriteTxn,
+    txn: &Txn,
+    settings: &TelegramSettings,
     actor: &Actor,
     product: &product::Model,
     movement: &stock_movement::Model,
     stock_before: i64,
 ) -> AppResult<()> {
-    let settings = txn.db().settings().current(&**txn).await?;
     let low =
         product::crossed_low_stock(stock_before, product) && settings.sends(AlertKind::LowStock);
     let out = product.stock == 0 && stock_before > 0 && settings.sends(AlertKind::OutOfStock);
@@ -179,7 +180,7 @@ pub async fn on_movement(
 /// or the client address, has collected `threshold` failed logins within
 /// `window`, one LOGIN_FAILURES alert per account or address and window.
 pub async fn on_failed_login(
-    txn: &WriteTxn,
+    txn: &Txn,
     user_id: Option<Uuid>,
     email: &str,
     ip: Option<&str>,
@@ -267,7 +268,7 @@ pub async fn on_failed_login(
 /// BAD_USER_INPUT when Telegram is not configured or TEST is disabled.
 #[tracing::instrument(skip_all)]
 pub async fn send_test(
-    db: &Db,
+    db: &Services,
     actor: &Actor,
     message: Option<&str>,
 ) -> AppResult<Vec<alert::Model>> {
@@ -318,7 +319,7 @@ pub async fn send_test(
 /// Puts a DEAD alert back in the queue with a fresh attempt count (ADMIN),
 /// audited as ALERT_RETRY.
 #[tracing::instrument(skip_all, fields(alert_id = %id))]
-pub async fn retry(db: &Db, actor: &Actor, id: Uuid) -> AppResult<alert::Model> {
+pub async fn retry(db: &Services, actor: &Actor, id: Uuid) -> AppResult<alert::Model> {
     let txn = db.begin_write().await?;
     let before = alert::Entity::find_by_id(id)
         .lock_exclusive()

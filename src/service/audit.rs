@@ -10,8 +10,8 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Select};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::context::Txn;
 use super::{Actor, Page, PageRequest, paginate};
-use crate::db::WriteTxn;
 use crate::entity::audit_log::{self, AuditAction, EntityType};
 use crate::error::AppResult;
 use crate::events::DomainEvent;
@@ -52,7 +52,7 @@ impl AuditEntry {
 
 /// Writes one audit row in the caller's transaction; `auditLogAdded`
 /// subscribers hear of it once that commits.
-pub async fn record(txn: &WriteTxn, actor: &Actor, entry: AuditEntry) -> AppResult<()> {
+pub async fn record(txn: &Txn, actor: &Actor, entry: AuditEntry) -> AppResult<()> {
     record_all(txn, vec![row(actor, entry)]).await
 }
 
@@ -75,7 +75,7 @@ pub fn row(actor: &Actor, entry: AuditEntry) -> audit_log::Model {
 }
 
 /// Audit rows at once (multi-row INSERTs), each heard of once `txn` commits.
-pub async fn record_all(txn: &WriteTxn, rows: Vec<audit_log::Model>) -> AppResult<()> {
+pub async fn record_all(txn: &Txn, rows: Vec<audit_log::Model>) -> AppResult<()> {
     let per_statement = crate::db::rows_per_statement(
         txn.get_database_backend(),
         <audit_log::Column as sea_orm::Iterable>::iter().count(),

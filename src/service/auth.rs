@@ -1,9 +1,7 @@
 //! Passwords, access tokens, refresh tokens and the login flow.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use sea_orm::sea_query::Expr;
@@ -15,10 +13,14 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
+use super::context::{Services, Txn};
+use super::credentials::{
+    dummy_hash, hash_password, insert_refresh_token, revoke_all_refresh_tokens, token_hash,
+    validate_new_password, verify_password,
+};
 use super::two_factor::{self, SecretBox};
 use super::{Actor, Caller, CurrentUser, RequestMeta, Restriction};
 use crate::config::Config;
-use crate::db::{Db, WriteTxn};
 use crate::entity::alert::AlertKind;
 use crate::entity::audit_log::{AuditAction, EntityType};
 use crate::entity::refresh_token;
@@ -26,53 +28,12 @@ use crate::entity::user::{self, Role};
 use crate::error::{AppError, AppResult};
 use crate::limits::Limiters;
 
-pub use crate::validate::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, check_password_policy};
+pub use crate::validate::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};
 /// Longer login passwords cannot match any stored one; they are not hashed.
 const MAX_PASSWORD_BYTES: usize = MAX_PASSWORD_CHARS * 4;
 const INVALID_CREDENTIALS: &str = "invalid email or password";
 const INVALID_REFRESH: &str = "invalid or expired refresh token";
 const INVALID_ACCESS: &str = "invalid or expired access token";
-
-pub fn validate_new_password(field: &str, password: &str) -> AppResult<()> {
-    check_password_policy(password)
-        .map_err(|msg| AppError::bad_input(field, format!("{field} {msg}")))
-}
-
-/// Argon2id with a fresh salt, off the async runtime.
-pub async fn hash_password(password: &str) -> AppResult<String> {
-    let password = password.to_owned();
-    tokio::task::spawn_blocking(move || {
-        Argon2::default()
-            .hash_password(password.as_bytes())
-            .map(|h| h.to_string())
-            .map_err(|e| AppError::internal(anyhow::anyhow!("hashing failed: {e}")))
-    })
-    .await
-    .map_err(AppError::internal)?
-}
-
-/// Constant-effort check; an unparsable hash counts as a mismatch.
-pub async fn verify_password(hash: &str, password: &str) -> AppResult<bool> {
-    let (hash, password) = (hash.to_owned(), password.to_owned());
-    tokio::task::spawn_blocking(move || {
-        Argon2::default()
-            .verify_password(password.as_bytes(), hash.as_str())
-            .is_ok()
-    })
-    .await
-    .map_err(AppError::internal)
-}
-
-/// A hash to verify against when the email is unknown, so both failures take
-/// the same time.
-async fn dummy_hash() -> AppResult<&'static str> {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    if let Some(h) = DUMMY.get() {
-        return Ok(h);
-    }
-    let h = hash_password(&crate::config::generate_secret()).await?;
-    Ok(DUMMY.get_or_init(|| h))
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
@@ -256,7 +217,7 @@ impl Auth {
     /// returns the token's expiry.
     pub async fn authenticate_fresh(
         &self,
-        db: &Db,
+        db: &Services,
         token: &str,
     ) -> AppResult<(CurrentUser, DateTime<Utc>)> {
         let claims = self.keys.verify(token)?;
@@ -268,7 +229,7 @@ impl Auth {
 
     /// The caller a bearer token names (see [`Caller`]): `Err` only when
     /// the token could not be checked.
-    pub async fn caller(&self, db: &Db, bearer: Option<&str>) -> AppResult<Caller> {
+    pub async fn caller(&self, db: &Services, bearer: Option<&str>) -> AppResult<Caller> {
         let Some(token) = bearer else {
             return Ok(Caller::Anonymous);
         };
@@ -281,7 +242,7 @@ impl Auth {
 
     /// Resolves a bearer token to its active user, with the user's current
     /// role (read from the database, or from the short cache) and restriction.
-    pub async fn authenticate(&self, db: &Db, token: &str) -> AppResult<CurrentUser> {
+    pub async fn authenticate(&self, db: &Services, token: &str) -> AppResult<CurrentUser> {
         let claims = self.keys.verify(token)?;
         active_user(db.conn(), self, &claims, true).await
     }
@@ -356,53 +317,6 @@ pub struct Session {
     pub restriction: Option<Restriction>,
 }
 
-fn new_refresh_token() -> AppResult<String> {
-    let random = crate::config::random_hex(32)
-        .map_err(|e| AppError::internal(anyhow::anyhow!("no random source: {e}")))?;
-    Ok(format!("srt_{random}"))
-}
-
-fn token_hash(token: &str) -> String {
-    crate::digest::sha256_hex(token)
-}
-
-/// Inserts a new refresh token row and returns the token (shown once).
-async fn insert_refresh_token(
-    conn: &impl ConnectionTrait,
-    user_id: Uuid,
-    ttl: Duration,
-) -> AppResult<(Uuid, String)> {
-    let token = new_refresh_token()?;
-    let id = Uuid::now_v7();
-    let now = Utc::now();
-    refresh_token::ActiveModel {
-        id: Set(id),
-        user_id: Set(user_id),
-        token_hash: Set(token_hash(&token)),
-        created_at: Set(now),
-        expires_at: Set(now + chrono::Duration::from_std(ttl).map_err(AppError::internal)?),
-        revoked_at: Set(None),
-        replaced_by: Set(None),
-    }
-    .insert(conn)
-    .await?;
-    Ok((id, token))
-}
-
-/// Revokes every live refresh token of a user.
-pub async fn revoke_all_refresh_tokens(
-    conn: &impl ConnectionTrait,
-    user_id: Uuid,
-) -> AppResult<u64> {
-    let res = refresh_token::Entity::update_many()
-        .col_expr(refresh_token::Column::RevokedAt, Expr::value(Utc::now()))
-        .filter(refresh_token::Column::UserId.eq(user_id))
-        .filter(refresh_token::Column::RevokedAt.is_null())
-        .exec(conn)
-        .await?;
-    Ok(res.rows_affected)
-}
-
 fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
@@ -412,7 +326,7 @@ fn normalize_email(email: &str) -> String {
 /// Every attempt is audited; consecutive failures lock the account.
 #[tracing::instrument(skip_all)]
 pub async fn login(
-    db: &Db,
+    db: &Services,
     auth: &Auth,
     email: &str,
     password: &str,
@@ -576,7 +490,7 @@ impl Failure {
 /// it against the account (locking it at the threshold), and returns the
 /// error the client gets.
 async fn failed_login(
-    db: &Db,
+    db: &Services,
     auth: &Auth,
     found: Option<&user::Model>,
     email: &str,
@@ -625,7 +539,7 @@ async fn failed_login(
 /// (audited, with a LOGIN_FAILURES alert). The row is locked, so failures
 /// racing on several instances are all counted.
 async fn count_failure(
-    txn: &WriteTxn,
+    txn: &Txn,
     policy: &AccountPolicy,
     user_id: Uuid,
     actor: &Actor,
@@ -697,7 +611,7 @@ async fn count_failure(
 
 /// Clears a lock whose time is over and audits its end, once: the update is
 /// conditional on the lock read, so only one instance writes the row.
-async fn end_expired_lock(txn: &WriteTxn, u: &user::Model, now: DateTime<Utc>) -> AppResult<()> {
+async fn end_expired_lock(txn: &Txn, u: &user::Model, now: DateTime<Utc>) -> AppResult<()> {
     let Some(until) = u.locked_until.filter(|until| *until <= now) else {
         return Ok(());
     };
@@ -727,7 +641,7 @@ async fn end_expired_lock(txn: &WriteTxn, u: &user::Model, now: DateTime<Utc>) -
 
 /// Ends and audits every lock whose time is over; run periodically, so the
 /// end of a lock is in the audit log even when nobody logs in again.
-pub async fn end_expired_locks(db: &Db) -> AppResult<usize> {
+pub async fn end_expired_locks(db: &Services) -> AppResult<usize> {
     let now = Utc::now();
     let expired = user::Entity::find()
         .filter(user::Column::LockedUntil.lte(now))
@@ -743,7 +657,7 @@ pub async fn end_expired_locks(db: &Db) -> AppResult<usize> {
 
 /// An ADMIN ends a lock early (and clears the failure count). Audited when
 /// the account was locked.
-pub async fn unlock(db: &Db, actor: &Actor, user_id: Uuid) -> AppResult<user::Model> {
+pub async fn unlock(db: &Services, actor: &Actor, user_id: Uuid) -> AppResult<user::Model> {
     let txn = db.begin_write().await?;
     let u = user::Entity::find_by_id(user_id)
         .lock_exclusive()
@@ -778,7 +692,7 @@ pub async fn unlock(db: &Db, actor: &Actor, user_id: Uuid) -> AppResult<user::Mo
 /// locked-out admin): clears any lock, ends every session, audited as
 /// PASSWORD_RESET.
 pub async fn reset_password(
-    db: &Db,
+    db: &Services,
     actor: &Actor,
     email: &str,
     new_password: &str,
@@ -819,7 +733,7 @@ pub async fn reset_password(
 /// A rotated refresh token came back: someone holds a copy. Audited as a
 /// failed login of its user, with a LOGIN_FAILURES alert (once per token).
 async fn refresh_reused(
-    txn: &WriteTxn,
+    txn: &Txn,
     row: &refresh_token::Model,
     revoked: u64,
     meta: RequestMeta,
@@ -887,7 +801,12 @@ async fn find_refresh_token(
 /// issued. Presenting a token that was already rotated is treated as theft:
 /// every session of its user is revoked.
 #[tracing::instrument(skip_all)]
-pub async fn refresh(db: &Db, auth: &Auth, token: &str, meta: RequestMeta) -> AppResult<Session> {
+pub async fn refresh(
+    db: &Services,
+    auth: &Auth,
+    token: &str,
+    meta: RequestMeta,
+) -> AppResult<Session> {
     let txn = db.begin_write().await?;
     let row = find_refresh_token(&*txn, token).await?;
     if row.revoked_at.is_some() {
@@ -931,7 +850,7 @@ pub async fn refresh(db: &Db, auth: &Auth, token: &str, meta: RequestMeta) -> Ap
 
 /// Revokes one refresh token. Logging out twice is not an error.
 #[tracing::instrument(skip_all)]
-pub async fn logout(db: &Db, token: &str, meta: RequestMeta) -> AppResult<bool> {
+pub async fn logout(db: &Services, token: &str, meta: RequestMeta) -> AppResult<bool> {
     let txn = db.begin_write().await?;
     let row = find_refresh_token(&*txn, token).await?;
     if row.revoked_at.is_some() {
@@ -960,7 +879,7 @@ pub async fn logout(db: &Db, token: &str, meta: RequestMeta) -> AppResult<bool> 
 /// Checks the current password, stores the new hash and ends every session.
 #[tracing::instrument(skip_all, fields(user_id = %current.id))]
 pub async fn change_password(
-    db: &Db,
+    db: &Services,
     auth: &Auth,
     current: &CurrentUser,
     current_password: &str,

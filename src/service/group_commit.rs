@@ -1,8 +1,9 @@
 //! Group commit of stock movements.
 //!
-//! A movement recorded without an idempotency key joins a queue; whoever
-//! finds the queue non-empty and a batch slot free takes everything queued
-//! (up to [`MAX_BATCH`]) and applies it in one write transaction: the
+//! Every movement recorded (with or without an idempotency key) joins a
+//! queue; whoever finds the queue non-empty and a batch slot free takes
+//! everything queued (up to [`MAX_BATCH`]) and applies it in one write
+//! transaction: the
 //! products locked in SKU order (the order the upload worker locks them in,
 //! so the two never deadlock), then [`stock::apply_locked`]: each movement
 //! checked against the balance its predecessors left, one UPDATE for the
@@ -18,28 +19,30 @@
 //! second here whatever the pool size (the same statement without
 //! `pg_notify` ran at 9,000 a second). A batch pays that commit once.
 //!
-//! A batch of one runs the single-movement path (fewer statements, lower
-//! latency when the server is quiet). A batch that fails before its commit
-//! was rolled back as a whole; its movements then run one by one, so an
-//! unexpected error (a deadlock with another writer, say) costs only time.
+//! A batch that fails before its commit was rolled back as a whole (an
+//! idempotency key another transaction was committing, a deadlock with
+//! another writer); its movements then run one by one
+//! ([`record_one`], the same write path), so such a failure costs
+//! only time.
 //! A failure of the commit itself is answered to every movement of the batch
 //! as it is, since whether it committed is unknown (as for a lone movement).
-//! A batch runs in a task of its own: a request that goes away once its
+//! A batch runs in a task of its own, on the application's task tracker
+//! (awaited at shutdown): a request that goes away once its
 //! movement was taken cannot cancel the batch (nor any other request's
 //! movement); one that goes away before is dropped from the queue unwritten.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex as StdMutex};
 
 use futures_util::future::join_all;
 use sea_orm::{ConnectionTrait, DbBackend, Value};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::Actor;
-use super::products;
-use super::stock::{self, ValidMovement};
-use crate::db::Db;
+use super::context::Services;
+use super::movement::{Pending, ValidMovement, validate};
+use super::product_reads::select_in;
+use super::stock::{self, MovementInput};
 use crate::entity::{product, stock_movement};
 use crate::error::{AppError, AppResult};
 
@@ -47,92 +50,105 @@ use crate::error::{AppError, AppResult};
 /// the per-statement parameter budget by chunking).
 pub const MAX_BATCH: usize = 256;
 
-/// Batches in flight at once: one can be committing while the next applies
-/// its statements. Three were measured too: smaller batches (6.6 movements
-/// on average against 9.8 at 32 clients) and no more movements a second.
-const BATCHES_IN_FLIGHT: usize = 2;
+/// Records a movement: it joins the next group commit
+/// ([`super::group_commit`]), where it is applied by [`stock::apply_locked`] with
+/// the others queued beside it. The answer is the one a transaction of its
+/// own would give: with an idempotency key, a repeat of the same request
+/// returns the first movement and applies nothing, and the same key with a
+/// different request is a CONFLICT.
+#[tracing::instrument(skip_all, fields(product_id = %input.product_id, kind = ?input.kind))]
+pub async fn record(
+    db: &Services,
+    actor: &Actor,
+    input: MovementInput,
+) -> AppResult<stock_movement::Model> {
+    let movement = validate(&input)?;
+    submit(db, actor, movement).await
+}
 
-type Reply = oneshot::Sender<AppResult<stock_movement::Model>>;
+/// Records a movement in a transaction of its own, through the same
+/// [`stock::apply_locked`] as a batch: what a batch that failed as a whole falls
+/// back to for each of its movements.
+pub async fn record_one(
+    db: &Services,
+    actor: &Actor,
+    movement: &ValidMovement,
+) -> AppResult<stock_movement::Model> {
+    // The transaction lives only inside this block: on any error it is
+    // rolled back and its connection returned before the replay lookup below.
+    let result = async {
+        let txn = db.begin_write().await?;
+        let postgres = txn.get_database_backend() == sea_orm::DbBackend::Postgres;
+        let mut products: HashMap<Uuid, product::Model> = select_in(
+            &*txn,
+            "id",
+            vec![Value::from(movement.product_id)],
+            postgres,
+        )
+        .await?
+        .into_iter()
+        .map(|p| (p.id, p))
+        .collect();
+        let mut results = stock::apply_locked(&txn, &mut products, &[(actor, movement)]).await?;
+        let result = results.pop().unwrap_or_else(|| {
+            Err(AppError::internal(anyhow::anyhow!(
+                "a movement was applied without an outcome"
+            )))
+        })?;
+        txn.commit().await?;
+        Ok(result)
+    }
+    .await;
+    match (result, &movement.idempotency_key) {
+        // On PostgreSQL a request racing one with the same key may have waited
+        // on the product row and then failed (the unique key, or the stock the
+        // first one used up): if the first one committed, answer with it.
+        (
+            Err(
+                err @ (AppError::Conflict(_)
+                | AppError::InsufficientStock { .. }
+                | AppError::NotFound(_)),
+            ),
+            Some(key),
+        ) => match stock::find_by_keys(db.conn(), actor.user_id, std::slice::from_ref(key)).await {
+            Ok(found) => match found.into_iter().next() {
+                Some(existing) => stock::replay(existing, &movement.request_hash()),
+                None => Err(err),
+            },
+            Err(_) => Err(err),
+        },
+        (result, _) => result,
+    }
+}
 
-struct Pending {
-    actor: Actor,
+/// Records `movement` (already validated) in the next batch, and answers as
+/// [`record`] would.
+pub async fn submit(
+    db: &Services,
+    actor: &Actor,
     movement: ValidMovement,
-    reply: Reply,
-}
-
-/// The queue of movements waiting for a batch.
-pub struct MovementQueue {
-    pending: StdMutex<Vec<Pending>>,
-    slots: Arc<Semaphore>,
-}
-
-impl std::fmt::Debug for MovementQueue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MovementQueue")
-            .field("free_slots", &self.slots.available_permits())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for MovementQueue {
-    fn default() -> Self {
-        Self {
-            pending: StdMutex::new(Vec::new()),
-            slots: Arc::new(Semaphore::new(BATCHES_IN_FLIGHT)),
-        }
-    }
-}
-
-impl MovementQueue {
-    /// Records `movement` (already validated, no idempotency key) in the
-    /// next batch, and answers as [`stock::record`] would.
-    pub async fn submit(
-        &self,
-        db: &Db,
-        actor: &Actor,
-        movement: ValidMovement,
-    ) -> AppResult<stock_movement::Model> {
-        let (reply, mut answer) = oneshot::channel();
-        self.lock().push(Pending {
-            actor: actor.clone(),
-            movement,
-            reply,
-        });
-        loop {
-            tokio::select! {
-                biased;
-                answer = &mut answer => return answered(answer),
-                slot = Arc::clone(&self.slots).acquire_owned() => {
-                    let slot = slot.map_err(|_| AppError::internal(anyhow::anyhow!("movement queue closed")))?;
-                    let batch = self.take();
-                    if batch.is_empty() {
-                        // Ours is in a batch already under way.
-                        drop(slot);
-                        return answered(answer.await);
-                    }
-                    let db = db.clone();
-                    tokio::spawn(async move {
-                        run(&db, batch).await;
-                        drop(slot);
-                    });
+) -> AppResult<stock_movement::Model> {
+    let queue = db.movements();
+    let mut answer = queue.push(actor, movement);
+    loop {
+        tokio::select! {
+            biased;
+            answer = &mut answer => return answered(answer),
+            slot = queue.slots().acquire_owned() => {
+                let slot = slot.map_err(|_| AppError::internal(anyhow::anyhow!("movement queue closed")))?;
+                let batch = queue.take(MAX_BATCH);
+                if batch.is_empty() {
+                    // Ours is in a batch already under way.
+                    drop(slot);
+                    return answered(answer.await);
                 }
+                let db = db.clone();
+                db.tasks().clone().spawn(async move {
+                    run(&db, batch).await;
+                    drop(slot);
+                });
             }
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The oldest queued movements whose requests still wait, at most
-    /// [`MAX_BATCH`].
-    fn take(&self) -> Vec<Pending> {
-        let mut pending = self.lock();
-        pending.retain(|p| !p.reply.is_closed());
-        let n = pending.len().min(MAX_BATCH);
-        pending.drain(..n).collect()
     }
 }
 
@@ -147,15 +163,8 @@ fn answered(
 }
 
 /// Applies `batch` and answers each of its requests.
-async fn run(db: &Db, mut batch: Vec<Pending>) {
+async fn run(db: &Services, batch: Vec<Pending>) {
     crate::metrics::movement_batch(batch.len());
-    if batch.len() == 1 {
-        if let Some(one) = batch.pop() {
-            let result = stock::record_one(db, &one.actor, &one.movement).await;
-            let _ = one.reply.send(result);
-        }
-        return;
-    }
     match apply(db, &batch).await {
         Ok(results) => {
             for (one, result) in batch.into_iter().zip(results) {
@@ -169,7 +178,7 @@ async fn run(db: &Db, mut batch: Vec<Pending>) {
                 "movement batch rolled back; applying its movements one by one"
             );
             join_all(batch.into_iter().map(|one| async move {
-                let result = stock::record_one(db, &one.actor, &one.movement).await;
+                let result = record_one(db, &one.actor, &one.movement).await;
                 let _ = one.reply.send(result);
             }))
             .await;
@@ -191,7 +200,7 @@ enum Failed {
 }
 
 async fn apply(
-    db: &Db,
+    db: &Services,
     batch: &[Pending],
 ) -> Result<Vec<AppResult<stock_movement::Model>>, Failed> {
     let before = |e: AppError| Failed::BeforeCommit(e);
@@ -203,13 +212,12 @@ async fn apply(
     // parameter budget of one statement on both databases.
     let postgres = txn.get_database_backend() == DbBackend::Postgres;
     let values = ids.into_iter().map(Value::from).collect();
-    let mut products: HashMap<Uuid, product::Model> =
-        products::select_in(&*txn, "id", values, postgres)
-            .await
-            .map_err(before)?
-            .into_iter()
-            .map(|p| (p.id, p))
-            .collect();
+    let mut products: HashMap<Uuid, product::Model> = select_in(&*txn, "id", values, postgres)
+        .await
+        .map_err(before)?
+        .into_iter()
+        .map(|p| (p.id, p))
+        .collect();
     let movements: Vec<(&Actor, &ValidMovement)> =
         batch.iter().map(|p| (&p.actor, &p.movement)).collect();
     let results = stock::apply_locked(&txn, &mut products, &movements)

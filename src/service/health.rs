@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::context::Services;
 use crate::config::Config;
-use crate::db::Db;
 use crate::events::BusHealth;
 use crate::service::alerts::{self, QueueFigures};
 use crate::service::uploads::{self, UploadQueueFigures};
@@ -18,7 +18,7 @@ pub struct UploadsHealth {
     pub degraded: Option<String>,
 }
 
-async fn uploads_queue(db: &Db, config: &Config, timeout: Duration) -> UploadsHealth {
+async fn uploads_queue(db: &Services, config: &Config, timeout: Duration) -> UploadsHealth {
     let queue = match tokio::time::timeout(
         timeout,
         uploads::queue_figures(db.conn(), config.upload_queue_alert_age),
@@ -52,7 +52,7 @@ pub struct NotifierHealth {
     pub degraded: Option<String>,
 }
 
-async fn notifier(db: &Db, config: &Config, timeout: Duration) -> NotifierHealth {
+async fn notifier(db: &Services, config: &Config, timeout: Duration) -> NotifierHealth {
     let configured = match tokio::time::timeout(timeout, db.settings().current(db.conn())).await {
         Ok(Ok(s)) => s.configured(),
         _ => false,
@@ -109,7 +109,7 @@ pub struct HealthReport {
     pub uploads: UploadsHealth,
 }
 
-pub async fn check(db: &Db, config: &Config, started: Instant) -> HealthReport {
+pub async fn check(db: &Services, config: &Config, started: Instant) -> HealthReport {
     let timeout = config.health_db_timeout;
     let start = Instant::now();
     let database = match tokio::time::timeout(timeout, db.ping()).await {

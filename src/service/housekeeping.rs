@@ -10,8 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, Statement};
 
+use super::context::Services;
 use crate::config::Config;
-use crate::db::Db;
 use crate::error::{AppError, AppResult};
 
 pub const BATCH: u64 = 500;
@@ -24,7 +24,7 @@ pub struct Pruned {
 }
 
 /// Deletes what is past its retention at `now`.
-pub async fn prune(db: &Db, config: &Config, now: DateTime<Utc>) -> AppResult<Pruned> {
+pub async fn prune(db: &Services, config: &Config, now: DateTime<Utc>) -> AppResult<Pruned> {
     let cutoff = |keep: Duration| {
         chrono::Duration::from_std(keep)
             .map(|keep| now - keep)
@@ -55,7 +55,7 @@ pub async fn prune(db: &Db, config: &Config, now: DateTime<Utc>) -> AppResult<Pr
 /// Runs `sql` (a batch of at most `$2` rows older than `$1`) until a batch
 /// comes back short.
 async fn in_batches(
-    db: &Db,
+    db: &Services,
     table: &'static str,
     sql: &str,
     before: DateTime<Utc>,

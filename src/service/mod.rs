@@ -5,12 +5,17 @@
 pub mod alerts;
 pub mod audit;
 pub mod auth;
+pub mod context;
+pub mod credentials;
 pub mod group_commit;
 pub mod health;
 pub mod housekeeping;
+pub mod movement;
+pub mod product_reads;
 pub mod products;
 pub mod security;
 pub mod settings;
+pub mod settings_cache;
 pub mod stock;
 pub mod two_factor;
 pub mod uploads;

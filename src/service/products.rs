@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::Utc;
-use futures_util::FutureExt;
 use sea_orm::Order;
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
@@ -16,12 +15,11 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
+use super::context::{Services, Txn};
+pub use super::product_reads::{select_in, sku_key};
 use super::stock::{self, MovementInput};
 use super::{Actor, Page, PageRequest, contains_ci, optional_text, paginate, required_text};
-use tokio_util::task::TaskTracker;
-
-use crate::batch::{Coalescer, Unanswered};
-use crate::db::{Db, WriteTxn};
+use crate::batch::Unanswered;
 use crate::entity::audit_log::{AuditAction, EntityType};
 use crate::entity::product;
 use crate::entity::stock_movement::MovementKind;
@@ -173,7 +171,7 @@ pub fn validate_new(input: &NewProduct) -> AppResult<ValidNewProduct> {
 
 /// Creates a product in its own transaction (see [`create_in`]).
 #[tracing::instrument(skip_all, fields(sku = %input.sku))]
-pub async fn create(db: &Db, actor: &Actor, input: NewProduct) -> AppResult<product::Model> {
+pub async fn create(db: &Services, actor: &Actor, input: NewProduct) -> AppResult<product::Model> {
     let valid = validate_new(&input)?;
     let txn = db.begin_write().await?;
     let product = create_in(&txn, actor, &valid).await?;
@@ -184,7 +182,7 @@ pub async fn create(db: &Db, actor: &Actor, input: NewProduct) -> AppResult<prod
 /// Creates a product on the caller's transaction; `initial_stock` is
 /// recorded as an INBOUND movement in it.
 pub async fn create_in(
-    txn: &WriteTxn,
+    txn: &Txn,
     actor: &Actor,
     input: &ValidNewProduct,
 ) -> AppResult<product::Model> {
@@ -236,7 +234,14 @@ pub async fn create_in(
                 idempotency_key: None,
             };
             let validated = stock::validate(&input)?;
-            stock::apply(txn, actor, &validated).await?.1
+            // Created in `txn`, so locked for the rest of it.
+            let mut products = HashMap::from([(created.id, created)]);
+            for result in stock::apply_locked(txn, &mut products, &[(actor, &validated)]).await? {
+                result?;
+            }
+            products.into_values().next().ok_or_else(|| {
+                AppError::internal(anyhow::anyhow!("the new product went missing"))
+            })?
         }
         None => created,
     };
@@ -279,7 +284,7 @@ pub fn validate_patch(patch: &ProductPatch) -> AppResult<ValidPatch> {
 /// Updates catalogue fields in its own transaction (see [`update_in`]).
 #[tracing::instrument(skip_all, fields(product_id = %id))]
 pub async fn update(
-    db: &Db,
+    db: &Services,
     actor: &Actor,
     id: Uuid,
     patch: ProductPatch,
@@ -296,7 +301,7 @@ pub async fn update(
 /// `expected_version`, a stale version is a CONFLICT. A change that changes
 /// nothing writes nothing and keeps the version.
 pub async fn update_in(
-    txn: &WriteTxn,
+    txn: &Txn,
     actor: &Actor,
     id: Uuid,
     patch: &ValidPatch,
@@ -365,7 +370,7 @@ pub async fn update_in(
 
 /// Archives a product in its own transaction (see [`archive_in`]).
 #[tracing::instrument(skip_all, fields(product_id = %id))]
-pub async fn archive(db: &Db, actor: &Actor, id: Uuid) -> AppResult<product::Model> {
+pub async fn archive(db: &Services, actor: &Actor, id: Uuid) -> AppResult<product::Model> {
     let txn = db.begin_write().await?;
     let product = archive_in(&txn, actor, id).await?;
     txn.commit().await?;
@@ -374,7 +379,7 @@ pub async fn archive(db: &Db, actor: &Actor, id: Uuid) -> AppResult<product::Mod
 
 /// Archives a product: it keeps its history and its SKU, and leaves the
 /// default listing.
-pub async fn archive_in(txn: &WriteTxn, actor: &Actor, id: Uuid) -> AppResult<product::Model> {
+pub async fn archive_in(txn: &Txn, actor: &Actor, id: Uuid) -> AppResult<product::Model> {
     let before = live_for_update(&**txn, id).await?;
     let mut active: product::ActiveModel = before.clone().into();
     let now = Utc::now();
@@ -424,93 +429,17 @@ pub async fn get_by_sku(
         .await?)
 }
 
-/// The products whose `key` (a column expression: `id`, `lower(sku)`) is
-/// one of `values`, in one statement. With `lock` (PostgreSQL) their rows
-/// are locked for the rest of the transaction in SKU order: every batch that
-/// locks several products (the upload worker, the movement group commit)
-/// takes them in that order, so two batches queue instead of deadlocking.
-pub async fn select_in(
-    conn: &impl ConnectionTrait,
-    key: &str,
-    values: Vec<sea_orm::Value>,
-    lock: bool,
-) -> AppResult<Vec<product::Model>> {
-    let lock = if lock {
-        " ORDER BY lower(sku) FOR UPDATE"
-    } else {
-        ""
-    };
-    let placeholders = crate::db::placeholders(values.len());
-    let rows = conn
-        .query_all_raw(sea_orm::Statement::from_sql_and_values(
-            conn.get_database_backend(),
-            format!("SELECT * FROM products WHERE {key} IN ({placeholders}){lock}"),
-            values,
-        ))
-        .await?;
-    rows.iter()
-        .map(|row| {
-            <product::Model as sea_orm::FromQueryResult>::from_query_result(row, "")
-                .map_err(Into::into)
-        })
-        .collect()
-}
-
-/// Products by SKU key, read in batches across requests (`crate::batch`).
-pub type SkuReads = Coalescer<String, Arc<product::Model>, Arc<AppError>>;
-
-/// The batched reads of products by SKU: at most 256 SKUs a statement, four
-/// statements at a time.
-pub fn sku_reads(db: Db, tasks: TaskTracker) -> Arc<SkuReads> {
-    let load: crate::batch::Load<String, Arc<product::Model>, Arc<AppError>> =
-        Box::new(move |keys| {
-            let db = db.clone();
-            async move { load_by_sku(&db, keys).await.map_err(Arc::new) }.boxed()
-        });
-    Coalescer::new(load, 256, 4, tasks)
-}
-
-/// One statement for many SKU keys; what it finds is offered to the read
-/// cache under the tickets taken before the read.
-async fn load_by_sku(
-    db: &Db,
-    keys: Vec<String>,
-) -> AppResult<HashMap<String, Arc<product::Model>>> {
-    let cache = db.bus().product_cache();
-    let tickets: Vec<_> = cache
-        .map(|c| keys.iter().map(|k| c.ticket(k)).collect())
-        .unwrap_or_default();
-    let values = keys
-        .iter()
-        .map(|k| sea_orm::Value::from(k.as_str()))
-        .collect();
-    let rows = select_in(db.conn(), "lower(sku)", values, false).await?;
-    let found: HashMap<String, Arc<product::Model>> = rows
-        .into_iter()
-        .map(|row| (sku_key(&row.sku), Arc::new(row)))
-        .collect();
-    if let Some(cache) = cache {
-        for (key, ticket) in keys.iter().zip(tickets) {
-            if let Some(product) = found.get(key) {
-                cache.put_by_sku(key, ticket, Arc::clone(product));
-            }
-        }
-    }
-    Ok(found)
-}
-
 /// A product by SKU: from the read cache (PostgreSQL; see `crate::cache`),
 /// or read with the other requests' SKUs in one statement.
 pub async fn get_by_sku_cached(
-    db: &Db,
-    reads: &Arc<SkuReads>,
+    services: &Services,
     sku: &str,
 ) -> AppResult<Option<Arc<product::Model>>> {
     let key = sku_key(sku);
-    if let Some(hit) = db.bus().product_cache().and_then(|c| c.get_by_sku(&key)) {
+    if let Some(hit) = services.product_cache().and_then(|c| c.get_by_sku(&key)) {
         return Ok(Some(hit));
     }
-    reads.get(key).await.map_err(|e| match e {
+    services.sku_reads().get(key).await.map_err(|e| match e {
         Unanswered::Failed(failed) => {
             AppError::internal(anyhow::anyhow!("reading products by SKU: {failed:#}"))
         }
@@ -520,15 +449,10 @@ pub async fn get_by_sku_cached(
     })
 }
 
-/// The read cache's key of a SKU (SKUs are trimmed and case-insensitive).
-pub fn sku_key(sku: &str) -> String {
-    sku.trim().to_ascii_lowercase()
-}
-
 /// [`list`], with the total of the unfiltered catalogue from the read cache
 /// (PostgreSQL), and otherwise the page and its count read at once.
 pub async fn list_cached(
-    db: &Db,
+    db: &Services,
     filter: &ProductFilter,
     page: PageRequest,
 ) -> AppResult<Page<product::Model>> {
@@ -539,10 +463,7 @@ pub async fn list_cached(
             .is_none_or(|c| c.trim().is_empty())
         && !filter.low_stock_only
         && !filter.include_archived;
-    let cache = db
-        .bus()
-        .product_cache()
-        .filter(|_| unfiltered && page.with_total);
+    let cache = db.product_cache().filter(|_| unfiltered && page.with_total);
     let Some(cache) = cache else {
         return list(db.conn(), filter, page).await;
     };

@@ -19,9 +19,9 @@ use totp_rs::{Builder, Totp};
 use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
+use super::context::{Services, Txn};
 use super::{Actor, CurrentUser};
 use crate::config::Config;
-use crate::db::{Db, WriteTxn};
 use crate::entity::audit_log::{AuditAction, EntityType};
 use crate::entity::{recovery_code, user};
 use crate::error::{AppError, AppResult};
@@ -213,7 +213,7 @@ pub async fn unused_recovery_codes(conn: &impl ConnectionTrait, user_id: Uuid) -
         .await?)
 }
 
-async fn locked_user(txn: &WriteTxn, id: Uuid) -> AppResult<user::Model> {
+async fn locked_user(txn: &Txn, id: Uuid) -> AppResult<user::Model> {
     user::Entity::find_by_id(id)
         .lock_exclusive()
         .one(&**txn)
@@ -224,7 +224,7 @@ async fn locked_user(txn: &WriteTxn, id: Uuid) -> AppResult<user::Model> {
 /// Starts (or restarts) enrollment: a new secret, stored encrypted and not yet
 /// in force. CONFLICT when 2FA is already on.
 pub async fn begin_enrollment(
-    db: &Db,
+    db: &Services,
     secrets: &SecretBox,
     production: bool,
     current: &CurrentUser,
@@ -285,7 +285,7 @@ fn qr_svg(uri: &str) -> AppResult<String> {
 /// Turns 2FA on with a first code from the authenticator and returns fresh
 /// recovery codes (shown once, stored hashed).
 pub async fn confirm(
-    db: &Db,
+    db: &Services,
     secrets: &SecretBox,
     current: &CurrentUser,
     code: &str,
@@ -349,7 +349,7 @@ pub async fn confirm(
 
 /// Turns 2FA off with a current code or a recovery code.
 pub async fn disable(
-    db: &Db,
+    db: &Services,
     secrets: &SecretBox,
     current: &CurrentUser,
     code: &str,
@@ -384,7 +384,7 @@ pub async fn disable(
     Ok(())
 }
 
-async fn clear(txn: &WriteTxn, user: &user::Model) -> AppResult<()> {
+async fn clear(txn: &Txn, user: &user::Model) -> AppResult<()> {
     recovery_code::Entity::delete_many()
         .filter(recovery_code::Column::UserId.eq(user.id))
         .exec(&**txn)
@@ -408,7 +408,7 @@ async fn clear(txn: &WriteTxn, user: &user::Model) -> AppResult<()> {
 
 /// Turns another user's 2FA off (an ADMIN, or the CLI for a locked-out admin)
 /// and ends their sessions, so the next login enrolls afresh.
-pub async fn reset(db: &Db, actor: &Actor, user_id: Uuid) -> AppResult<user::Model> {
+pub async fn reset(db: &Services, actor: &Actor, user_id: Uuid) -> AppResult<user::Model> {
     let txn = db.begin_write().await?;
     let user = user::Entity::find_by_id(user_id)
         .lock_exclusive()
@@ -419,7 +419,7 @@ pub async fn reset(db: &Db, actor: &Actor, user_id: Uuid) -> AppResult<user::Mod
         return Ok(user);
     }
     clear(&txn, &user).await?;
-    let revoked = super::auth::revoke_all_refresh_tokens(&*txn, user.id).await?;
+    let revoked = super::credentials::revoke_all_refresh_tokens(&*txn, user.id).await?;
     let by = actor.name.as_deref().unwrap_or("the command line");
     audit::record(
         &txn,

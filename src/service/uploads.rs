@@ -12,8 +12,8 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
+use super::context::{Services, Txn};
 use super::{Actor, Page, PageRequest, paginate};
-use crate::db::{Db, WriteTxn};
 use crate::digest::sha256_hex;
 use crate::entity::audit_log::{AuditAction, EntityType};
 use crate::entity::upload_job::{self, UploadKind, UploadStatus};
@@ -72,7 +72,7 @@ async fn active_for(
 /// sent again while its job is queued or running answers that job.
 #[tracing::instrument(skip_all, fields(kind = ?input.kind, bytes = input.content.len()))]
 pub async fn submit(
-    db: &Db,
+    db: &Services,
     actor: &Actor,
     max_bytes: usize,
     input: NewUpload,
@@ -219,7 +219,7 @@ pub async fn errors(
 /// Finishes a job on the caller's transaction: its status, the audit row
 /// (UPLOAD_FINISH) and the event; the caller adds the alert.
 pub async fn finish_in(
-    txn: &WriteTxn,
+    txn: &Txn,
     actor: &Actor,
     job: &upload_job::Model,
     status: UploadStatus,
@@ -266,7 +266,7 @@ pub async fn finish_in(
 /// worker stops after the batch under way (what was applied stays). A
 /// finished job is a CONFLICT.
 #[tracing::instrument(skip_all, fields(job_id = %id))]
-pub async fn cancel(db: &Db, actor: &Actor, id: Uuid) -> AppResult<upload_job::Model> {
+pub async fn cancel(db: &Services, actor: &Actor, id: Uuid) -> AppResult<upload_job::Model> {
     let txn = db.begin_write().await?;
     let job = upload_job::Entity::find_by_id(id)
         .lock_exclusive()
@@ -374,7 +374,7 @@ pub async fn queue_figures(
 
 /// Drops the files of jobs finished more than `retention` ago; their jobs
 /// and row errors stay. Returns how many files were dropped.
-pub async fn purge_files(db: &Db, retention: std::time::Duration) -> AppResult<u64> {
+pub async fn purge_files(db: &Services, retention: std::time::Duration) -> AppResult<u64> {
     let cutoff = Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
     let txn = db.begin_write().await?;
     let result = txn

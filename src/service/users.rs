@@ -10,8 +10,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
-use super::{Actor, Page, PageRequest, auth, paginate, required_text};
-use crate::db::Db;
+use super::context::Services;
+use super::{Actor, Page, PageRequest, credentials, paginate, required_text};
 use crate::entity::audit_log::{AuditAction, EntityType};
 use crate::entity::user::{self, Role};
 use crate::error::{AppError, AppResult, USERS_EMAIL_KEY, on_unique_violation};
@@ -87,11 +87,11 @@ async fn insert_user(
 }
 
 #[tracing::instrument(skip_all, fields(role = ?input.role))]
-pub async fn create(db: &Db, actor: &Actor, input: NewUser) -> AppResult<user::Model> {
+pub async fn create(db: &Services, actor: &Actor, input: NewUser) -> AppResult<user::Model> {
     let email = normalized_email("email", &input.email)?;
     let display_name = required_text("displayName", &input.display_name, MAX_DISPLAY_NAME)?;
-    auth::validate_new_password("password", &input.password)?;
-    let hash = auth::hash_password(&input.password).await?;
+    credentials::validate_new_password("password", &input.password)?;
+    let hash = credentials::hash_password(&input.password).await?;
 
     let txn = db.begin_write().await?;
     let user = insert_user(&*txn, email, display_name, hash, input.role).await?;
@@ -110,7 +110,12 @@ pub async fn create(db: &Db, actor: &Actor, input: NewUser) -> AppResult<user::M
 /// Updates a user. Deactivation ends their sessions; the last active admin
 /// cannot be demoted or deactivated.
 #[tracing::instrument(skip_all, fields(user_id = %id))]
-pub async fn update(db: &Db, actor: &Actor, id: Uuid, patch: UserPatch) -> AppResult<user::Model> {
+pub async fn update(
+    db: &Services,
+    actor: &Actor,
+    id: Uuid,
+    patch: UserPatch,
+) -> AppResult<user::Model> {
     let display_name = match &patch.display_name {
         Some(n) => Some(required_text("displayName", n, MAX_DISPLAY_NAME)?),
         None => None,
@@ -170,7 +175,7 @@ pub async fn update(db: &Db, actor: &Actor, id: Uuid, patch: UserPatch) -> AppRe
     }
     let mut revoked = 0;
     if before.is_active && !after.is_active {
-        revoked = auth::revoke_all_refresh_tokens(&*txn, after.id).await?;
+        revoked = credentials::revoke_all_refresh_tokens(&*txn, after.id).await?;
     }
     let mut summary = format!("updated user {}", after.email);
     if revoked > 0 {
@@ -218,7 +223,7 @@ pub enum Seeded {
 /// Creates the admin account when the database has no user at all. Running it
 /// again changes nothing. `password` None generates one (development only).
 pub async fn seed_admin(
-    db: &Db,
+    db: &Services,
     email: &str,
     password: Option<&str>,
     allow_generated: bool,
@@ -237,7 +242,7 @@ pub async fn seed_admin(
         }
     };
     let email = normalized_email("ADMIN_EMAIL", email)?;
-    let hash = auth::hash_password(&password).await?;
+    let hash = credentials::hash_password(&password).await?;
 
     let txn = db.begin_write().await?;
     // Re-checked inside the write transaction: two instances starting at once

@@ -44,13 +44,13 @@ use super::rows::{
     MovementRow, ProductRow, Row, RowData, RowError, RowTyper, Scan, column_of_field,
 };
 use crate::config::Config;
-use crate::db::{Db, WriteTxn};
 use crate::entity::alert::AlertKind;
 use crate::entity::upload_job::{self, UploadStatus};
 use crate::entity::{product, upload_job_error, upload_job_file, user};
 use crate::error::{AppError, AppResult, is_transient};
 use crate::events::DomainEvent;
 use crate::service::alerts::{self, escape_html};
+use crate::service::context::{Services, Txn};
 use crate::service::products::{self, NewProduct, ProductPatch};
 use crate::service::stock::{self, MovementInput};
 use crate::service::uploads::finish_in;
@@ -86,7 +86,7 @@ impl Policy {
 }
 
 pub struct UploadWorker {
-    db: Db,
+    db: Services,
     policy: Policy,
     stop: CancellationToken,
     last_purge: Mutex<Option<Instant>>,
@@ -225,11 +225,11 @@ impl RowVisitor for Producer {
 }
 
 impl UploadWorker {
-    pub fn new(config: &Config, db: Db, stop: CancellationToken) -> Self {
+    pub fn new(config: &Config, db: Services, stop: CancellationToken) -> Self {
         Self::with_policy(Policy::from_config(config), db, stop)
     }
 
-    pub fn with_policy(policy: Policy, db: Db, stop: CancellationToken) -> Self {
+    pub fn with_policy(policy: Policy, db: Services, stop: CancellationToken) -> Self {
         Self {
             db,
             policy,
@@ -498,7 +498,7 @@ impl UploadWorker {
     /// whether a cancel was asked for.
     async fn hold(
         &self,
-        txn: &WriteTxn,
+        txn: &Txn,
         job: &upload_job::Model,
         token: Uuid,
     ) -> AppResult<Option<bool>> {
@@ -752,7 +752,7 @@ impl UploadWorker {
 /// Applies one PRODUCTS row through the product service, on the batch's
 /// transaction (inside a savepoint: a refused row leaves nothing).
 async fn apply_product(
-    txn: &WriteTxn,
+    txn: &Txn,
     actor: &Actor,
     p: &ProductRow,
     catalogue: &mut Catalogue,

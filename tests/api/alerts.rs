@@ -21,7 +21,7 @@ async fn app_with(fake: &FakeTelegram, chats: &str, extra: &[(&str, &str)]) -> T
 /// Queues TEST alerts with these messages in one transaction, as a burst of
 /// changes would.
 async fn queue(app: &TestApp, messages: impl IntoIterator<Item = String>) {
-    let txn = app.state.db.begin_write().await.unwrap();
+    let txn = app.state.services.begin_write().await.unwrap();
     for message in messages {
         stockroom::service::alerts::enqueue(
             &txn,
@@ -768,7 +768,7 @@ async fn an_alert_unsent_past_the_age_threshold_degrades_the_notifier() {
             stockroom::entity::alert::Column::Id
                 .eq(uuid::Uuid::parse_str(alert["id"].as_str().unwrap()).unwrap()),
         )
-        .exec(app.state.db.conn())
+        .exec(app.state.services.conn())
         .await
         .unwrap();
     let resp = app.get("/api/v1/health").await;
@@ -883,7 +883,7 @@ async fn a_panic_while_sending_fails_that_alert_and_the_notifier_goes_on() {
     .unwrap();
     let notifier = stockroom::notifier::Notifier::with_sender(
         stockroom::notifier::Policy::from_config(&config),
-        app.state.db.clone(),
+        app.state.services.clone(),
         std::sync::Arc::new(PanickingSender),
         tokio_util::sync::CancellationToken::new(),
     );
@@ -1122,7 +1122,7 @@ async fn alerts_and_refresh_tokens_past_their_retention_are_pruned_in_batches() 
     let tokens = app.count("SELECT COUNT(*) FROM refresh_tokens").await;
     assert_eq!(tokens, copies as i64 + 1);
 
-    let (db, config) = (&app.state.db, &app.state.config);
+    let (db, config) = (&app.state.services, &app.state.config);
     let now = chrono::Utc::now();
     assert_eq!(prune(db, config, now).await.unwrap(), Pruned::default());
     // Past both retentions (and the tokens' own lifetime).

@@ -274,10 +274,10 @@ async fn no_secret_ever_reaches_the_audit_log() {
 
     let rows = app
         .state
-        .db
+        .services
         .conn()
         .query_all_raw(sea_orm::Statement::from_string(
-            app.state.db.backend(),
+            app.state.services.backend(),
             "SELECT action, summary, changes FROM audit_logs",
         ))
         .await

@@ -84,13 +84,13 @@ async fn repeated_reads_are_served_from_memory_and_a_write_is_still_seen() {
     // Repeated reads are served from memory: no statement runs.
     stock(&app, &admin, "CACHE-1").await;
     total(&app, &admin).await;
-    let statements = app.state.db.statements_run();
+    let statements = app.state.services.statements_run();
     for _ in 0..5 {
         stock(&app, &admin, "CACHE-1").await;
         total(&app, &admin).await;
     }
     // The page itself is read; the count is not.
-    assert_eq!(app.state.db.statements_run() - statements, 5);
+    assert_eq!(app.state.services.statements_run() - statements, 5);
     // With the cache surely on, a write is still seen by the next read.
     out(&app, &admin, &product, 1).await;
     assert_eq!(stock(&app, &admin, "CACHE-1").await, 99);
@@ -171,7 +171,7 @@ async fn reads_racing_writes_never_leave_an_old_row_in_the_cache() {
 /// is bypassed.
 async fn wait_for_read_cache(app: &TestApp) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while app.state.db.bus().product_cache().is_none() {
+    while app.state.services.product_cache().is_none() {
         assert!(Instant::now() < deadline, "the read cache did not come on");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

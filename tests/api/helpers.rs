@@ -368,7 +368,7 @@ impl TestApp {
 
     /// Runs a count over one table on the app's own database.
     pub async fn count(&self, sql: &str) -> i64 {
-        let db = self.state.db.conn();
+        let db = self.state.services.conn();
         let row = db
             .query_one_raw(sea_orm::Statement::from_string(
                 db.get_database_backend(),
@@ -383,14 +383,19 @@ impl TestApp {
     /// Every product's stock equals the sum of its movements, and every
     /// movement's balance follows from the one before.
     pub async fn ledger_is_clean(&self) {
-        let (_, drift) = stockroom::service::stock::verify_ledger(self.state.db.conn())
+        let (_, drift) = stockroom::service::stock::verify_ledger(self.state.services.conn())
             .await
             .unwrap();
         assert!(drift.is_empty(), "ledger drift: {drift:?}");
     }
 
     pub async fn exec(&self, sql: &str) {
-        self.state.db.conn().execute_unprepared(sql).await.unwrap();
+        self.state
+            .services
+            .conn()
+            .execute_unprepared(sql)
+            .await
+            .unwrap();
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -494,11 +499,11 @@ impl TestApp {
     /// what a test does next is seen by them.
     pub async fn wait_for_subscriptions(&self, n: usize) {
         let deadline = tokio::time::Instant::now() + WS_WAIT;
-        while self.state.db.bus().health().subscriptions < n {
+        while self.state.services.bus().health().subscriptions < n {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "only {} of {n} subscriptions opened",
-                self.state.db.bus().health().subscriptions
+                self.state.services.bus().health().subscriptions
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -183,8 +183,43 @@ fn cycles(modules: &BTreeMap<Module, String>, layer: &[&str]) -> Vec<Vec<String>
 }
 
 #[test]
-fn the_graphql_layer_has_no_import_cycle() {
-    assert_eq!(cycles(&modules(), &["graphql"]), Vec::<Vec<String>>::new());
+fn the_crate_has_no_import_cycle() {
+    assert_eq!(cycles(&modules(), &[]), Vec::<Vec<String>>::new());
+}
+
+/// The modules under the services: the database and its write discipline,
+/// the event bus, settings, metrics, limits, telemetry and the pieces they
+/// are made of.
+const CORE: &[&str] = &[
+    "batch",
+    "cache",
+    "config",
+    "db",
+    "digest",
+    "entity",
+    "error",
+    "events",
+    "limits",
+    "metrics",
+    "telemetry",
+    "validate",
+];
+
+#[test]
+fn nothing_below_the_services_points_up() {
+    let modules = modules();
+    let mut up = Vec::new();
+    for (module, source) in &modules {
+        if !module.first().is_some_and(|m| CORE.contains(&m.as_str())) {
+            continue;
+        }
+        for target in arrows(&modules, module, source) {
+            if target.first().is_some_and(|t| !CORE.contains(&t.as_str())) {
+                up.push(format!("{} -> {}", module.join("::"), target.join("::")));
+            }
+        }
+    }
+    assert_eq!(up, Vec::<String>::new());
 }
 
 #[test]

@@ -14,6 +14,7 @@ mod browser;
 mod cache;
 mod cli;
 mod clients;
+mod constraints;
 mod contract;
 mod graphql_http;
 mod http;

@@ -115,7 +115,7 @@ pub(crate) async fn enroll(app: &TestApp, token: &str) -> (String, Vec<String>) 
 
 async fn row(app: &TestApp, id: &str) -> user::Model {
     user::Entity::find_by_id(uuid::Uuid::parse_str(id).unwrap())
-        .one(app.state.db.conn())
+        .one(app.state.services.conn())
         .await
         .unwrap()
         .unwrap()
@@ -125,7 +125,7 @@ async fn recovery_hashes(app: &TestApp, id: &str) -> Vec<String> {
     use stockroom::entity::recovery_code;
     recovery_code::Entity::find()
         .filter(recovery_code::Column::UserId.eq(uuid::Uuid::parse_str(id).unwrap()))
-        .all(app.state.db.conn())
+        .all(app.state.services.conn())
         .await
         .unwrap()
         .into_iter()
@@ -142,7 +142,7 @@ async fn audit_count(app: &TestApp, action: &str, entity: &str) -> i64 {
 
 async fn all_text(app: &TestApp, sql: &str) -> String {
     use sea_orm::ConnectionTrait;
-    let db = app.state.db.conn();
+    let db = app.state.services.conn();
     let rows = db
         .query_all_raw(sea_orm::Statement::from_string(
             db.get_database_backend(),
@@ -575,7 +575,7 @@ async fn an_expired_password_must_be_changed_to_a_new_uncommon_one_first() {
             Expr::value(Utc::now() - chrono::Duration::days(31)),
         )
         .filter(user::Column::Email.eq(email.as_str()))
-        .exec(app.state.db.conn())
+        .exec(app.state.services.conn())
         .await
         .unwrap();
     app.state.auth.users.invalidate_all();
@@ -727,7 +727,7 @@ async fn the_cli_resets_a_password_and_two_factor_login_audited() {
     let (admin_secret, _) = enroll(&app, &admin).await;
     let admin_id = user::Entity::find()
         .filter(user::Column::Email.eq(ADMIN_EMAIL))
-        .one(app.state.db.conn())
+        .one(app.state.services.conn())
         .await
         .unwrap()
         .unwrap()
@@ -868,7 +868,7 @@ async fn production_refuses_to_start_without_the_totp_key_once_a_user_has_two_fa
 async fn hold_pool(app: &TestApp) -> Vec<sea_orm::DatabaseTransaction> {
     use sea_orm::TransactionTrait;
     let mut held = Vec::new();
-    while let Ok(txn) = app.state.db.conn().begin().await {
+    while let Ok(txn) = app.state.services.conn().begin().await {
         held.push(txn);
     }
     assert!(!held.is_empty(), "no connection could be held");

@@ -443,7 +443,7 @@ async fn verify_ledger_finds_drift_and_exits_1() {
         "UPDATE stock_movements SET balance_after = balance_after + 1 WHERE kind = 'OUTBOUND'",
     )
     .await;
-    let (_, drift) = stockroom::service::stock::verify_ledger(app.state.db.conn())
+    let (_, drift) = stockroom::service::stock::verify_ledger(app.state.services.conn())
         .await
         .unwrap();
     assert_eq!(drift.len(), 1);
@@ -554,9 +554,9 @@ async fn a_quantity_beyond_32_bits_names_the_field() {
 
 /// Statements one query costs, read from the pool's own counter.
 async fn statements_for(app: &TestApp, token: &str, query: &str) -> u64 {
-    let before = app.state.db.statements_run();
+    let before = app.state.services.statements_run();
     app.gql(Some(token), query, json!({})).await.data();
-    app.state.db.statements_run() - before
+    app.state.services.statements_run() - before
 }
 
 #[tokio::test]

@@ -547,7 +547,7 @@ async fn events_cross_instances_once_each_and_survive_a_lost_listener() {
     assert_eq!(ws.next().await["type"], "complete");
 
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !a.state.db.bus().health().listener_up {
+    while !a.state.services.bus().health().listener_up {
         assert!(Instant::now() < deadline, "the listener did not come back");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

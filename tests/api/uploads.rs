@@ -98,7 +98,7 @@ impl TestApp {
                 poll: Duration::from_secs(60),
                 retention: Duration::from_secs(86_400),
             },
-            self.state.db.clone(),
+            self.state.services.clone(),
             CancellationToken::new(),
         )
     }
@@ -904,15 +904,17 @@ async fn finished_jobs_lose_their_file_after_retention_but_keep_their_record() {
     let id = id_of(&job);
     app.finished_job(&admin, &id).await;
     assert_eq!(app.count("SELECT COUNT(*) FROM upload_job_files").await, 1);
-    let purged = stockroom::service::uploads::purge_files(&app.state.db, Duration::from_secs(3600))
-        .await
-        .unwrap();
+    let purged =
+        stockroom::service::uploads::purge_files(&app.state.services, Duration::from_secs(3600))
+            .await
+            .unwrap();
     assert_eq!(purged, 0, "a fresh job keeps its file");
     app.exec("UPDATE upload_jobs SET finished_at = '2020-01-01T00:00:00+00:00'")
         .await;
-    let purged = stockroom::service::uploads::purge_files(&app.state.db, Duration::from_secs(3600))
-        .await
-        .unwrap();
+    let purged =
+        stockroom::service::uploads::purge_files(&app.state.services, Duration::from_secs(3600))
+            .await
+            .unwrap();
     assert_eq!(purged, 1);
     assert_eq!(app.count("SELECT COUNT(*) FROM upload_job_files").await, 0);
     let job = app.job(&admin, &id).await;
