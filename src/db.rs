@@ -39,13 +39,12 @@ const ORDER_STRIPES: usize = 64;
 ///   SQLite itself), while every statement is a round trip to the
 ///   connection's worker thread. 1,000 values: 16.6k movement rows/s in
 ///   `benches/uploads.sh`, against 15.3k with 6,000 and 10.5k with 400.
-/// - PostgreSQL: sqlx 0.9.0 no longer sets TCP_NODELAY (sqlx issue #4335,
-///   fixed upstream, not released), so a statement whose message is larger
-///   than about 20 KB waits out the server's delayed ACK, 40 ms each. 500
-///   audit rows took 400 ms at 63 rows per INSERT and 25 ms at 36 rows.
-///   400 values (36 audit rows, 33 ledger rows) stays clear of it.
+/// - PostgreSQL: one round trip per statement dominates, so statements are
+///   large. sqlx 0.9.0 did not set TCP_NODELAY (sqlx issue #4335), which
+///   made any statement larger than about 20 KB wait out the server's
+///   delayed ACK (40 ms); 0.9.1, which we require, sets it again.
 const SQLITE_PARAMS_PER_STATEMENT: usize = 1000;
-const POSTGRES_PARAMS_PER_STATEMENT: usize = 400;
+const POSTGRES_PARAMS_PER_STATEMENT: usize = 4000;
 
 /// Rows per multi-row statement of `columns` values each.
 pub fn rows_per_statement(backend: DbBackend, columns: usize) -> usize {

@@ -411,14 +411,19 @@ impl EventBus {
         conn: &impl ConnectionTrait,
         events: &[DomainEvent],
     ) -> Result<(), sea_orm::DbErr> {
-        for payload in payloads(self.0.instance, events) {
-            conn.execute_raw(Statement::from_sql_and_values(
-                conn.get_database_backend(),
-                "SELECT pg_notify($1, $2)",
-                [Value::from(CHANNEL), Value::from(payload)],
-            ))
-            .await?;
+        let payloads = payloads(self.0.instance, events);
+        if payloads.is_empty() {
+            return Ok(());
         }
+        // All of them in one round trip, in order.
+        let all = serde_json::to_string(&payloads)
+            .map_err(|e| sea_orm::DbErr::Custom(format!("encoding events: {e}")))?;
+        conn.execute_raw(Statement::from_sql_and_values(
+            conn.get_database_backend(),
+            "SELECT pg_notify($1, p) FROM json_array_elements_text($2::json) AS p",
+            [Value::from(CHANNEL), Value::from(all)],
+        ))
+        .await?;
         Ok(())
     }
 

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use sea_orm::Order;
-use sea_orm::sea_query::{Expr, ExprTrait, Func};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QuerySelect, Select,
+    QueryFilter, QuerySelect, QueryTrait, Select,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -23,7 +23,7 @@ use crate::batch::Unanswered;
 use crate::entity::audit_log::{AuditAction, EntityType};
 use crate::entity::product;
 use crate::entity::stock_movement::MovementKind;
-use crate::error::{AppError, AppResult, PRODUCTS_SKU_KEY, on_unique_violation};
+use crate::error::{AppError, AppResult};
 use crate::events::DomainEvent;
 
 pub const MAX_SKU: usize = 64;
@@ -180,72 +180,118 @@ pub async fn create(db: &Services, actor: &Actor, input: NewProduct) -> AppResul
 }
 
 /// Creates a product on the caller's transaction; `initial_stock` is
-/// recorded as an INBOUND movement in it.
+/// recorded as an INBOUND movement in it (see [`create_all`]).
 pub async fn create_in(
     txn: &Txn,
     actor: &Actor,
     input: &ValidNewProduct,
 ) -> AppResult<product::Model> {
+    create_all(txn, actor, std::slice::from_ref(input))
+        .await?
+        .pop()
+        .unwrap_or_else(|| {
+            Err(AppError::internal(anyhow::anyhow!(
+                "a product was created without an outcome"
+            )))
+        })
+}
+
+/// Creates products on the caller's transaction, in order, each as
+/// [`create_in`] would: the product rows in multi-row INSERTs (a SKU that
+/// exists already, in any case, is a CONFLICT for that product and the rest
+/// go on), their audit rows, `productCreated` events, and the initial stock
+/// of each as an INBOUND movement through the stock write path
+/// ([`stock::apply_locked`]). The inputs must not repeat a SKU.
+pub async fn create_all(
+    txn: &Txn,
+    actor: &Actor,
+    inputs: &[ValidNewProduct],
+) -> AppResult<Vec<AppResult<product::Model>>> {
     let now = Utc::now();
-    let sku = input.sku.clone();
-    let created = product::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        search_key: Set(search_key(&input.sku, &input.name)),
-        sku: Set(input.sku.clone()),
-        name: Set(input.name.clone()),
-        description: Set(input.description.clone()),
-        category: Set(input.category.clone()),
-        unit: Set(input.unit.clone()),
-        stock: Set(0),
-        low_stock_threshold: Set(input.low_stock_threshold),
-        version: Set(1),
-        archived_at: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(&**txn)
-    .await
-    .map_err(|e| {
-        on_unique_violation(
-            e,
-            &PRODUCTS_SKU_KEY,
-            AppError::conflict(format!("a product with SKU {sku} already exists")),
+    let models: Vec<product::Model> = inputs
+        .iter()
+        .map(|input| product::Model {
+            id: Uuid::now_v7(),
+            search_key: search_key(&input.sku, &input.name),
+            sku: input.sku.clone(),
+            name: input.name.clone(),
+            description: input.description.clone(),
+            category: input.category.clone(),
+            unit: input.unit.clone(),
+            stock: 0,
+            low_stock_threshold: input.low_stock_threshold,
+            version: 1,
+            archived_at: None,
+            created_at: now,
+            updated_at: now,
+        })
+        .collect();
+    let backend = txn.get_database_backend();
+    let per_statement = crate::db::rows_per_statement(
+        backend,
+        <product::Column as sea_orm::Iterable>::iter().count(),
+    );
+    // A SKU taken meanwhile (another request, another instance) is skipped
+    // by the database and answered as a conflict below.
+    let mut inserted = std::collections::HashSet::with_capacity(models.len());
+    for chunk in models.chunks(per_statement) {
+        let mut insert = product::Entity::insert_many(
+            chunk.iter().cloned().map(product::ActiveModel::from),
         )
-    })?;
-    audit::record(
-        txn,
-        actor,
-        AuditEntry::new(AuditAction::Create, EntityType::Product, created.id)
-            .summary(format!("created product {}", created.sku))
-            .changes(None, Some(snapshot(&created))),
-    )
-    .await?;
-    txn.emit(DomainEvent::ProductCreated {
-        product: Arc::new(created.clone()),
-    });
-    let product = match input.initial_stock {
-        Some(quantity) => {
-            let input = MovementInput {
-                product_id: created.id,
+        .into_query();
+        insert
+            .on_conflict(OnConflict::new().do_nothing().to_owned())
+            .returning_col(product::Column::Id);
+        for row in txn.query_all_raw(backend.build(&insert)).await? {
+            inserted.insert(row.try_get::<Uuid>("", "id")?);
+        }
+    }
+    let mut created: HashMap<Uuid, product::Model> = HashMap::with_capacity(inserted.len());
+    let mut audits = Vec::with_capacity(inserted.len());
+    let mut initial = Vec::new();
+    for (model, input) in models.iter().zip(inputs) {
+        if !inserted.contains(&model.id) {
+            continue;
+        }
+        audits.push(audit::row(
+            actor,
+            AuditEntry::new(AuditAction::Create, EntityType::Product, model.id)
+                .summary(format!("created product {}", model.sku))
+                .changes(None, Some(snapshot(model))),
+        ));
+        txn.emit(DomainEvent::ProductCreated {
+            product: Arc::new(model.clone()),
+        });
+        if let Some(quantity) = input.initial_stock {
+            initial.push(stock::validate(&MovementInput {
+                product_id: model.id,
                 kind: MovementKind::Inbound,
                 quantity,
                 note: Some("initial stock".into()),
                 reference: None,
                 idempotency_key: None,
-            };
-            let validated = stock::validate(&input)?;
-            // Created in `txn`, so locked for the rest of it.
-            let mut products = HashMap::from([(created.id, created)]);
-            for result in stock::apply_locked(txn, &mut products, &[(actor, &validated)]).await? {
-                result?;
-            }
-            products.into_values().next().ok_or_else(|| {
-                AppError::internal(anyhow::anyhow!("the new product went missing"))
-            })?
+            })?);
         }
-        None => created,
-    };
-    Ok(product)
+        created.insert(model.id, model.clone());
+    }
+    audit::record_all(txn, audits).await?;
+    if !initial.is_empty() {
+        // Created in `txn`, so locked for the rest of it.
+        let movements: Vec<_> = initial.iter().map(|m| (actor, m)).collect();
+        for result in stock::apply_locked(txn, &mut created, &movements).await? {
+            result?;
+        }
+    }
+    Ok(models
+        .iter()
+        .map(|model| match created.get(&model.id) {
+            Some(product) => Ok(product.clone()),
+            None => Err(AppError::conflict(format!(
+                "a product with SKU {} already exists",
+                model.sku
+            ))),
+        })
+        .collect())
 }
 
 /// A catalogue change that passed validation; `None` leaves a field as it is

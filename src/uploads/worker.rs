@@ -570,6 +570,7 @@ impl UploadWorker {
         // row's fails the batch.
         let mut outcomes: Vec<(u32, Result<(), RowError>)> = Vec::with_capacity(rows.len());
         let mut movements = Vec::new();
+        let mut creating = Creating::default();
         for row in rows {
             let outcome = match &row.data {
                 Err(e) => Err(e.clone()),
@@ -586,7 +587,22 @@ impl UploadWorker {
                         Err(e) => Err(row_error(e)?),
                     }
                 }
+                Ok(RowData::Product(p))
+                    if catalogue.get(&p.sku).is_none() && !creating.contains(&p.sku) =>
+                {
+                    // Created together with the other new SKUs around it.
+                    match new_product(p).and_then(|n| products::validate_new(&n)) {
+                        Ok(valid) => {
+                            creating.insert(&p.sku, outcomes.len(), valid);
+                            Ok(())
+                        }
+                        Err(e) => Err(row_error(e)?),
+                    }
+                }
                 Ok(RowData::Product(p)) => {
+                    // An existing product, or one created earlier in this
+                    // batch: the creations before it go first.
+                    creating.flush(&txn, actor, catalogue, &mut outcomes).await?;
                     let point = txn.savepoint().await?;
                     let applied = apply_product(&txn, actor, p, catalogue).await;
                     match applied {
@@ -598,6 +614,7 @@ impl UploadWorker {
             };
             outcomes.push((row.number, outcome));
         }
+        creating.flush(&txn, actor, catalogue, &mut outcomes).await?;
         if !movements.is_empty() {
             let mut products: HashMap<Uuid, product::Model> =
                 found.into_iter().map(|p| (p.id, p)).collect();
@@ -745,6 +762,58 @@ impl UploadWorker {
         .await?;
         txn.commit().await?;
         tracing::info!(job_id = %job.id, resume_row = job.resume_row, "upload job released at shutdown");
+        Ok(())
+    }
+}
+
+/// New products of a batch waiting to be created together
+/// ([`products::create_all`]): a run of rows with SKUs the catalogue does
+/// not know, each SKU once.
+#[derive(Default)]
+struct Creating {
+    skus: std::collections::HashSet<String>,
+    /// Each row's slot in the batch's outcomes, and the product.
+    rows: Vec<(usize, products::ValidNewProduct)>,
+}
+
+impl Creating {
+    fn contains(&self, sku: &str) -> bool {
+        self.skus.contains(&sku.to_ascii_lowercase())
+    }
+
+    fn insert(&mut self, sku: &str, slot: usize, valid: products::ValidNewProduct) {
+        self.skus.insert(sku.to_ascii_lowercase());
+        self.rows.push((slot, valid));
+    }
+
+    /// Creates the waiting products and settles their rows' outcomes.
+    async fn flush(
+        &mut self,
+        txn: &Txn,
+        actor: &Actor,
+        catalogue: &mut Catalogue,
+        outcomes: &mut [(u32, Result<(), RowError>)],
+    ) -> AppResult<()> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let (slots, valid): (Vec<usize>, Vec<products::ValidNewProduct>) =
+            std::mem::take(&mut self.rows).into_iter().unzip();
+        self.skus.clear();
+        let results = products::create_all(txn, actor, &valid).await?;
+        for (slot, result) in slots.into_iter().zip(results) {
+            let result = result.map(|created| {
+                catalogue.set(
+                    &created.sku,
+                    Known {
+                        id: created.id,
+                        stock: i64::from(created.stock),
+                        archived: false,
+                    },
+                );
+            });
+            outcomes[slot].1 = settle(result)?;
+        }
         Ok(())
     }
 }
