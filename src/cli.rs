@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};
 
-use crate::config::{Config, VARIABLES};
+use crate::config::Config;
 use crate::service::context::Services;
 use crate::startup::{Application, migrate_and_seed, shutdown_signal};
 
@@ -35,7 +35,12 @@ pub enum Command {
     /// Create the admin account (ADMIN_EMAIL / ADMIN_PASSWORD) in an empty database; safe to repeat.
     Seed,
     /// Print every effective setting with secrets masked; exit 1 when one is invalid.
-    CheckConfig,
+    CheckConfig {
+        /// Print the template of every variable instead, from their
+        /// declaration: `env` is `.env.example`, `markdown` the README's table.
+        #[arg(long, value_enum)]
+        template: Option<Template>,
+    },
     /// Write the GraphQL schema (SDL); with --check, exit 1 when the file is stale.
     ExportSchema {
         #[arg(long)]
@@ -111,10 +116,30 @@ pub enum MigrateAction {
     },
 }
 
+/// What `check-config --template` writes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Template {
+    Env,
+    Markdown,
+}
+
 pub async fn run(cli: Cli) -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve);
     if let Command::ExportSchema { check, path } = &command {
         return export_schema(*check, path);
+    }
+    if let Command::CheckConfig {
+        template: Some(template),
+    } = command
+    {
+        print!(
+            "{}",
+            match template {
+                Template::Env => crate::config::env_template(),
+                Template::Markdown => crate::config::markdown_table(),
+            }
+        );
+        return ExitCode::SUCCESS;
     }
     let config = match Config::from_env() {
         Ok(c) => c,
@@ -123,7 +148,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Command::CheckConfig = command {
+    if let Command::CheckConfig { .. } = command {
         return check_config(&config);
     }
     crate::telemetry::init(&config);
@@ -192,7 +217,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             min_failures,
             json,
         } => security_report(&config, hours, min_failures, json).await,
-        Command::CheckConfig | Command::ExportSchema { .. } => Ok(ExitCode::SUCCESS),
+        Command::CheckConfig { .. } | Command::ExportSchema { .. } => Ok(ExitCode::SUCCESS),
     }
 }
 
@@ -426,7 +451,8 @@ async fn migrate(action: MigrateAction, config: &Config) -> anyhow::Result<ExitC
 }
 
 fn check_config(config: &Config) -> ExitCode {
-    for ((name, value), var) in config.effective_values().into_iter().zip(VARIABLES) {
+    let variables = crate::config::variables();
+    for ((name, value), var) in config.effective_values().into_iter().zip(&variables) {
         println!("{name:<26} {value:<40} # {}", var.meaning);
     }
     if config.is_production() && config.admin_password.is_none() {

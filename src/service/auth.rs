@@ -170,7 +170,7 @@ impl AccountPolicy {
             lockout_threshold: config.login_lockout_threshold,
             lockout: config.login_lockout,
             password_max_age_days: config.password_max_age_days,
-            two_factor_roles: config.two_factor_required_roles.clone(),
+            two_factor_roles: config.two_factor_required_roles.to_vec(),
         }
     }
 

@@ -89,7 +89,7 @@ impl SettingsCache {
     pub fn new(config: &Config) -> Self {
         Self {
             env_token: config.telegram_bot_token.clone(),
-            env_chats: config.telegram_chat_ids.clone(),
+            env_chats: config.telegram_chat_ids.to_vec(),
             cached: Mutex::new(Cached::default()),
         }
     }

@@ -25,8 +25,12 @@ fn check_config_prints_every_setting_with_secrets_masked() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for name in stockroom::config::VARIABLES.iter().map(|v| v.name) {
-        assert!(stdout.contains(name), "{name} missing from:\n{stdout}");
+    for v in stockroom::config::variables() {
+        assert!(
+            stdout.contains(&v.name),
+            "{} missing from:\n{stdout}",
+            v.name
+        );
     }
     assert!(!stdout.contains(secret));
     assert!(!stdout.contains("a-long-admin-password"));
@@ -403,22 +407,30 @@ fn backup_refuses_a_database_that_is_not_stockroom() {
 }
 
 #[test]
-fn env_example_and_readme_list_every_variable_with_its_default() {
+fn env_example_and_readme_table_are_written_from_the_declaration() {
+    // Both are generated (`stockroom check-config --template env|markdown`);
+    // a declaration changed without them fails here.
     let env_example = include_str!("../../.env.example");
     let readme = include_str!("../../README.md");
-    for v in stockroom::config::VARIABLES {
-        let line = format!("\n{}={}\n", v.name, v.default);
-        assert!(
-            env_example.contains(&line),
-            ".env.example lacks `{}`",
-            line.trim()
-        );
-        let row = format!("| `{}` |", v.name);
-        assert!(
-            readme.contains(&row),
-            "README configuration table lacks {}",
-            v.name
-        );
+    assert_eq!(
+        env_example,
+        stockroom::config::env_template(),
+        ".env.example is stale: run `cargo run -- check-config --template env > .env.example`"
+    );
+    assert!(
+        readme.contains(&stockroom::config::markdown_table()),
+        "README's configuration table is stale: replace it with `cargo run -- check-config --template markdown`"
+    );
+    let out = stockroom_bin()
+        .args(["check-config", "--template", "env"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), env_example);
+    // Every variable with its default, secrets without one.
+    for v in stockroom::config::variables() {
+        assert!(env_example.contains(&format!("\n{}={}\n", v.name, v.default)));
+        assert!(!v.secret || v.default.is_empty() || v.name == "DATABASE_URL");
     }
 }
 
