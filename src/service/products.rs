@@ -235,10 +235,9 @@ pub async fn create_all(
     // by the database and answered as a conflict below.
     let mut inserted = std::collections::HashSet::with_capacity(models.len());
     for chunk in models.chunks(per_statement) {
-        let mut insert = product::Entity::insert_many(
-            chunk.iter().cloned().map(product::ActiveModel::from),
-        )
-        .into_query();
+        let mut insert =
+            product::Entity::insert_many(chunk.iter().cloned().map(product::ActiveModel::from))
+                .into_query();
         insert
             .on_conflict(OnConflict::new().do_nothing().to_owned())
             .returning_col(product::Column::Id);

@@ -602,7 +602,9 @@ impl UploadWorker {
                 Ok(RowData::Product(p)) => {
                     // An existing product, or one created earlier in this
                     // batch: the creations before it go first.
-                    creating.flush(&txn, actor, catalogue, &mut outcomes).await?;
+                    creating
+                        .flush(&txn, actor, catalogue, &mut outcomes)
+                        .await?;
                     let point = txn.savepoint().await?;
                     let applied = apply_product(&txn, actor, p, catalogue).await;
                     match applied {
@@ -614,7 +616,9 @@ impl UploadWorker {
             };
             outcomes.push((row.number, outcome));
         }
-        creating.flush(&txn, actor, catalogue, &mut outcomes).await?;
+        creating
+            .flush(&txn, actor, catalogue, &mut outcomes)
+            .await?;
         if !movements.is_empty() {
             let mut products: HashMap<Uuid, product::Model> =
                 found.into_iter().map(|p| (p.id, p)).collect();
