@@ -29,7 +29,7 @@ fi
 # Dummy values: only the interpolation is checked, nothing starts.
 export JWT_SECRET=check-dummy-jwt-secret-0123456789abcdef
 export ADMIN_PASSWORD=check-dummy-admin-password
-export TOTP_ENCRYPTION_KEY=check-dummy-totp-key-0123456789abcdef
+export DATA_ENCRYPTION_KEY=check-dummy-data-key-0123456789abcdef
 
 echo "check: docker-compose $(docker-compose version --short 2>/dev/null || true) config -q $compose_file"
 docker-compose -f "$compose_file" config -q
@@ -44,13 +44,13 @@ else
 fi
 
 # The required variables must really be required.
-for var in JWT_SECRET ADMIN_PASSWORD TOTP_ENCRYPTION_KEY; do
+for var in JWT_SECRET ADMIN_PASSWORD DATA_ENCRYPTION_KEY; do
     if env -u "$var" docker-compose -f "$compose_file" config -q >/dev/null 2>&1; then
         echo "check: config passes without $var; it must use \${$var:?...}" >&2
         exit 1
     fi
 done
-echo "check: JWT_SECRET, ADMIN_PASSWORD and TOTP_ENCRYPTION_KEY are required: OK"
+echo "check: JWT_SECRET, ADMIN_PASSWORD and DATA_ENCRYPTION_KEY are required: OK"
 
 # The env_file reaches the container; the compose file's own settings win.
 env_file="$(mktemp "$repo_root/docker/check-XXXXXX.env")"

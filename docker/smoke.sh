@@ -119,7 +119,7 @@ if [ -z "$port" ]; then
 fi
 rand() { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 export STOCKROOM_IMAGE="$image" STOCKROOM_HOST_PORT="$port"
-export JWT_SECRET="$(rand)" TOTP_ENCRYPTION_KEY="$(rand)" ADMIN_PASSWORD="smoke-$(rand | cut -c1-24)"
+export JWT_SECRET="$(rand)" DATA_ENCRYPTION_KEY="$(rand)" ADMIN_PASSWORD="smoke-$(rand | cut -c1-24)"
 export POSTGRES_PASSWORD="smoke$(rand | cut -c1-16)"
 
 say "starting $project on 127.0.0.1:$port"

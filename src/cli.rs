@@ -54,6 +54,11 @@ pub enum Command {
     /// (ALERT_RETENTION_DAYS, REFRESH_TOKEN_RETENTION_DAYS), as the server
     /// does every hour; prints how many rows went.
     Prune,
+    /// Seal every secret stored in the database (two-factor secrets, the bot
+    /// token) under DATA_ENCRYPTION_KEY, opening each with it or with
+    /// DATA_ENCRYPTION_KEY_PREVIOUS: the step of a key rotation after which
+    /// the previous key can be removed. One transaction; safe to repeat.
+    Reseal,
     /// Set a user's password (a locked-out sole admin): prints a generated one,
     /// or reads it from standard input with --stdin. Clears a lock and ends
     /// the user's sessions; audited with the command line as actor.
@@ -181,7 +186,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             let db = Services::connect(&config).await?;
             let pruned = crate::service::housekeeping::prune(&db, &config, chrono::Utc::now())
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .map_err(command_error)?;
             db.close().await?;
             println!(
                 "pruned {} alert(s) and {} refresh token(s) past their retention",
@@ -189,11 +194,24 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reseal => {
+            let db = Services::connect(&config).await?;
+            let done = crate::service::secrets::reseal(&db)
+                .await
+                .map_err(command_error)?;
+            let kid = db.sealer().kid().to_string();
+            db.close().await?;
+            println!(
+                "resealed {} two-factor secret(s) and {} bot token(s) under key {kid}; {} already under it",
+                done.two_factor, done.bot_tokens, done.current
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::VerifyLedger => {
             let db = crate::db::Db::connect(&config).await?;
             let (products, drift) = crate::service::stock::verify_ledger(db.conn())
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .map_err(command_error)?;
             db.close().await?;
             if drift.is_empty() {
                 println!("ledger ok: {products} product(s) checked, no drift");
@@ -303,7 +321,7 @@ async fn security_report(
     let policy = crate::service::auth::AccountPolicy::new(config);
     let r = crate::service::security::report(db.conn(), &policy, hours, min_failures.max(1))
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"));
+        .map_err(command_error);
     db.close().await?;
     let r = r?;
     let user = |u: &crate::entity::user::Model| {
@@ -504,5 +522,14 @@ fn export_schema(check: bool, path: &PathBuf) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+/// A service's error as the command line prints it: an internal error with
+/// its cause (the operator is the one who must act on it).
+fn command_error(e: crate::error::AppError) -> anyhow::Error {
+    match e {
+        crate::error::AppError::Internal(cause) => cause,
+        other => anyhow::anyhow!("{other}"),
     }
 }

@@ -217,12 +217,27 @@ pub struct Settings {
     /// comma-separated roles (e.g. ADMIN,MANAGER) whose users must turn on two-factor login before anything else
     #[arg(long, env = "TWO_FACTOR_REQUIRED_ROLES", default_value = "", value_parser = roles, help_heading = "Account security")]
     pub two_factor_required_roles: List<crate::entity::user::Role>,
-    /// encrypts two-factor secrets at rest (at least 32 bytes); required in production once a user has 2FA; derived from JWT_SECRET in development when empty
+
+    /// seals the secrets stored in the database (two-factor secrets, the Telegram bot token), at least 32 bytes; required in production once one is stored
     ///
-    /// encrypts two-factor (TOTP) secrets at rest; at least 32 bytes. Required
-    /// in production once any user has 2FA; derived from JWT_SECRET in
-    /// development when empty. Keep it with JWT_SECRET in your secret store.
-    #[arg(long, env = "TOTP_ENCRYPTION_KEY", value_parser = long_secret, hide_env_values = true, help_heading = "Account security")]
+    /// seals the secrets stored in the database (two-factor secrets and the
+    /// Telegram bot token, AES-256-GCM); at least 32 bytes. Required in
+    /// production once one is stored; derived from JWT_SECRET in development
+    /// when empty. Keep it with JWT_SECRET in your secret store: a restored
+    /// database needs it. To rotate it, move it to
+    /// DATA_ENCRYPTION_KEY_PREVIOUS and set a new one here on every instance,
+    /// run `stockroom reseal`, then remove the previous key.
+    #[arg(long, env = "DATA_ENCRYPTION_KEY", value_parser = long_secret, hide_env_values = true, help_heading = "Secrets at rest")]
+    pub data_encryption_key: Option<Secret>,
+    /// the DATA_ENCRYPTION_KEY before a rotation: opens what it sealed, seals nothing; remove it after `stockroom reseal`
+    #[arg(long, env = "DATA_ENCRYPTION_KEY_PREVIOUS", value_parser = long_secret, hide_env_values = true, help_heading = "Secrets at rest")]
+    pub data_encryption_key_previous: Option<Secret>,
+    /// deprecated name of DATA_ENCRYPTION_KEY, read when that is empty
+    ///
+    /// deprecated name of DATA_ENCRYPTION_KEY (it sealed two-factor secrets
+    /// only), read when DATA_ENCRYPTION_KEY is empty; set the same value as
+    /// DATA_ENCRYPTION_KEY instead. When both are set they must be equal.
+    #[arg(long, env = "TOTP_ENCRYPTION_KEY", value_parser = long_secret, hide_env_values = true, help_heading = "Secrets at rest")]
     pub totp_encryption_key: Option<Secret>,
 
     /// email of the admin seeded into an empty database
@@ -739,6 +754,31 @@ impl Config {
                     .to_string(),
             );
         }
+        if let (Some(key), Some(old_name)) =
+            (&settings.data_encryption_key, &settings.totp_encryption_key)
+            && key != old_name
+        {
+            errors.push(
+                "TOTP_ENCRYPTION_KEY: is the deprecated name of DATA_ENCRYPTION_KEY and differs from it; \
+                 remove it (to rotate, set the old key as DATA_ENCRYPTION_KEY_PREVIOUS)"
+                    .to_string(),
+            );
+        }
+        let data_key = settings
+            .data_encryption_key
+            .as_ref()
+            .or(settings.totp_encryption_key.as_ref());
+        match (&settings.data_encryption_key_previous, data_key) {
+            (Some(_), None) => errors.push(
+                "DATA_ENCRYPTION_KEY_PREVIOUS: set DATA_ENCRYPTION_KEY, the key that replaces it"
+                    .to_string(),
+            ),
+            (Some(previous), Some(key)) if previous == key => errors.push(
+                "DATA_ENCRYPTION_KEY_PREVIOUS: is the same as DATA_ENCRYPTION_KEY; set it to the key being replaced"
+                    .to_string(),
+            ),
+            _ => {}
+        }
         if settings.alert_lease <= settings.alert_send_timeout * 2 {
             errors.push(format!(
                 "ALERT_LEASE_SECONDS ({}) must be more than twice ALERT_SEND_TIMEOUT_SECONDS ({}), or a slow send could be claimed and sent again by another instance",
@@ -765,6 +805,14 @@ impl Config {
 
     pub fn is_production(&self) -> bool {
         self.app_env == AppEnv::Production
+    }
+
+    /// The key that seals stored secrets: DATA_ENCRYPTION_KEY, or its
+    /// deprecated name TOTP_ENCRYPTION_KEY.
+    pub fn data_key(&self) -> Option<&Secret> {
+        self.data_encryption_key
+            .as_ref()
+            .or(self.totp_encryption_key.as_ref())
     }
 
     pub fn is_sqlite(&self) -> bool {
@@ -1182,6 +1230,31 @@ mod tests {
                 .iter()
                 .all(|(_, v)| !v.contains(secret))
         );
+    }
+
+    #[test]
+    fn the_data_key_keeps_its_old_name_and_rotates_to_a_different_key() {
+        let (a, b) = ("a".repeat(40), "b".repeat(40));
+        let old = Config::from_vars(vars(&[("TOTP_ENCRYPTION_KEY", &a)])).expect("valid");
+        assert_eq!(old.data_key().map(Secret::expose), Some(a.as_str()));
+        let both = Config::from_vars(vars(&[
+            ("TOTP_ENCRYPTION_KEY", &a),
+            ("DATA_ENCRYPTION_KEY", &a),
+        ]))
+        .expect("the same key under both names");
+        assert_eq!(both.data_key().map(Secret::expose), Some(a.as_str()));
+        for refused in [
+            vec![("TOTP_ENCRYPTION_KEY", &a), ("DATA_ENCRYPTION_KEY", &b)],
+            vec![("DATA_ENCRYPTION_KEY_PREVIOUS", &a)],
+            vec![
+                ("DATA_ENCRYPTION_KEY", &a),
+                ("DATA_ENCRYPTION_KEY_PREVIOUS", &a),
+            ],
+        ] {
+            let pairs: Vec<(&str, &str)> = refused.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let err = Config::from_vars(vars(&pairs)).expect_err("refused");
+            assert!(!err.to_string().contains(&a), "{err}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod notifier;
+pub mod sealing;
 pub mod service;
 pub mod startup;
 pub mod state;

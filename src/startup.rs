@@ -44,15 +44,21 @@ impl Application {
         }
         let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
         let port = listener.local_addr()?.port();
-        if config.is_production()
-            && config.totp_encryption_key.is_none()
-            && crate::service::two_factor::any_enabled(db.conn()).await?
-        {
-            anyhow::bail!(
-                "TOTP_ENCRYPTION_KEY: required when APP_ENV=production and a user has two-factor login on; \
-                 set it to the key their secrets were encrypted with"
+        if config.totp_encryption_key.is_some() {
+            tracing::warn!(
+                "TOTP_ENCRYPTION_KEY is deprecated: set the same value as DATA_ENCRYPTION_KEY instead"
             );
         }
+        if !db.sealer().may_seal()
+            && (crate::service::two_factor::any_enabled(db.conn()).await?
+                || crate::service::secrets::bot_token_stored(db.conn()).await?)
+        {
+            anyhow::bail!(
+                "DATA_ENCRYPTION_KEY (formerly TOTP_ENCRYPTION_KEY): required when APP_ENV=production and secrets \
+                 are stored (a user has two-factor login on, or a bot token was saved); set it to the key they were sealed with"
+            );
+        }
+        crate::service::secrets::check_at_start(&db).await?;
         if config.metrics_enabled {
             crate::metrics::install();
         }

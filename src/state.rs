@@ -55,7 +55,11 @@ impl AppState {
         let shutdown = CancellationToken::new();
         let notifier = Arc::new(Notifier::new(&config, services.clone(), shutdown.clone()));
         Ok(Self(Arc::new(AppStateInner {
-            auth: Arc::new(Auth::new(&config, Arc::clone(&limiters))?),
+            auth: Arc::new(Auth::new(
+                &config,
+                Arc::clone(&limiters),
+                Arc::clone(services.sealer()),
+            )?),
             limiters,
             sockets: Arc::new(ConnectionCounter::new(config.ws_max_connections_per_ip)),
             config: Arc::new(config),

@@ -244,7 +244,6 @@ impl AuthMutation {
         let e = two_factor::begin_enrollment(
             &state.services,
             &state.auth.secrets,
-            state.auth.production,
             &me,
             &actor(ctx).map_err(gql)?,
         )

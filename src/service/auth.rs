@@ -199,7 +199,11 @@ impl AccountPolicy {
 }
 
 impl Auth {
-    pub fn new(config: &Config, limiters: std::sync::Arc<Limiters>) -> AppResult<Self> {
+    pub fn new(
+        config: &Config,
+        limiters: std::sync::Arc<Limiters>,
+        sealer: std::sync::Arc<crate::sealing::Sealer>,
+    ) -> AppResult<Self> {
         Ok(Self {
             keys: JwtKeys::new(config),
             users: UserCache::new(config.auth_cache_ttl),
@@ -207,7 +211,7 @@ impl Auth {
             refresh_ttl: config.jwt_refresh_ttl,
             failure_alert: (config.alert_login_failures, config.alert_login_window),
             policy: AccountPolicy::new(config),
-            secrets: SecretBox::new(config)?,
+            secrets: SecretBox::new(sealer),
             production: config.is_production(),
         })
     }

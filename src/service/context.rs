@@ -16,6 +16,7 @@ use crate::cache::ProductCache;
 use crate::config::Config;
 use crate::db::{Db, Savepoint, WriteTxn};
 use crate::events::DomainEvent;
+use crate::sealing::Sealer;
 
 /// Products the read cache holds at most.
 const PRODUCT_CACHE_CAPACITY: u64 = 200_000;
@@ -27,6 +28,7 @@ pub struct Services(Arc<Inner>);
 
 struct Inner {
     db: Db,
+    sealer: Arc<Sealer>,
     settings: SettingsCache,
     products: Option<Arc<ProductCache>>,
     sku_reads: Arc<SkuReads>,
@@ -66,8 +68,10 @@ impl Services {
             cache
         });
         let sku_reads = product_reads::sku_reads(db.clone(), products.clone(), tasks.clone());
+        let sealer = Arc::new(Sealer::new(config));
         Self(Arc::new(Inner {
-            settings: SettingsCache::new(config),
+            settings: SettingsCache::new(config, Arc::clone(&sealer)),
+            sealer,
             db,
             products,
             sku_reads,
@@ -93,6 +97,11 @@ impl Services {
 
     pub fn db(&self) -> &Db {
         &self.0.db
+    }
+
+    /// Seals and opens the secrets stored in the database.
+    pub fn sealer(&self) -> &Arc<Sealer> {
+        &self.0.sealer
     }
 
     /// The notification settings in effect (cached briefly).

@@ -13,6 +13,7 @@ pub mod housekeeping;
 pub mod movement;
 pub mod product_reads;
 pub mod products;
+pub mod secrets;
 pub mod security;
 pub mod settings;
 pub mod settings_cache;

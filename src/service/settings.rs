@@ -155,6 +155,16 @@ pub async fn update(
     patch: SettingsPatch,
 ) -> AppResult<TelegramSettings> {
     let patch = validate(&patch)?;
+    let new_token = patch.bot_token.as_deref().filter(|t| !t.is_empty());
+    if new_token.is_some() && !db.sealer().may_seal() {
+        return Err(AppError::conflict(
+            "a bot token cannot be stored: the server has no DATA_ENCRYPTION_KEY to seal it with; ask an operator to set it (or to set TELEGRAM_BOT_TOKEN)",
+        ));
+    }
+    // Sealed at rest (`secrets`); the value itself is never stored.
+    let sealed_token = new_token
+        .map(|t| super::settings_cache::seal_bot_token(db.sealer(), t))
+        .transpose()?;
     let bot_name = match patch.bot_token.as_deref() {
         Some(token) if !token.is_empty() => Some(telegram.bot_name(token).await.map_err(|e| {
             // The detail is Telegram's answer, which never holds the token.
@@ -190,7 +200,7 @@ pub async fn update(
         active.chat_ids = Set(Some(json!(ids).to_string()));
     }
     let token_change = patch.bot_token.as_ref().map(|t| {
-        active.bot_token = Set((!t.is_empty()).then(|| t.clone()));
+        active.bot_token = Set(sealed_token.clone());
         active.bot_name = Set(bot_name.clone());
         if t.is_empty() { "cleared" } else { "replaced" }
     });

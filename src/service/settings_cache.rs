@@ -11,10 +11,13 @@ use sea_orm::{ConnectionTrait, EntityTrait};
 use crate::config::{Config, Secret};
 use crate::entity::alert::AlertKind;
 use crate::entity::notification_settings;
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
+use crate::sealing::{OpenError, Sealer};
 
 /// The id of the one settings row.
 pub(super) const ROW_ID: i32 = 1;
+/// What the stored bot token is bound to when sealed.
+const BOT_TOKEN_BOUND: &[u8] = b"notification_settings.bot_token";
 /// How long another instance may use settings older than a change.
 const CACHE_TTL: Duration = Duration::from_secs(5);
 
@@ -72,6 +75,8 @@ impl TelegramSettings {
 /// The environment's defaults plus a short cache of the row.
 pub struct SettingsCache {
     env_token: Option<Secret>,
+    /// Opens the stored token.
+    sealer: Arc<Sealer>,
     env_chats: Vec<String>,
     cached: Mutex<Cached>,
 }
@@ -86,9 +91,10 @@ struct Cached {
 }
 
 impl SettingsCache {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, sealer: Arc<Sealer>) -> Self {
         Self {
             env_token: config.telegram_bot_token.clone(),
+            sealer,
             env_chats: config.telegram_chat_ids.to_vec(),
             cached: Mutex::new(Cached::default()),
         }
@@ -128,9 +134,19 @@ impl SettingsCache {
     }
 
     pub(super) fn merge(&self, row: Option<&notification_settings::Model>) -> TelegramSettings {
+        // Sealed at rest. One that does not open counts as none: an instance
+        // does not start unless every stored secret opens
+        // (its start-up check), so this is only a damaged row.
         let db_token = row
-            .and_then(|r| r.bot_token.clone())
-            .filter(|t| !t.is_empty());
+            .and_then(|r| r.bot_token.as_deref())
+            .filter(|t| !t.is_empty())
+            .and_then(|stored| match open_bot_token(&self.sealer, stored) {
+                Ok(token) => Some(token),
+                Err(e) => {
+                    tracing::error!(error = %e, "the stored bot token does not open");
+                    None
+                }
+            });
         let (token, token_source) = match (db_token, &self.env_token) {
             (Some(t), _) => (Some(Secret::new(t)), TokenSource::Database),
             (None, Some(t)) => (Some(t.clone()), TokenSource::Environment),
@@ -162,4 +178,18 @@ impl std::fmt::Debug for SettingsCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SettingsCache")
     }
+}
+
+/// The bot token as stored: sealed, or (an earlier release) in plain text.
+pub fn open_bot_token(sealer: &Sealer, stored: &str) -> Result<String, OpenError> {
+    if !Sealer::is_sealed(stored) {
+        return Ok(stored.to_string());
+    }
+    String::from_utf8(sealer.open(BOT_TOKEN_BOUND, stored)?).map_err(|_| OpenError::Damaged)
+}
+
+pub fn seal_bot_token(sealer: &Sealer, token: &str) -> AppResult<String> {
+    sealer
+        .seal(BOT_TOKEN_BOUND, token.as_bytes())
+        .map_err(AppError::internal)
 }

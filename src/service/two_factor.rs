@@ -5,26 +5,24 @@
 //! login needs a later step; a recovery code is marked used by a conditional
 //! update, so two racing logins cannot both spend it.
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Condition, Expr};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
     QueryFilter, QuerySelect,
 };
-use sha2::{Digest, Sha256};
 use totp_rs::{Builder, Totp};
 use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
 use super::context::{Services, Txn};
 use super::{Actor, CurrentUser};
-use crate::config::Config;
 use crate::entity::audit_log::{AuditAction, EntityType};
 use crate::entity::{recovery_code, user};
 use crate::error::{AppError, AppResult};
+use crate::sealing::Sealer;
 
 pub const RECOVERY_CODE_COUNT: usize = 10;
 const ISSUER: &str = "Stockroom";
@@ -47,72 +45,32 @@ pub enum Method {
     RecoveryCode,
 }
 
-/// The key that encrypts TOTP secrets (AES-256-GCM, bound to the user's id).
-pub struct SecretBox {
-    key: RandomizedNonceKey,
-    /// Names the key without revealing it, so a changed key is told apart
-    /// from a damaged row.
-    kid: String,
-    /// False when derived from JWT_SECRET (development only).
-    configured: bool,
-}
+/// Two-factor secrets sealed under the data-encryption key
+/// ([`crate::sealing`]), each bound to its user's id.
+pub struct SecretBox(Arc<Sealer>);
 
 impl SecretBox {
-    pub fn new(config: &Config) -> AppResult<Self> {
-        let (material, configured) = match &config.totp_encryption_key {
-            Some(key) => (key.expose(), true),
-            None => (config.jwt_secret.expose(), false),
-        };
-        let key = Sha256::digest(format!("stockroom-totp-key-v1:{material}").as_bytes());
-        let mut kid = crate::digest::sha256_hex(format!("stockroom-totp-kid:{material}"));
-        kid.truncate(8);
-        Ok(Self {
-            key: RandomizedNonceKey::new(&AES_256_GCM, &key)
-                .map_err(|_| AppError::internal(anyhow::anyhow!("AES key setup failed")))?,
-            kid,
-            configured,
-        })
+    pub fn new(sealer: Arc<Sealer>) -> Self {
+        Self(sealer)
     }
 
-    pub fn configured(&self) -> bool {
-        self.configured
+    /// False in production without a data-encryption key.
+    pub fn may_seal(&self) -> bool {
+        self.0.may_seal()
     }
 
     fn seal(&self, user_id: Uuid, secret: &[u8]) -> AppResult<String> {
-        let mut buf = secret.to_vec();
-        let nonce = self
-            .key
-            .seal_in_place_append_tag(Aad::from(user_id.as_bytes()), &mut buf)
-            .map_err(|_| AppError::internal(anyhow::anyhow!("encrypting a TOTP secret failed")))?;
-        let mut out = nonce.as_ref().to_vec();
-        out.extend_from_slice(&buf);
-        Ok(format!("v1.{}.{}", self.kid, B64.encode(out)))
+        self.0
+            .seal(user_id.as_bytes(), secret)
+            .map_err(AppError::internal)
     }
 
     fn open(&self, user_id: Uuid, stored: &str) -> AppResult<Vec<u8>> {
-        let fail =
-            |why: &str| AppError::internal(anyhow::anyhow!("TOTP secret of user {user_id}: {why}"));
-        let mut parts = stored.splitn(3, '.');
-        let (Some("v1"), Some(kid), Some(data)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(fail("unknown format"));
-        };
-        if kid != self.kid {
-            return Err(fail(
-                "encrypted with another TOTP_ENCRYPTION_KEY; restore that key or reset the user's 2FA",
-            ));
-        }
-        let raw = B64.decode(data).map_err(|_| fail("not base64"))?;
-        if raw.len() < NONCE_LEN {
-            return Err(fail("truncated"));
-        }
-        let (nonce, sealed) = raw.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| fail("bad nonce"))?;
-        let mut sealed = sealed.to_vec();
-        let plain = self
-            .key
-            .open_in_place(nonce, Aad::from(user_id.as_bytes()), &mut sealed)
-            .map_err(|_| fail("does not decrypt"))?;
-        Ok(plain.to_vec())
+        self.0.open(user_id.as_bytes(), stored).map_err(|e| {
+            AppError::internal(anyhow::anyhow!(
+                "TOTP secret of user {user_id}: {e}; or reset the user's 2FA"
+            ))
+        })
     }
 }
 
@@ -226,13 +184,12 @@ async fn locked_user(txn: &Txn, id: Uuid) -> AppResult<user::Model> {
 pub async fn begin_enrollment(
     db: &Services,
     secrets: &SecretBox,
-    production: bool,
     current: &CurrentUser,
     actor: &Actor,
 ) -> AppResult<Enrollment> {
-    if production && !secrets.configured() {
+    if !secrets.may_seal() {
         return Err(AppError::conflict(
-            "two-factor login is not available: the server has no TOTP_ENCRYPTION_KEY; ask an operator to set it",
+            "two-factor login is not available: the server has no DATA_ENCRYPTION_KEY; ask an operator to set it",
         ));
     }
     let mut secret = vec![0u8; SECRET_BYTES];
@@ -438,7 +395,7 @@ pub async fn reset(db: &Services, actor: &Actor, user_id: Uuid) -> AppResult<use
     Ok(user)
 }
 
-/// True when any user has 2FA on (production then needs TOTP_ENCRYPTION_KEY).
+/// True when any user has 2FA on (production then needs DATA_ENCRYPTION_KEY).
 pub async fn any_enabled(conn: &impl ConnectionTrait) -> AppResult<bool> {
     Ok(user::Entity::find()
         .filter(user::Column::TotpEnabledAt.is_not_null())
@@ -466,23 +423,6 @@ mod tests {
             recovery_hash(Uuid::now_v7(), &code)
         );
         assert_ne!(code, new_recovery_code()?);
-        Ok(())
-    }
-
-    #[test]
-    fn secrets_are_sealed_to_their_user_and_key() -> AppResult<()> {
-        let mut vars = std::collections::HashMap::new();
-        vars.insert("TOTP_ENCRYPTION_KEY".to_string(), "k".repeat(40));
-        let config = Config::from_vars(vars.clone()).map_err(AppError::internal)?;
-        let sb = SecretBox::new(&config)?;
-        let (id, secret) = (Uuid::now_v7(), b"twenty-byte-secret!!".to_vec());
-        let sealed = sb.seal(id, &secret)?;
-        assert!(!sealed.contains(&B64.encode(&secret)));
-        assert_eq!(sb.open(id, &sealed)?, secret);
-        assert!(sb.open(Uuid::now_v7(), &sealed).is_err());
-        vars.insert("TOTP_ENCRYPTION_KEY".to_string(), "z".repeat(40));
-        let other = SecretBox::new(&Config::from_vars(vars).map_err(AppError::internal)?)?;
-        assert!(other.open(id, &sealed).is_err());
         Ok(())
     }
 }

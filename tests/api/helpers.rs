@@ -158,8 +158,18 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
 }
 
 async fn start(vars: HashMap<String, String>, database_url: String, guard: TestDb) -> TestApp {
+    try_start(vars, database_url, guard)
+        .await
+        .expect("app builds")
+}
+
+async fn try_start(
+    vars: HashMap<String, String>,
+    database_url: String,
+    guard: TestDb,
+) -> anyhow::Result<TestApp> {
     let config = Config::from_vars(vars).expect("test config is valid");
-    let app = Application::build(config).await.expect("app builds");
+    let app = Application::build(config).await?;
     let address = format!("http://127.0.0.1:{}", app.port());
     let metrics_address = app.metrics_port().map(|p| format!("http://127.0.0.1:{p}"));
     let state = app.state().clone();
@@ -167,7 +177,7 @@ async fn start(vars: HashMap<String, String>, database_url: String, guard: TestD
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    TestApp {
+    Ok(TestApp {
         address,
         metrics_address,
         database_url,
@@ -179,7 +189,7 @@ async fn start(vars: HashMap<String, String>, database_url: String, guard: TestD
         stop,
         server,
         _db: guard,
-    }
+    })
 }
 
 /// An app whose database cannot be reached (nothing listens on port 1).
@@ -241,12 +251,17 @@ impl TestApp {
 
     /// A second instance on this app's database (the first keeps owning it).
     pub async fn spawn_another(&self, overrides: &[(&str, &str)]) -> TestApp {
+        self.try_spawn_another(overrides).await.expect("app builds")
+    }
+
+    /// [`Self::spawn_another`], or why the instance refused to start.
+    pub async fn try_spawn_another(&self, overrides: &[(&str, &str)]) -> anyhow::Result<TestApp> {
         let mut vars = base_vars(&self.database_url);
         for (k, v) in overrides {
             vars.insert(k.to_string(), v.to_string());
         }
         let spare = TestDb::Sqlite(tempfile::tempdir().unwrap());
-        start(vars, self.database_url.clone(), spare).await
+        try_start(vars, self.database_url.clone(), spare).await
     }
 
     /// Shuts down gracefully but keeps the database for inspection (it is

@@ -201,6 +201,7 @@ const CORE: &[&str] = &[
     "events",
     "limits",
     "metrics",
+    "sealing",
     "telemetry",
     "validate",
 ];

@@ -22,6 +22,7 @@ mod layers;
 mod metrics;
 mod products;
 mod roles;
+mod secrets;
 mod security;
 mod stock;
 mod subscriptions;

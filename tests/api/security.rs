@@ -856,9 +856,16 @@ async fn production_refuses_to_start_without_the_totp_key_once_a_user_has_two_fa
     enroll(&app, &admin).await;
     let refused = stockroom::startup::Application::build(vars(None)).await;
     let err = refused.err().expect("refused").to_string();
-    assert!(err.contains("TOTP_ENCRYPTION_KEY"), "{err}");
-    let with_key = stockroom::startup::Application::build(vars(Some(&"k".repeat(40)))).await;
-    assert!(with_key.is_ok());
+    assert!(err.contains("DATA_ENCRYPTION_KEY"), "{err}");
+    // A key that did not seal the secret is refused too, naming the setting
+    // that would open it.
+    let wrong = stockroom::startup::Application::build(vars(Some(&"k".repeat(40)))).await;
+    let err = format!("{:#}", wrong.err().expect("refused"));
+    assert!(err.contains("DATA_ENCRYPTION_KEY_PREVIOUS"), "{err}");
+    // The key it was sealed with (development derives it from JWT_SECRET),
+    // under the deprecated name, opens it.
+    let with_key = stockroom::startup::Application::build(vars(Some(JWT_SECRET))).await;
+    assert!(with_key.is_ok(), "{:#}", with_key.err().unwrap());
     drop(with_key);
     app.shutdown().await.unwrap();
 }
