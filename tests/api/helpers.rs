@@ -383,6 +383,12 @@ impl TestApp {
 
     /// Runs a count over one table on the app's own database.
     pub async fn count(&self, sql: &str) -> i64 {
+        self.scalar(sql).await
+    }
+
+    /// The first column of the one row `sql` returns, on the app's own
+    /// database.
+    pub async fn scalar<T: sea_orm::TryGetable>(&self, sql: &str) -> T {
         let db = self.state.services.conn();
         let row = db
             .query_one_raw(sea_orm::Statement::from_string(
@@ -391,8 +397,8 @@ impl TestApp {
             ))
             .await
             .unwrap()
-            .unwrap();
-        row.try_get_by_index::<i64>(0).unwrap()
+            .expect("a row");
+        row.try_get_by_index::<T>(0).unwrap()
     }
 
     /// Every product's stock equals the sum of its movements, and every

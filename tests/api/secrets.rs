@@ -18,19 +18,7 @@ fn key(c: char) -> String {
 }
 
 async fn raw(app: &TestApp, sql: &str) -> String {
-    use sea_orm::ConnectionTrait;
-    let db = app.state.services.conn();
-    let row = db
-        .query_one_raw(sea_orm::Statement::from_string(
-            db.get_database_backend(),
-            sql.to_string(),
-        ))
-        .await
-        .unwrap()
-        .expect("a row");
-    row.try_get_by_index::<Option<String>>(0)
-        .unwrap()
-        .unwrap_or_default()
+    app.scalar::<Option<String>>(sql).await.unwrap_or_default()
 }
 
 async fn stored_token(app: &TestApp) -> String {
