@@ -438,6 +438,34 @@ pub fn stockroom_bin() -> std::process::Command {
     cmd
 }
 
+/// Runs a `stockroom` command to its end, with `stdin` as its standard
+/// input, off the test's runtime thread: the apps it talks to need that
+/// thread meanwhile, and a blocking wait there could hold an app's write
+/// transaction open until the command's own wait for the lock gives up
+/// ("database is locked" on SQLite).
+pub async fn run_cli(
+    mut command: std::process::Command,
+    stdin: Option<String>,
+) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        use std::process::Stdio;
+        let Some(input) = stdin else {
+            return command.output().unwrap();
+        };
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{input}").unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 /// Two applications started at the same moment on one fresh database, as two
 /// instances of a deployment would be.
 pub async fn spawn_pair_on_one_database() -> (TestApp, TestApp) {

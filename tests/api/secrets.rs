@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp, spawn_app_with, stockroom_bin};
+use crate::helpers::{
+    ADMIN_EMAIL, ADMIN_PASSWORD, TestApp, run_cli, spawn_app_with, stockroom_bin,
+};
 use crate::security::{code, enroll};
 use crate::telegram::FakeTelegram;
 
@@ -60,19 +62,14 @@ async fn test_alert_arrives(app: &TestApp, admin: &str, fake: &FakeTelegram, n: 
 }
 
 /// Runs `stockroom reseal` on the app's database while the apps go on
-/// serving (off the test's one runtime thread, which they need).
+/// serving.
 async fn reseal(app: &TestApp, keys: &[(&str, &str)]) -> std::process::Output {
     let mut command = stockroom_bin();
-    command
-        .arg("reseal")
-        .env("DATABASE_URL", &app.database_url)
-        .env_remove("TOTP_ENCRYPTION_KEY");
+    command.arg("reseal").env("DATABASE_URL", &app.database_url);
     for (name, value) in keys {
         command.env(name, value);
     }
-    tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap()
+    run_cli(command, None).await
 }
 
 fn as_pairs(vars: &[(String, String)]) -> Vec<(&str, &str)> {

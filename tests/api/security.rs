@@ -1,7 +1,7 @@
 //! Account security: two-factor login, lockout, password policy, the
 //! security report and the CLI recovery commands.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use stockroom::entity::user;
 
 use crate::helpers::{
-    ADMIN_EMAIL, ADMIN_PASSWORD, JWT_SECRET, TestApp, fresh_database, spawn_app, spawn_app_with,
-    stockroom_bin,
+    ADMIN_EMAIL, ADMIN_PASSWORD, JWT_SECRET, TestApp, fresh_database, run_cli, spawn_app,
+    spawn_app_with, stockroom_bin,
 };
 
 const LOGIN: &str = "mutation($i: LoginInput!) { login(input: $i) { accessToken refreshToken passwordChangeRequired twoFactorEnrollmentRequired user { id twoFactorEnabled lockedUntil } } }";
@@ -58,13 +58,11 @@ async fn products_page(app: &TestApp, token: &str) -> crate::helpers::Gql {
     .await
 }
 
-/// Runs the CLI on the app's database.
-fn cli(app: &TestApp, args: &[&str]) -> std::process::Output {
-    stockroom_bin()
-        .args(args)
-        .env("DATABASE_URL", &app.database_url)
-        .output()
-        .unwrap()
+/// Runs the CLI on the app's database, `stdin` as its input.
+async fn cli(app: &TestApp, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut command = stockroom_bin();
+    command.args(args).env("DATABASE_URL", &app.database_url);
+    run_cli(command, stdin.map(str::to_string)).await
 }
 
 fn token_of(session: &crate::helpers::Gql) -> String {
@@ -711,7 +709,7 @@ async fn the_security_report_lists_what_the_review_needs() {
     assert_eq!(doc["privilegedWithoutTwoFactor"][0]["email"], ADMIN_EMAIL);
     assert_eq!(doc["lockedAccounts"][0]["email"], staff.as_str());
     assert_eq!(doc["failedLoginsByIp"][0]["key"], "203.0.113.9");
-    let text = cli(&app, &["security-report"]);
+    let text = cli(&app, &["security-report"], None).await;
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
         text.contains("admins and managers without 2FA: 1"),
@@ -741,7 +739,7 @@ async fn the_cli_resets_a_password_and_two_factor_login_audited() {
     }
 
     // A generated password, printed once.
-    let out = cli(&app, &["reset-password", ADMIN_EMAIL]);
+    let out = cli(&app, &["reset-password", ADMIN_EMAIL], None).await;
     assert!(
         out.status.success(),
         "{}",
@@ -763,26 +761,15 @@ async fn the_cli_resets_a_password_and_two_factor_login_audited() {
         .data();
 
     // A chosen password from standard input; a common one is refused.
-    let reset_with = |password: &str| {
-        let mut child = stockroom_bin()
-            .args(["reset-password", "--stdin", ADMIN_EMAIL])
-            .env("DATABASE_URL", &app.database_url)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-        child.wait_with_output().unwrap()
-    };
-    let refused = reset_with("qwerty123");
+    let reset = ["reset-password", "--stdin", ADMIN_EMAIL];
+    let refused = cli(&app, &reset, Some("qwerty123")).await;
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("common"));
-    let chosen = reset_with("chosen-admin-passphrase");
+    let chosen = cli(&app, &reset, Some("chosen-admin-passphrase")).await;
     assert!(chosen.status.success());
     assert!(!String::from_utf8_lossy(&chosen.stdout).contains("chosen-admin-passphrase"));
 
-    let out = cli(&app, &["reset-2fa", ADMIN_EMAIL]);
+    let out = cli(&app, &["reset-2fa", ADMIN_EMAIL], None).await;
     assert!(
         out.status.success(),
         "{}",
