@@ -45,27 +45,19 @@ async fn unique_indexes(conn: &impl ConnectionTrait, table: &str) -> Vec<(String
             out.push((name, columns));
         }
     } else {
-        let list = conn
-            .query_all_raw(Statement::from_string(
-                backend,
-                format!("PRAGMA index_list('{table}')"),
-            ))
-            .await
-            .unwrap();
-        for index in list {
+        let pragma = |sql: String| async move {
+            conn.query_all_raw(Statement::from_string(backend, sql))
+                .await
+                .unwrap()
+        };
+        for index in pragma(format!("PRAGMA index_list('{table}')")).await {
             let unique: i32 = index.try_get("", "unique").unwrap();
             let origin: String = index.try_get("", "origin").unwrap();
             if unique == 0 || origin == "pk" {
                 continue;
             }
             let name: String = index.try_get("", "name").unwrap();
-            let info = conn
-                .query_all_raw(Statement::from_string(
-                    backend,
-                    format!("PRAGMA index_info('{name}')"),
-                ))
-                .await
-                .unwrap();
+            let info = pragma(format!("PRAGMA index_info('{name}')")).await;
             // An expression has no column name (cid -2).
             let columns = info
                 .iter()
