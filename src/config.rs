@@ -541,6 +541,9 @@ pub struct Variable {
     /// The whole description (`.env.example`).
     pub description: String,
     pub section: String,
+    /// The clap argument it is read as: its id and its option.
+    arg_id: String,
+    option: String,
 }
 
 /// Every variable, in declaration order (the order `check-config` prints).
@@ -551,6 +554,7 @@ pub fn variables() -> Vec<Variable> {
         .get_arguments()
         .filter_map(|arg| {
             let name = arg.get_env()?.to_string_lossy().into_owned();
+            let option = arg.get_long()?.to_string();
             let meaning = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
             Some(Variable {
                 name,
@@ -567,6 +571,8 @@ pub fn variables() -> Vec<Variable> {
                     .unwrap_or_else(|| meaning.clone()),
                 meaning,
                 section: arg.get_help_heading().unwrap_or_default().to_string(),
+                arg_id: arg.get_id().to_string(),
+                option,
             })
         })
         .collect()
@@ -666,22 +672,19 @@ impl Config {
         // The variables become the arguments of the settings' command; the
         // process environment is read by `from_env` only, so that a test's
         // variables are exactly its own.
+        let declared = variables();
         let command = Settings::command().mut_args(|arg| arg.env(None::<&'static str>));
         // (option, variable, value, whether the value may be repeated)
         let mut given: Vec<(String, String, String, bool)> = Vec::new();
-        for arg in Settings::command().get_arguments() {
-            let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) else {
-                continue;
-            };
-            let env = env.to_string_lossy();
-            if let Some(value) = vars.get(env.as_ref()).map(|v| v.trim())
+        for v in &declared {
+            if let Some(value) = vars.get(&v.name).map(|v| v.trim())
                 && !value.is_empty()
             {
                 given.push((
-                    long.to_string(),
-                    env.into_owned(),
+                    v.option.clone(),
+                    v.name.clone(),
                     value.to_string(),
-                    !arg.is_hide_env_values_set(),
+                    !v.secret,
                 ));
             }
         }
@@ -715,7 +718,7 @@ impl Config {
         };
         let settings = Settings::from_arg_matches(&matches)
             .map_err(|e| ConfigError(vec![format!("settings: {e}")]))?;
-        let shown = shown_values(&command, &matches);
+        let shown = shown_values(declared, &matches);
         Self::resolve(settings, shown, errors)
     }
 
@@ -861,13 +864,12 @@ fn invalid_long(err: &clap::Error) -> Option<String> {
 
 /// Each variable's value as given or defaulted: secrets masked, URLs
 /// without their password.
-fn shown_values(command: &clap::Command, matches: &clap::ArgMatches) -> Vec<(String, String)> {
-    variables()
+fn shown_values(declared: Vec<Variable>, matches: &clap::ArgMatches) -> Vec<(String, String)> {
+    declared
         .into_iter()
-        .zip(command.get_arguments())
-        .map(|(v, arg)| {
+        .map(|v| {
             let raw = matches
-                .get_raw(arg.get_id().as_str())
+                .get_raw(&v.arg_id)
                 .map(|values| {
                     values
                         .map(|value| value.to_string_lossy().into_owned())

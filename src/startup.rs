@@ -49,15 +49,6 @@ impl Application {
                 "TOTP_ENCRYPTION_KEY is deprecated: set the same value as DATA_ENCRYPTION_KEY instead"
             );
         }
-        if !db.sealer().may_seal()
-            && (crate::service::two_factor::any_enabled(db.conn()).await?
-                || crate::service::secrets::bot_token_stored(db.conn()).await?)
-        {
-            anyhow::bail!(
-                "DATA_ENCRYPTION_KEY (formerly TOTP_ENCRYPTION_KEY): required when APP_ENV=production and secrets \
-                 are stored (a user has two-factor login on, or a bot token was saved); set it to the key they were sealed with"
-            );
-        }
         crate::service::secrets::check_at_start(&db).await?;
         if config.metrics_enabled {
             crate::metrics::install();

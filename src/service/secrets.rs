@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::context::Services;
 use super::settings_cache::{ROW_ID, open_bot_token, seal_bot_token};
+use super::two_factor::SecretBox;
 use crate::entity::{notification_settings, user};
 use crate::error::{AppError, AppResult};
 use crate::sealing::Sealer;
@@ -44,11 +45,6 @@ async fn two_factor_secrets(
         .collect())
 }
 
-/// True when a bot token is stored in the database.
-pub async fn bot_token_stored(conn: &impl sea_orm::ConnectionTrait) -> AppResult<bool> {
-    Ok(stored_bot_token(conn).await?.is_some())
-}
-
 async fn stored_bot_token(conn: &impl sea_orm::ConnectionTrait) -> AppResult<Option<String>> {
     Ok(notification_settings::Entity::find_by_id(ROW_ID)
         .one(conn)
@@ -72,9 +68,10 @@ async fn replace_bot_token(
         .rows_affected)
 }
 
-/// The start-up check: every stored secret opens with the configured keys,
-/// or the instance refuses to start, naming what is missing (never a key or
-/// a secret). A bot token in plain text is sealed. A database that cannot
+/// The start-up check: in production a data-encryption key once any secret
+/// is stored, and every stored secret opens with the configured keys, or
+/// the instance refuses to start, naming what is missing (never a key or a
+/// secret). A bot token in plain text is sealed. A database that cannot
 /// be read now (unreachable, not migrated) is not a refusal: the server
 /// starts degraded and recovers by itself, and a secret that does not open
 /// later is refused where it is used.
@@ -89,10 +86,19 @@ pub async fn check_at_start(db: &Services) -> anyhow::Result<()> {
         }
     };
     let sealer = db.sealer();
+    if !sealer.may_seal() && (!secrets.is_empty() || token.is_some()) {
+        anyhow::bail!(
+            "DATA_ENCRYPTION_KEY (formerly TOTP_ENCRYPTION_KEY): required when APP_ENV=production and secrets \
+             are stored (two-factor logins, or a saved bot token); set it to the key they were sealed with"
+        );
+    }
+    let two_factor = SecretBox::new(std::sync::Arc::clone(sealer));
     let mut unopened = Vec::new();
     for (id, stored) in secrets {
-        if let Err(e) = sealer.open(id.as_bytes(), &stored) {
-            unopened.push(format!("the two-factor secret of user {id}: {e}"));
+        match two_factor.open(id, &stored) {
+            Ok(_) => {}
+            Err(AppError::Internal(cause)) => unopened.push(format!("{cause:#}")),
+            Err(other) => return Err(other.into()),
         }
     }
     if let Some(stored) = token {
@@ -122,6 +128,7 @@ pub async fn check_at_start(db: &Services) -> anyhow::Result<()> {
 /// changes.
 pub async fn reseal(db: &Services) -> AppResult<Resealed> {
     let sealer = db.sealer();
+    let two_factor = SecretBox::new(std::sync::Arc::clone(sealer));
     let txn = db.begin_write().await?;
     let mut done = Resealed::default();
     for (id, stored) in two_factor_secrets(&*txn).await? {
@@ -129,12 +136,7 @@ pub async fn reseal(db: &Services) -> AppResult<Resealed> {
             done.current += 1;
             continue;
         }
-        let plain = sealer.open(id.as_bytes(), &stored).map_err(|e| {
-            AppError::internal(anyhow::anyhow!("the two-factor secret of user {id}: {e}"))
-        })?;
-        let sealed = sealer
-            .seal(id.as_bytes(), &plain)
-            .map_err(AppError::internal)?;
+        let sealed = two_factor.seal(id, &two_factor.open(id, &stored)?)?;
         user::Entity::update_many()
             .col_expr(user::Column::TotpSecret, Expr::value(sealed))
             .filter(user::Column::Id.eq(id))

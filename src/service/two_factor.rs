@@ -59,13 +59,13 @@ impl SecretBox {
         self.0.may_seal()
     }
 
-    fn seal(&self, user_id: Uuid, secret: &[u8]) -> AppResult<String> {
+    pub(super) fn seal(&self, user_id: Uuid, secret: &[u8]) -> AppResult<String> {
         self.0
             .seal(user_id.as_bytes(), secret)
             .map_err(AppError::internal)
     }
 
-    fn open(&self, user_id: Uuid, stored: &str) -> AppResult<Vec<u8>> {
+    pub(super) fn open(&self, user_id: Uuid, stored: &str) -> AppResult<Vec<u8>> {
         self.0.open(user_id.as_bytes(), stored).map_err(|e| {
             AppError::internal(anyhow::anyhow!(
                 "TOTP secret of user {user_id}: {e}; or reset the user's 2FA"
@@ -393,15 +393,6 @@ pub async fn reset(db: &Services, actor: &Actor, user_id: Uuid) -> AppResult<use
         .ok_or_else(|| AppError::not_found("user not found"))?;
     txn.commit().await?;
     Ok(user)
-}
-
-/// True when any user has 2FA on (production then needs DATA_ENCRYPTION_KEY).
-pub async fn any_enabled(conn: &impl ConnectionTrait) -> AppResult<bool> {
-    Ok(user::Entity::find()
-        .filter(user::Column::TotpEnabledAt.is_not_null())
-        .count(conn)
-        .await?
-        > 0)
 }
 
 #[cfg(test)]
