@@ -19,6 +19,8 @@ use sha2::{Digest, Sha256};
 use crate::config::Config;
 
 const FORMAT: &str = "v1";
+/// How every sealed value begins.
+const SEALED_PREFIX: &str = "v1.";
 
 /// Why a value could not be opened. The value itself is never part of it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -137,13 +139,13 @@ impl Sealer {
 
     /// True when `stored` is sealed (it may not open).
     pub fn is_sealed(stored: &str) -> bool {
-        stored.starts_with(&format!("{FORMAT}."))
+        stored.starts_with(SEALED_PREFIX)
     }
 
     /// True when `stored` is sealed under the current key.
     pub fn is_current(&self, stored: &str) -> bool {
         stored
-            .strip_prefix(&format!("{FORMAT}."))
+            .strip_prefix(SEALED_PREFIX)
             .and_then(|rest| rest.split_once('.'))
             .is_some_and(|(kid, _)| kid == self.current.kid)
     }
