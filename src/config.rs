@@ -349,6 +349,13 @@ pub struct Settings {
     /// re-fetches
     #[arg(long, env = "EVENT_BUS_CAPACITY", default_value = "1024", value_parser = number::<usize, 16, 1_048_576>, help_heading = "Subscriptions (WebSocket /graphql/ws)")]
     pub event_bus_capacity: usize,
+    /// most movements a resumed stream replays from the ledger before it ends with EVENTS_MISSED
+    ///
+    /// most movements a stream resumed with `after:` (or catching up after
+    /// the events listener reconnected) replays from the ledger; past it the
+    /// stream ends with EVENTS_MISSED and the client re-fetches
+    #[arg(long, env = "SUBSCRIPTION_REPLAY_LIMIT", default_value = "1000", value_parser = number::<usize, 1, 100_000>, help_heading = "Subscriptions (WebSocket /graphql/ws)")]
+    pub subscription_replay_limit: usize,
     /// open subscriptions allowed on one WebSocket connection
     #[arg(long, env = "WS_MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value = "20", value_parser = number::<usize, 1, 10_000>, help_heading = "Subscriptions (WebSocket /graphql/ws)")]
     pub ws_max_subscriptions_per_connection: usize,

@@ -47,13 +47,18 @@ pub enum AppError {
     #[error("{0}")]
     LimitExceeded(String),
     /// A subscriber fell so far behind that events were dropped for it; its
-    /// stream ends so that the client re-fetches.
-    #[error("subscription fell {missed} events behind and was ended; re-fetch and subscribe again")]
-    SubscriptionLagged { missed: u64 },
-    /// Events from other instances may have been lost; the stream ends so
-    /// that the client re-fetches.
-    #[error("events from other instances may have been missed; re-fetch and subscribe again")]
-    EventsMissed,
+    /// stream ends. `cursor`, on a stream that can resume, is the last event
+    /// it was sent: subscribing again `after:` it misses nothing.
+    #[error(
+        "subscription fell {missed} events behind and was ended; subscribe again after its last cursor, or re-fetch"
+    )]
+    SubscriptionLagged { missed: u64, cursor: Option<String> },
+    /// Events may have been lost (another instance's, while this instance's
+    /// listener was down), or more are missing than a stream replays; the
+    /// stream ends. `cursor`, when given, is where a re-fetch stands: read
+    /// the state anew, then subscribe `after:` it.
+    #[error("events may have been missed; re-fetch, then subscribe again")]
+    EventsMissed { cursor: Option<String> },
     /// An automatic persisted query whose hash this instance does not know:
     /// the client sends the query text with its hash again.
     #[error("{0}")]
@@ -100,7 +105,7 @@ impl AppError {
             Self::NotAcceptable(_) => "NOT_ACCEPTABLE",
             Self::LimitExceeded(_) => "LIMIT_EXCEEDED",
             Self::SubscriptionLagged { .. } => "SUBSCRIPTION_LAGGED",
-            Self::EventsMissed => "EVENTS_MISSED",
+            Self::EventsMissed { .. } => "EVENTS_MISSED",
             Self::PersistedQueryNotFound(_) => "PERSISTED_QUERY_NOT_FOUND",
             Self::Internal(_) => "INTERNAL",
         }
@@ -116,7 +121,9 @@ impl AppError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) | Self::InsufficientStock { .. } => StatusCode::CONFLICT,
             Self::RateLimited { .. } | Self::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::SubscriptionLagged { .. } | Self::EventsMissed => StatusCode::SERVICE_UNAVAILABLE,
+            Self::SubscriptionLagged { .. } | Self::EventsMissed { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
@@ -305,8 +312,9 @@ impl ErrorExtensions for AppError {
 
 impl AppError {
     /// The contract's `extensions`: `code`, plus `field` for BAD_USER_INPUT,
-    /// `available`/`requested` for INSUFFICIENT_STOCK and `retryAfterSeconds`
-    /// for RATE_LIMITED. GraphQL errors and REST bodies both use it.
+    /// `available`/`requested` for INSUFFICIENT_STOCK, `retryAfterSeconds`
+    /// for RATE_LIMITED, and `cursor` for SUBSCRIPTION_LAGGED and
+    /// EVENTS_MISSED where a stream can resume. GraphQL errors and REST bodies both use it.
     pub fn extensions(&self) -> Map<String, Value> {
         let mut ext = Map::new();
         ext.insert("code".into(), self.code().into());
@@ -323,6 +331,15 @@ impl AppError {
             }
             AppError::RateLimited { retry_after_secs } => {
                 ext.insert("retryAfterSeconds".into(), (*retry_after_secs).into());
+            }
+            AppError::SubscriptionLagged {
+                cursor: Some(cursor),
+                ..
+            }
+            | AppError::EventsMissed {
+                cursor: Some(cursor),
+            } => {
+                ext.insert("cursor".into(), cursor.as_str().into());
             }
             _ => {}
         }

@@ -188,15 +188,10 @@ impl EventRef {
                     return Ok(Loaded::Gone);
                 };
                 match product(m.product_id).await? {
-                    Some(mut p) => {
-                        // The movement row says what the product was then.
-                        p.stock = m.balance_after;
-                        p.version = m.product_version;
-                        Loaded::Event(DomainEvent::StockMoved {
-                            product: Arc::new(p),
-                            movement: Arc::new(m),
-                        })
-                    }
+                    Some(p) => Loaded::Event(DomainEvent::StockMoved {
+                        product: Arc::new(p.as_of(&m)),
+                        movement: Arc::new(m),
+                    }),
                     None => Loaded::Gone,
                 }
             }

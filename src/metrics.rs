@@ -186,6 +186,10 @@ fn describe() {
         "stockroom_subscriptions_lagged_total",
         "subscription streams ended because they fell behind"
     );
+    describe_counter!(
+        "stockroom_subscription_replayed_events_total",
+        "events resumed streams replayed from the ledger (after: a cursor, or catching up after a listener reconnect)"
+    );
     describe_gauge!(
         "stockroom_uptime_seconds",
         "seconds since this process started serving"
@@ -215,6 +219,7 @@ fn register_zeroes() {
     }
     upload_rows(0, 0);
     counter!("stockroom_subscriptions_lagged_total").increment(0);
+    counter!("stockroom_subscription_replayed_events_total").increment(0);
     for result in ["hit", "miss"] {
         counter!("stockroom_graphql_document_cache_total", "result" => result).increment(0);
     }
@@ -453,6 +458,11 @@ pub fn subscriptions(delta: f64) {
 
 pub fn subscription_lagged() {
     counter!("stockroom_subscriptions_lagged_total").increment(1);
+}
+
+/// Events a resumed or catching-up stream replayed from the ledger.
+pub fn subscription_replayed(events: usize) {
+    counter!("stockroom_subscription_replayed_events_total").increment(events as u64);
 }
 
 /// What the metrics read from elsewhere at a scrape: the queues (through a

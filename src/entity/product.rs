@@ -29,6 +29,14 @@ impl ActiveModelBehavior for ActiveModel {}
 /// the `lowStockOnly` filter ([`low_stock_condition`]) and the crossing
 /// detection ([`crossed_low_stock`]) all use it.
 impl Model {
+    /// The product as `movement` left it: its stock and version then, its
+    /// other fields as now (only movements change stock).
+    pub fn as_of(mut self, movement: &super::stock_movement::Model) -> Self {
+        self.stock = movement.balance_after;
+        self.version = movement.product_version;
+        self
+    }
+
     pub fn is_low_stock(&self) -> bool {
         is_low(i64::from(self.stock), self.low_stock_threshold)
     }

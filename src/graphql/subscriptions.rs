@@ -1,10 +1,19 @@
 //! GraphQL subscriptions over `/graphql/ws`, fed by the event bus.
 //!
 //! Every stream ends, after one error item saying why, when its subscriber
-//! lagged behind the bus, when events from other instances may have been
-//! missed, when the access token expires, or when the user is deactivated or
-//! loses the role the subscription needs; it ends silently at shutdown.
+//! lagged behind the bus, when the access token expires, or when the user is
+//! deactivated or loses the role the subscription needs; it ends silently at
+//! shutdown. When events from other instances may have been missed (the
+//! listener reconnected), a stream that knows its position in the ledger
+//! (`stockChanged(productId:)`) catches up from the database and goes on;
+//! the others end with `EVENTS_MISSED`.
+//!
+//! `stockChanged(productId:)` is positioned by the product's version: every
+//! event carries it as its `cursor`, and `after:` a cursor (or a version a
+//! query answered) the stream first replays the ledger from there, then
+//! goes live, with no gap and no duplicate.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,8 +30,10 @@ use super::context::{gql, request, state};
 use super::types::{AuditLog, Product, StockMovement, parse_id};
 use super::uploads::UploadJob;
 use crate::entity::user::Role;
+use crate::entity::{product, stock_movement};
 use crate::error::AppError;
 use crate::events::{DomainEvent, SubscriptionGuard};
+use crate::service::context::Services;
 use crate::service::require_role;
 
 /// Per WebSocket connection: how many subscriptions are open on it.
@@ -63,7 +74,9 @@ impl Drop for SocketSlot {
     }
 }
 
-type EventResult = async_graphql::Result<Arc<DomainEvent>>;
+/// An event for a subscriber, or why its stream stops. Only
+/// `EventsMissed` may be followed by more (see [`StreamState::next`]).
+type Received = Result<Arc<DomainEvent>, AppError>;
 
 struct StreamState {
     rx: broadcast::Receiver<Arc<DomainEvent>>,
@@ -77,7 +90,11 @@ struct StreamState {
 }
 
 impl StreamState {
-    async fn next(mut self) -> Option<(EventResult, Self)> {
+    /// The next event for this subscriber, or why its stream must end.
+    /// `EventsMissed` is passed on without ending: a stream that can catch
+    /// up from the database goes on after it (the others stop, see
+    /// [`select`]).
+    async fn next(mut self) -> Option<(Received, Self)> {
         if self.done {
             return None;
         }
@@ -101,18 +118,20 @@ impl StreamState {
                                 continue;
                             }
                         }
-                        DomainEvent::EventsMissed => AppError::EventsMissed,
+                        DomainEvent::EventsMissed => {
+                            return Some((Err(AppError::EventsMissed { cursor: None }), self));
+                        }
                         _ => return Some((Ok(event), self)),
                     },
                     Err(RecvError::Lagged(missed)) => {
                         crate::metrics::subscription_lagged();
-                        AppError::SubscriptionLagged { missed }
+                        AppError::SubscriptionLagged { missed, cursor: None }
                     }
                     Err(RecvError::Closed) => return None,
                 },
             };
             self.done = true;
-            return Some((Err(gql(ending)), self));
+            return Some((Err(ending), self));
         }
     }
 }
@@ -122,7 +141,7 @@ impl StreamState {
 async fn events(
     ctx: &Context<'_>,
     required: Role,
-) -> async_graphql::Result<impl Stream<Item = EventResult> + use<>> {
+) -> async_graphql::Result<impl Stream<Item = Received> + Send + use<>> {
     let state = state(ctx)?;
     // Subscribe first: a role change or deactivation committed after this
     // point reaches the stream; one committed before it shows in the fresh
@@ -159,17 +178,110 @@ async fn events(
     Ok(stream::unfold(st, StreamState::next))
 }
 
-/// Keeps the events `pick` maps to an item, and every error.
-fn select<T>(
-    events: impl Stream<Item = EventResult>,
-    pick: impl Fn(&DomainEvent) -> Option<T>,
-) -> impl Stream<Item = async_graphql::Result<T>> {
-    events.filter_map(move |item| {
-        futures_util::future::ready(match item {
-            Ok(event) => pick(&event).map(Ok),
-            Err(err) => Some(Err(err)),
-        })
-    })
+/// Keeps the events `pick` maps to an item; the first error ends the
+/// stream at once (such a stream cannot catch up).
+fn select<T, S, P>(events: S, pick: P) -> impl Stream<Item = async_graphql::Result<T>>
+where
+    S: Stream<Item = Received>,
+    P: Fn(&DomainEvent) -> Option<T>,
+{
+    stream::unfold(
+        (Box::pin(events), pick, false),
+        |(mut events, pick, ended)| async move {
+            if ended {
+                return None;
+            }
+            loop {
+                match events.next().await? {
+                    Ok(event) => {
+                        if let Some(item) = pick(&event) {
+                            return Some((Ok(item), (events, pick, false)));
+                        }
+                    }
+                    Err(err) => return Some((Err(gql(err)), (events, pick, true))),
+                }
+            }
+        },
+    )
+}
+
+/// One product's movements, positioned by its version: replayed from the
+/// ledger after a cursor, then live; after a listener reconnect it catches
+/// up from the ledger instead of ending.
+struct ProductStream<S> {
+    events: Pin<Box<S>>,
+    services: Services,
+    product_id: Uuid,
+    /// The product's version as of the last event queued (or the cursor the
+    /// stream started after): live events at or before it are not sent.
+    position: i32,
+    /// Replayed events not sent yet.
+    queue: VecDeque<StockChangedEvent>,
+    replay_limit: usize,
+    done: bool,
+}
+
+impl<S: Stream<Item = Received> + Send> ProductStream<S> {
+    async fn next(mut self) -> Option<(async_graphql::Result<StockChangedEvent>, Self)> {
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                return Some((Ok(event), self));
+            }
+            if self.done {
+                return None;
+            }
+            let ending = match self.events.next().await? {
+                Ok(event) => match &*event {
+                    DomainEvent::StockMoved { product, movement }
+                        if product.id == self.product_id
+                            && movement.product_version > self.position =>
+                    {
+                        self.position = movement.product_version;
+                        let event =
+                            StockChangedEvent::new(Arc::clone(product), Arc::clone(movement));
+                        return Some((Ok(event), self));
+                    }
+                    _ => continue,
+                },
+                Err(AppError::EventsMissed { .. }) => match self.replay().await {
+                    Ok(()) => continue,
+                    Err(err) => err,
+                },
+                Err(AppError::SubscriptionLagged { missed, .. }) => AppError::SubscriptionLagged {
+                    missed,
+                    cursor: Some(self.position.to_string()),
+                },
+                Err(other) => other,
+            };
+            self.done = true;
+            return Some((Err(gql(ending)), self));
+        }
+    }
+
+    /// Queues what the ledger holds after `position`. More than the replay
+    /// limit ends the stream with `EVENTS_MISSED` and the cursor of the
+    /// product now, to re-fetch and subscribe after.
+    async fn replay(&mut self) -> Result<(), AppError> {
+        let tail = crate::service::stock::ledger_after(
+            self.services.conn(),
+            self.product_id,
+            self.position,
+            self.replay_limit,
+        )
+        .await?;
+        if tail.truncated {
+            return Err(AppError::EventsMissed {
+                cursor: Some(tail.product.version.to_string()),
+            });
+        }
+        crate::metrics::subscription_replayed(tail.movements.len());
+        for (product, movement) in tail.movements {
+            self.position = movement.product_version;
+            self.queue
+                .push_back(StockChangedEvent::new(product, movement));
+        }
+        Ok(())
+    }
 }
 
 #[derive(SimpleObject)]
@@ -177,6 +289,20 @@ pub struct StockChangedEvent {
     /// The product right after the movement.
     pub product: Product,
     pub movement: StockMovement,
+    /// Where this event stands in its product's stream: the product's
+    /// version after the movement. `stockChanged(productId:, after:)` with it
+    /// resumes right after this event.
+    pub cursor: String,
+}
+
+impl StockChangedEvent {
+    fn new(product: Arc<product::Model>, movement: Arc<stock_movement::Model>) -> Self {
+        Self {
+            cursor: product.version.to_string(),
+            product: Product::from(product.as_ref().clone()),
+            movement: StockMovement::with_product(movement.as_ref().clone(), product),
+        }
+    }
 }
 
 #[derive(SimpleObject)]
@@ -195,31 +321,92 @@ pub struct Subscription;
 impl Subscription {
     /// Every committed movement, of one product or of all. `movement.balanceAfter`
     /// and `product.version` let a client detect a gap.
+    ///
+    /// With `productId`, the stream can start from a position: `after:` a
+    /// cursor (an event's `cursor`, or the product's `version` as a query
+    /// answered it) first replays the movements since, at most
+    /// SUBSCRIPTION_REPLAY_LIMIT of them (past it: `EVENTS_MISSED` with the
+    /// cursor to re-fetch from); `initial: true` starts with the product's
+    /// last movement, as it stands now.
     async fn stock_changed(
         &self,
         ctx: &Context<'_>,
         product_id: Option<ID>,
-    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<StockChangedEvent>> + use<>>
-    {
+        after: Option<String>,
+        initial: Option<bool>,
+    ) -> async_graphql::Result<
+        Pin<Box<dyn Stream<Item = async_graphql::Result<StockChangedEvent>> + Send>>,
+    > {
         let only = product_id
             .map(|id| parse_id("productId", &id))
             .transpose()
             .map_err(gql)?;
-        let events = events(ctx, Role::Viewer).await?;
-        Ok(select(events, move |event| match event {
-            DomainEvent::StockMoved { product, movement }
-                if only.is_none_or(|id| id == product.id) =>
-            {
-                Some(StockChangedEvent {
-                    product: Product::from(product.as_ref().clone()),
-                    movement: StockMovement::with_product(
-                        movement.as_ref().clone(),
-                        Arc::clone(product),
-                    ),
+        let initial = initial.unwrap_or(false);
+        let after = after
+            .map(|cursor| {
+                cursor.trim().parse::<i32>().map_err(|_| {
+                    AppError::bad_input("after", "not a cursor of this stream (a product version)")
                 })
+            })
+            .transpose()
+            .map_err(gql)?;
+        let Some(product_id) = only else {
+            if after.is_some() || initial {
+                return Err(gql(AppError::bad_input(
+                    if initial { "initial" } else { "after" },
+                    "a stream of all products has no position to start from; give productId",
+                )));
             }
-            _ => None,
-        }))
+            let events = events(ctx, Role::Viewer).await?;
+            return Ok(Box::pin(select(events, |event| match event {
+                DomainEvent::StockMoved { product, movement } => Some(StockChangedEvent::new(
+                    Arc::clone(product),
+                    Arc::clone(movement),
+                )),
+                _ => None,
+            })));
+        };
+        if after.is_some() && initial {
+            return Err(gql(AppError::bad_input(
+                "initial",
+                "give after or initial, not both",
+            )));
+        }
+        // Subscribed before the ledger is read, so nothing falls between the
+        // two; what both hold is sent once (live events at or before the
+        // stream's position are dropped).
+        let events = events(ctx, Role::Viewer).await?;
+        let state = state(ctx)?;
+        let mut stream = ProductStream {
+            events: Box::pin(events),
+            services: state.services.clone(),
+            product_id,
+            position: 0,
+            queue: VecDeque::new(),
+            replay_limit: state.config.subscription_replay_limit,
+            done: false,
+        };
+        match after {
+            Some(after) => {
+                stream.position = after;
+                stream.replay().await.map_err(gql)?;
+            }
+            None => {
+                let (product, last) =
+                    crate::service::stock::current(stream.services.conn(), product_id)
+                        .await
+                        .map_err(gql)?;
+                stream.position = product.version;
+                if let (true, Some(last)) = (initial, last) {
+                    // The current state: the product now, with the movement
+                    // that left its stock as it is.
+                    stream
+                        .queue
+                        .push_back(StockChangedEvent::new(Arc::new(product), Arc::new(last)));
+                }
+            }
+        }
+        Ok(Box::pin(stream::unfold(stream, ProductStream::next)))
     }
 
     /// A movement took a product from above its threshold to at or below it:

@@ -328,6 +328,74 @@ async fn after_movement(
     super::alerts::on_movement(txn, settings, actor, product, saved, stock_before).await
 }
 
+/// A product's ledger after a position in its stream (the product's
+/// version), for a subscription that resumes or catches up.
+#[derive(Debug)]
+pub struct LedgerTail {
+    /// The product now.
+    pub product: product::Model,
+    /// Its movements after the position, oldest first, each with the
+    /// product as that movement left it; at most the limit asked for.
+    pub movements: Vec<(Arc<product::Model>, Arc<stock_movement::Model>)>,
+    /// More movements follow than the limit: the tail is incomplete.
+    pub truncated: bool,
+}
+
+/// The movements of `product_id` after its version `after`, at most
+/// `limit`. `NOT_FOUND` if there is no such product.
+pub async fn ledger_after(
+    conn: &impl ConnectionTrait,
+    product_id: Uuid,
+    after: i32,
+    limit: usize,
+) -> AppResult<LedgerTail> {
+    use sea_orm::{QueryOrder, QuerySelect};
+    let product = existing(conn, product_id).await?;
+    let mut rows = stock_movement::Entity::find()
+        .filter(stock_movement::Column::ProductId.eq(product_id))
+        .filter(stock_movement::Column::ProductVersion.gt(after))
+        .order_by_asc(stock_movement::Column::ProductVersion)
+        .limit(limit as u64 + 1)
+        .all(conn)
+        .await?;
+    let truncated = rows.len() > limit;
+    rows.truncate(limit);
+    let movements = rows
+        .into_iter()
+        .map(|m| (Arc::new(product.clone().as_of(&m)), Arc::new(m)))
+        .collect();
+    Ok(LedgerTail {
+        product,
+        movements,
+        truncated,
+    })
+}
+
+async fn existing(conn: &impl ConnectionTrait, id: Uuid) -> AppResult<product::Model> {
+    product::Entity::find_by_id(id)
+        .one(conn)
+        .await?
+        .ok_or_else(|| AppError::not_found("product not found"))
+}
+
+/// The product now and its last movement (`None` if it never moved), for a
+/// stream that starts from the current state. `NOT_FOUND` if there is no
+/// such product.
+pub async fn current(
+    conn: &impl ConnectionTrait,
+    product_id: Uuid,
+) -> AppResult<(product::Model, Option<stock_movement::Model>)> {
+    use sea_orm::{QueryOrder, QuerySelect};
+    let product = existing(conn, product_id).await?;
+    let last = stock_movement::Entity::find()
+        .filter(stock_movement::Column::ProductId.eq(product_id))
+        .order_by_desc(stock_movement::Column::ProductVersion)
+        .limit(1)
+        .one(conn)
+        .await?;
+    Ok((product, last))
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct MovementFilter {
     pub product_id: Option<Uuid>,

@@ -1,7 +1,7 @@
 //! GraphQL software other people wrote, from npm, against the real server:
 //! the GraphQL-over-HTTP audits of graphql-http, and urql, Apollo Client
 //! (with automatic persisted queries) and graphql-ws with their default
-//! settings. The scripts and their pinned packages are in `tests/clients/`
+//! settings, and graphql-ws resuming a stream with its last cursor. The scripts and their pinned packages are in `tests/clients/`
 //! (see its README).
 //!
 //! Needs Node.js 20 or newer with npm, and the npm registry the first time the
@@ -29,6 +29,7 @@ const FILES: &[&str] = &[
     ".npmrc",
     "audit.mjs",
     "clients.mjs",
+    "resume.mjs",
 ];
 
 /// The lock file a successful `npm ci` installed (npm's own
@@ -233,6 +234,36 @@ async fn urql_apollo_and_graphql_ws_clients_work_with_default_settings() {
     assert!(
         out.success() && out.stdout.contains(" passed, 0 failed"),
         "the npm GraphQL clients failed against {http}:\n{}",
+        out.report()
+    );
+}
+
+#[tokio::test]
+async fn graphql_ws_resubscribes_with_its_last_cursor_and_misses_nothing() {
+    let dir = npm_clients().await;
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "NPM-RESUME-1", 1000).await;
+    let http = format!("{}/graphql", app.address);
+    let ws = format!("{}/graphql/ws", app.address.replace("http://", "ws://"));
+
+    let out = node(
+        dir,
+        vec![
+            "resume.mjs".into(),
+            http.clone(),
+            ws,
+            admin,
+            product,
+            "300".into(),
+            "100".into(),
+        ],
+    )
+    .await;
+    println!("{}", out.report());
+    assert!(
+        out.success() && out.stdout.contains("4 passed, 0 failed"),
+        "graphql-ws did not resume without a gap against {http}:\n{}",
         out.report()
     );
 }

@@ -1,5 +1,5 @@
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use sea_orm::{ConnectionTrait, Database};
@@ -379,6 +379,36 @@ impl TestApp {
             )
             .await;
         r.data()["product"].clone()
+    }
+
+    /// Waits until `n` instances' events listeners are listening on this
+    /// database (PostgreSQL): a NOTIFY sent before LISTEN is not delivered.
+    pub async fn wait_for_listeners(&self, n: i64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self
+            .count("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'stockroom-events' AND datname = current_database() AND query LIKE 'LISTEN%'")
+            .await
+            < n
+        {
+            assert!(Instant::now() < deadline, "the listeners did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Cuts every events listener's connection to this database
+    /// (PostgreSQL); returns how many were cut.
+    pub async fn kill_listeners(&self) -> i64 {
+        self.count("SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'stockroom-events' AND datname = current_database()")
+            .await
+    }
+
+    /// Waits until this instance's events listener is back.
+    pub async fn wait_for_listener_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.state.services.bus().health().listener_up {
+            assert!(Instant::now() < deadline, "the listener did not come back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Runs a count over one table on the app's own database.

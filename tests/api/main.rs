@@ -21,6 +21,7 @@ mod http;
 mod layers;
 mod metrics;
 mod products;
+mod resume;
 mod roles;
 mod secrets;
 mod security;

@@ -506,17 +506,7 @@ async fn events_cross_instances_once_each_and_survive_a_lost_listener() {
     let mut ws = a.ws(&admin_a).await;
     ws.subscribe("s", STOCK_CHANGED, json!({})).await;
     a.wait_for_subscriptions(1).await;
-    // Both listeners are listening (a NOTIFY sent before LISTEN is not
-    // delivered: an instance that just started hears from then on).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while a
-        .count("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'stockroom-events' AND datname = current_database() AND query LIKE 'LISTEN%'")
-        .await
-        < 2
-    {
-        assert!(Instant::now() < deadline, "the listeners did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    a.wait_for_listeners(2).await;
 
     for _ in 0..10 {
         movement(&b, &admin_b, &product, "OUTBOUND", 1).await;
@@ -537,20 +527,14 @@ async fn events_cross_instances_once_each_and_survive_a_lost_listener() {
     );
 
     // Cut both instances' listener connections.
-    let killed = a
-        .count("SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'stockroom-events' AND datname = current_database()")
-        .await;
+    let killed = a.kill_listeners().await;
     assert_eq!(killed, 2, "one listener per instance");
     // The open stream is told that events may have been missed, and ends.
     let missed = ws.next().await;
     assert_eq!(code(&missed["payload"]), Some("EVENTS_MISSED"), "{missed}");
     assert_eq!(ws.next().await["type"], "complete");
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !a.state.services.bus().health().listener_up {
-        assert!(Instant::now() < deadline, "the listener did not come back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    a.wait_for_listener_up().await;
     ws.subscribe("t", STOCK_CHANGED, json!({})).await;
     a.wait_for_subscriptions(1).await;
     movement(&b, &admin_b, &product, "OUTBOUND", 1).await;
