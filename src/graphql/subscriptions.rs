@@ -206,14 +206,23 @@ where
 }
 
 /// One product's movements, positioned by its version: replayed from the
-/// ledger after a cursor, then live; after a listener reconnect it catches
-/// up from the ledger instead of ending.
+/// ledger after a cursor, then live.
+///
+/// Every change of a product adds one to its version and publishes one
+/// event (a movement, or a product created, updated or archived), so live
+/// events follow each other version by version. One that skips ahead means
+/// that something in between has not arrived: overtaken by a later event
+/// from another instance, or lost while this instance's listener was down.
+/// The ledger holds it (the later event committed after it), so the stream
+/// reads the ledger after its position instead of guessing; it does the same
+/// after a listener reconnect, and drops what it has already sent.
 struct ProductStream<S> {
     events: Pin<Box<S>>,
     services: Services,
     product_id: Uuid,
-    /// The product's version as of the last event queued (or the cursor the
-    /// stream started after): live events at or before it are not sent.
+    /// The product's version as of the last change this stream accounted
+    /// for (sent, or read from the ledger): nothing at or before it is sent
+    /// again.
     position: i32,
     /// Replayed events not sent yet.
     queue: VecDeque<StockChangedEvent>,
@@ -231,22 +240,48 @@ impl<S: Stream<Item = Received> + Send> ProductStream<S> {
                 return None;
             }
             let ending = match self.events.next().await? {
-                Ok(event) => match &*event {
-                    DomainEvent::StockMoved { product, movement }
-                        if product.id == self.product_id
-                            && movement.product_version > self.position =>
-                    {
-                        self.position = movement.product_version;
-                        let event =
-                            StockChangedEvent::new(Arc::clone(product), Arc::clone(movement));
-                        return Some((Ok(event), self));
+                Ok(event) => {
+                    let (version, moved) = match &*event {
+                        DomainEvent::StockMoved { product, movement }
+                            if product.id == self.product_id =>
+                        {
+                            (product.version, Some((product, movement)))
+                        }
+                        DomainEvent::ProductCreated { product }
+                        | DomainEvent::ProductUpdated { product }
+                        | DomainEvent::ProductArchived { product }
+                            if product.id == self.product_id =>
+                        {
+                            (product.version, None)
+                        }
+                        _ => continue,
+                    };
+                    if version <= self.position {
+                        continue;
                     }
-                    _ => continue,
-                },
+                    if version == self.position + 1 {
+                        self.position = version;
+                        match moved {
+                            Some((product, movement)) => {
+                                let event = StockChangedEvent::new(
+                                    Arc::clone(product),
+                                    Arc::clone(movement),
+                                );
+                                return Some((Ok(event), self));
+                            }
+                            None => continue,
+                        }
+                    }
+                    match self.replay().await {
+                        Ok(()) => continue,
+                        Err(err) => err,
+                    }
+                }
                 Err(AppError::EventsMissed { .. }) => match self.replay().await {
                     Ok(()) => continue,
                     Err(err) => err,
                 },
+                // The queue is empty here: everything up to the position was sent.
                 Err(AppError::SubscriptionLagged { missed, .. }) => AppError::SubscriptionLagged {
                     missed,
                     cursor: Some(self.position.to_string()),
@@ -258,7 +293,9 @@ impl<S: Stream<Item = Received> + Send> ProductStream<S> {
         }
     }
 
-    /// Queues what the ledger holds after `position`. More than the replay
+    /// Queues what the ledger holds after `position`, and moves the
+    /// position to the product's version as read (every change up to it has
+    /// committed, so its movements are in the read). More than the replay
     /// limit ends the stream with `EVENTS_MISSED` and the cursor of the
     /// product now, to re-fetch and subscribe after.
     async fn replay(&mut self) -> Result<(), AppError> {
@@ -275,8 +312,9 @@ impl<S: Stream<Item = Received> + Send> ProductStream<S> {
             });
         }
         crate::metrics::subscription_replayed(tail.movements.len());
+        self.position = self.position.max(tail.product.version);
         for (product, movement) in tail.movements {
-            self.position = movement.product_version;
+            self.position = self.position.max(movement.product_version);
             self.queue
                 .push_back(StockChangedEvent::new(product, movement));
         }
