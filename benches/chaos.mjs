@@ -220,7 +220,10 @@ async function login(inst, password = PASSWORD) {
 }
 
 function psql(sql) {
-  return execFileSync('psql', [DATABASE_URL, '-AtqX', '-v', 'ON_ERROR_STOP=1', '-c', sql], { encoding: 'utf8' }).trim();
+  return execFileSync('psql', [DATABASE_URL, '-AtqX', '-v', 'ON_ERROR_STOP=1', '-c', sql], {
+    encoding: 'utf8',
+    maxBuffer: 1 << 30,
+  }).trim();
 }
 
 // ---- setup -------------------------------------------------------------------

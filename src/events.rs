@@ -13,7 +13,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sea_orm::sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sea_orm::{ConnectionTrait, EntityTrait, Statement, Value};
@@ -315,8 +315,24 @@ pub struct BusHealth {
     pub subscriptions: usize,
 }
 
+/// An event as the bus carries it, with when it was published here (for
+/// the subscriptions' delivery latency).
+#[derive(Debug)]
+pub struct Published {
+    pub event: DomainEvent,
+    pub at: Instant,
+}
+
+impl std::ops::Deref for Published {
+    type Target = DomainEvent;
+
+    fn deref(&self) -> &DomainEvent {
+        &self.event
+    }
+}
+
 struct Inner {
-    tx: broadcast::Sender<Arc<DomainEvent>>,
+    tx: broadcast::Sender<Arc<Published>>,
     instance: Uuid,
     cross_instance: AtomicBool,
     listener_up: AtomicBool,
@@ -383,7 +399,7 @@ impl EventBus {
         self.0.instance
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<DomainEvent>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
         self.0.tx.subscribe()
     }
 
@@ -395,7 +411,10 @@ impl EventBus {
                 observer.published(&event);
             }
             // No receiver is not an error: nobody is listening right now.
-            let _ = self.0.tx.send(Arc::new(event));
+            let _ = self.0.tx.send(Arc::new(Published {
+                event,
+                at: Instant::now(),
+            }));
         }
     }
 

@@ -186,6 +186,22 @@ fn describe() {
         "stockroom_subscriptions_lagged_total",
         "subscription streams ended because they fell behind"
     );
+    describe_histogram!(
+        "stockroom_subscription_delivery_seconds",
+        "from an event's publication on this instance to a subscriber's rendered answer (one observation per subscriber and event)"
+    );
+    describe_counter!(
+        "stockroom_websocket_frames_written_total",
+        "WebSocket messages written to clients (events, pings, protocol messages)"
+    );
+    describe_counter!(
+        "stockroom_websocket_bytes_written_total",
+        "payload bytes of the WebSocket messages written to clients"
+    );
+    describe_counter!(
+        "stockroom_websocket_writes_total",
+        "socket writes (flushes) to WebSocket clients; messages ready together share one"
+    );
     describe_counter!(
         "stockroom_subscription_replayed_events_total",
         "events resumed streams replayed from the ledger (after: a cursor, or catching up after a listener reconnect)"
@@ -458,6 +474,19 @@ pub fn subscriptions(delta: f64) {
 
 pub fn subscription_lagged() {
     counter!("stockroom_subscriptions_lagged_total").increment(1);
+}
+
+/// From an event's publication on this instance to one subscriber's
+/// rendered answer to it.
+pub fn subscription_delivered(elapsed: std::time::Duration) {
+    histogram!("stockroom_subscription_delivery_seconds").record(elapsed.as_secs_f64());
+}
+
+/// Frames and payload bytes written to WebSocket clients in one write.
+pub fn websocket_written(frames: u64, bytes: u64) {
+    counter!("stockroom_websocket_frames_written_total").increment(frames);
+    counter!("stockroom_websocket_bytes_written_total").increment(bytes);
+    counter!("stockroom_websocket_writes_total").increment(1);
 }
 
 /// Events a resumed or catching-up stream replayed from the ledger.

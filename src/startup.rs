@@ -222,7 +222,7 @@ fn spawn_background_tasks(state: &AppState) {
                 _ = stop.cancelled() => break,
             };
             match event {
-                Ok(e) => match *e {
+                Ok(e) => match e.event {
                     DomainEvent::UserChanged { user_id, .. } => auth.users.invalidate(user_id),
                     // Other instances' changes may have been lost.
                     DomainEvent::EventsMissed => auth.users.invalidate_all(),

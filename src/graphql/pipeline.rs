@@ -37,6 +37,7 @@ use super::context::RequestContext;
 use super::document::{Document, MAX_INTROSPECTION_LISTS, Operation};
 use super::loaders::Loaders;
 use super::schema::{self, AppSchema};
+use super::subscriptions::DeliveryClock;
 use super::{codes, observe};
 use crate::config::Introspection;
 use crate::error::AppError;
@@ -461,13 +462,20 @@ impl Executor for Pipeline {
             {
                 Ok(ready) => {
                     let (kind, series) = (ready.kind, ready.series);
+                    let clock = DeliveryClock::default();
                     this.0
                         .schema
-                        .execute_stream_with_session_data(ready.request, session)
+                        .execute_stream_with_session_data(
+                            ready.request.data(clock.clone()),
+                            session,
+                        )
                         .map(move |mut response| {
                             codes::ensure(&mut response.errors);
                             if let Some(series) = &series {
                                 observe::finished(series, kind, start.elapsed(), &response.errors);
+                            }
+                            if let Some(published) = clock.take() {
+                                crate::metrics::subscription_delivered(published.elapsed());
                             }
                             response
                         })

@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use async_graphql::{Context, ID, SimpleObject, Subscription};
 use chrono::Utc;
@@ -32,7 +33,7 @@ use super::uploads::UploadJob;
 use crate::entity::user::Role;
 use crate::entity::{product, stock_movement};
 use crate::error::AppError;
-use crate::events::{DomainEvent, SubscriptionGuard};
+use crate::events::{DomainEvent, Published, SubscriptionGuard};
 use crate::service::context::Services;
 use crate::service::require_role;
 
@@ -76,10 +77,33 @@ impl Drop for SocketSlot {
 
 /// An event for a subscriber, or why its stream stops. Only
 /// `EventsMissed` may be followed by more (see [`StreamState::next`]).
-type Received = Result<Arc<DomainEvent>, AppError>;
+type Received = Result<Arc<Published>, AppError>;
+
+/// When the event behind a subscription's latest item was published on this
+/// instance. The pipeline gives each subscription one and reads it once the
+/// item is rendered: the delivery latency of `/metrics`.
+#[derive(Clone, Default)]
+pub struct DeliveryClock(Arc<std::sync::Mutex<Option<Instant>>>);
+
+impl DeliveryClock {
+    fn set(&self, at: Instant) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(at);
+        }
+    }
+
+    pub fn take(&self) -> Option<Instant> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
+/// The subscription's clock, or one nobody reads (outside the pipeline).
+fn clock(ctx: &Context<'_>) -> DeliveryClock {
+    ctx.data_opt::<DeliveryClock>().cloned().unwrap_or_default()
+}
 
 struct StreamState {
-    rx: broadcast::Receiver<Arc<DomainEvent>>,
+    rx: broadcast::Receiver<Arc<Published>>,
     user_id: Uuid,
     required: Role,
     expiry: Pin<Box<tokio::time::Sleep>>,
@@ -106,7 +130,7 @@ impl StreamState {
                     "the access token expired; reconnect with a new token".into(),
                 ),
                 received = self.rx.recv() => match received {
-                    Ok(event) => match &*event {
+                    Ok(event) => match &event.event {
                         DomainEvent::UserChanged { user_id, role, active }
                             if *user_id == self.user_id =>
                         {
@@ -180,25 +204,33 @@ async fn events(
 
 /// Keeps the events `pick` maps to an item; the first error ends the
 /// stream at once (such a stream cannot catch up).
-fn select<T, S, P>(events: S, pick: P) -> impl Stream<Item = async_graphql::Result<T>>
+fn select<T, S, P>(
+    events: S,
+    clock: DeliveryClock,
+    pick: P,
+) -> impl Stream<Item = async_graphql::Result<T>>
 where
     S: Stream<Item = Received>,
     P: Fn(&DomainEvent) -> Option<T>,
 {
     stream::unfold(
         (Box::pin(events), pick, false),
-        |(mut events, pick, ended)| async move {
-            if ended {
-                return None;
-            }
-            loop {
-                match events.next().await? {
-                    Ok(event) => {
-                        if let Some(item) = pick(&event) {
-                            return Some((Ok(item), (events, pick, false)));
+        move |(mut events, pick, ended)| {
+            let clock = clock.clone();
+            async move {
+                if ended {
+                    return None;
+                }
+                loop {
+                    match events.next().await? {
+                        Ok(published) => {
+                            if let Some(item) = pick(&published.event) {
+                                clock.set(published.at);
+                                return Some((Ok(item), (events, pick, false)));
+                            }
                         }
+                        Err(err) => return Some((Err(gql(err)), (events, pick, true))),
                     }
-                    Err(err) => return Some((Err(gql(err)), (events, pick, true))),
                 }
             }
         },
@@ -218,6 +250,7 @@ where
 /// after a listener reconnect, and drops what it has already sent.
 struct ProductStream<S> {
     events: Pin<Box<S>>,
+    clock: DeliveryClock,
     services: Services,
     product_id: Uuid,
     /// The product's version as of the last change this stream accounted
@@ -240,8 +273,8 @@ impl<S: Stream<Item = Received> + Send> ProductStream<S> {
                 return None;
             }
             let ending = match self.events.next().await? {
-                Ok(event) => {
-                    let (version, moved) = match &*event {
+                Ok(published) => {
+                    let (version, moved) = match &published.event {
                         DomainEvent::StockMoved { product, movement }
                             if product.id == self.product_id =>
                         {
@@ -267,6 +300,7 @@ impl<S: Stream<Item = Received> + Send> ProductStream<S> {
                                     Arc::clone(product),
                                     Arc::clone(movement),
                                 );
+                                self.clock.set(published.at);
                                 return Some((Ok(event), self));
                             }
                             None => continue,
@@ -396,7 +430,7 @@ impl Subscription {
                 )));
             }
             let events = events(ctx, Role::Viewer).await?;
-            return Ok(Box::pin(select(events, |event| match event {
+            return Ok(Box::pin(select(events, clock(ctx), |event| match event {
                 DomainEvent::StockMoved { product, movement } => Some(StockChangedEvent::new(
                     Arc::clone(product),
                     Arc::clone(movement),
@@ -417,6 +451,7 @@ impl Subscription {
         let state = state(ctx)?;
         let mut stream = ProductStream {
             events: Box::pin(events),
+            clock: clock(ctx),
             services: state.services.clone(),
             product_id,
             position: 0,
@@ -455,7 +490,7 @@ impl Subscription {
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<LowStockEvent>> + use<>>
     {
         let events = events(ctx, Role::Viewer).await?;
-        Ok(select(events, |event| match event {
+        Ok(select(events, clock(ctx), |event| match event {
             DomainEvent::LowStockCrossed { product } => Some(LowStockEvent {
                 stock: product.stock,
                 threshold: product.low_stock_threshold,
@@ -471,7 +506,7 @@ impl Subscription {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Alert>> + use<>> {
         let events = events(ctx, Role::Admin).await?;
-        Ok(select(events, |event| match event {
+        Ok(select(events, clock(ctx), |event| match event {
             DomainEvent::AlertChanged { alert } => Some(Alert::from(alert.as_ref().clone())),
             _ => None,
         }))
@@ -492,7 +527,7 @@ impl Subscription {
             .map_err(gql)?;
         // Events older than that read are already in it.
         let since = now.updated_at;
-        let updates = select(events, move |event| match event {
+        let updates = select(events, clock(ctx), move |event| match event {
             DomainEvent::UploadJobChanged { job } if job.id == id && job.updated_at >= since => {
                 Some(job.as_ref().clone())
             }
@@ -520,7 +555,7 @@ impl Subscription {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<AuditLog>> + use<>> {
         let events = events(ctx, Role::Admin).await?;
-        Ok(select(events, |event| match event {
+        Ok(select(events, clock(ctx), |event| match event {
             DomainEvent::AuditLogAdded { entry } => Some(AuditLog::from(entry.as_ref().clone())),
             _ => None,
         }))

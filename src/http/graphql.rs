@@ -564,6 +564,7 @@ impl Socket {
         let forward = async {
             let mut tick =
                 tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+            let mut batch = Vec::with_capacity(WRITE_BATCH);
             loop {
                 let message = tokio::select! {
                     m = rx.recv() => match m {
@@ -572,10 +573,18 @@ impl Socket {
                     },
                     _ = tick.tick() => Message::Text(ping.into()),
                 };
+                // Whatever else is ready goes out in the same write.
+                batch.push(message);
+                while batch.len() < WRITE_BATCH {
+                    match rx.try_recv() {
+                        Ok(m) => batch.push(m),
+                        Err(_) => break,
+                    }
+                }
                 // A client that reads nothing for three keep-alive intervals
                 // is gone; so is everything at shutdown.
                 let sent = tokio::select! {
-                    r = tokio::time::timeout(keepalive * 3, sink.send(message)) => {
+                    r = tokio::time::timeout(keepalive * 3, write_all(&mut sink, &mut batch)) => {
                         matches!(r, Ok(Ok(())))
                     }
                     _ = shutdown.cancelled() => false,
@@ -633,6 +642,29 @@ fn spends_budget(message: &Result<Message, axum::Error>) -> bool {
 }
 
 /// The next text message, skipping pings; None when the client went away.
+/// Most messages gathered into one socket write.
+const WRITE_BATCH: usize = 64;
+
+/// Writes `batch` (emptying it) with one flush, counting what was written.
+async fn write_all(
+    sink: &mut SplitSink<WebSocket, Message>,
+    batch: &mut Vec<Message>,
+) -> Result<(), axum::Error> {
+    let (mut frames, mut bytes) = (0u64, 0u64);
+    for message in batch.drain(..) {
+        frames += 1;
+        bytes += match &message {
+            Message::Text(text) => text.len() as u64,
+            Message::Binary(data) => data.len() as u64,
+            _ => 0,
+        };
+        sink.feed(message).await?;
+    }
+    sink.flush().await?;
+    crate::metrics::websocket_written(frames, bytes);
+    Ok(())
+}
+
 async fn next_text(stream: &mut SplitStream<WebSocket>) -> Option<String> {
     while let Some(message) = stream.next().await {
         match message.ok()? {

@@ -518,10 +518,17 @@ fn digests(alerts: Vec<alert::Model>) -> Vec<(String, Vec<alert::Model>)> {
 }
 
 /// Resolves when the bus says alerts were queued (or may have been: a lag).
-async fn alerts_queued(events: &mut tokio::sync::broadcast::Receiver<Arc<DomainEvent>>) {
+async fn alerts_queued(
+    events: &mut tokio::sync::broadcast::Receiver<Arc<crate::events::Published>>,
+) {
     loop {
         match events.recv().await {
-            Ok(e) if matches!(*e, DomainEvent::AlertsQueued | DomainEvent::EventsMissed) => {
+            Ok(e)
+                if matches!(
+                    e.event,
+                    DomainEvent::AlertsQueued | DomainEvent::EventsMissed
+                ) =>
+            {
                 return;
             }
             Ok(_) => {}

@@ -949,10 +949,10 @@ fn patch_of(p: &ProductRow) -> AppResult<Option<products::ValidPatch>> {
 }
 
 /// Resolves when the bus says a job was queued (or may have been).
-async fn job_queued(events: &mut tokio::sync::broadcast::Receiver<Arc<DomainEvent>>) {
+async fn job_queued(events: &mut tokio::sync::broadcast::Receiver<Arc<crate::events::Published>>) {
     loop {
         match events.recv().await {
-            Ok(e) => match &*e {
+            Ok(e) => match &e.event {
                 DomainEvent::UploadJobChanged { job } if job.status == UploadStatus::Queued => {
                     return;
                 }

@@ -75,6 +75,12 @@ async fn metrics_cover_requests_operations_errors_security_queues_pool_and_proce
         "stockroom_graphql_operations_total{type=\"query\",operation=\"CatalogPage\"}",
         "stockroom_graphql_operation_duration_seconds_count{type=\"query\",operation=\"CatalogPage\"}",
         "stockroom_graphql_operations_total{type=\"subscription\",operation=\"Watch\"} 1",
+        // The event above: its delivery, and the frames written for it.
+        "stockroom_subscription_delivery_seconds_count",
+        "stockroom_subscription_delivery_seconds_bucket{le=\"0.005\"}",
+        "stockroom_websocket_frames_written_total",
+        "stockroom_websocket_bytes_written_total",
+        "stockroom_websocket_writes_total",
         "stockroom_graphql_errors_total{type=\"mutation\",operation=\"Oversell\",code=\"NOT_FOUND\"}",
         "stockroom_login_failures_total{reason=\"wrong_password\"}",
         "stockroom_health_check_duration_seconds_count",
@@ -94,6 +100,12 @@ async fn metrics_cover_requests_operations_errors_security_queues_pool_and_proce
         assert!(body.contains(needle), "missing {needle} in:\n{body}");
     }
     assert!(sample(&body, "stockroom_db_statements_total").unwrap() > 0.0);
+    assert!(sample(&body, "stockroom_subscription_delivery_seconds_count").unwrap() >= 1.0);
+    assert!(sample(&body, "stockroom_websocket_bytes_written_total").unwrap() > 0.0);
+    assert!(
+        sample(&body, "stockroom_websocket_frames_written_total").unwrap()
+            >= sample(&body, "stockroom_websocket_writes_total").unwrap()
+    );
     assert!(sample(&body, "process_resident_memory_bytes").unwrap() > 1e6);
     // No user data, token or SQL in any label or value.
     assert!(!body.contains(ADMIN_EMAIL));
