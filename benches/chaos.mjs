@@ -138,7 +138,20 @@ async function live(inst) {
   }
 }
 
+// Whatever ends the driver, no instance outlives it.
+process.on('exit', () => {
+  for (const inst of instances) inst.proc?.kill('SIGKILL');
+});
+process.on('uncaughtException', (err) => {
+  console.error(err);
+  console.log('FAIL the driver itself failed');
+  process.exit(1);
+});
+
 async function startInstance(inst) {
+  if (!inst.proc && (await live(inst))) {
+    throw new Error(`port ${inst.port} already answers: a server from another run? (CHAOS_PORT)`);
+  }
   const log = openSync(`${LOGS}/instance-${inst.i}.log`, 'a');
   inst.proc = spawn(BIN, ['serve'], { env: { ...serverEnv, PORT: String(inst.port) }, stdio: ['ignore', log, log] });
   inst.starts += 1;
