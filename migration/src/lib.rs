@@ -10,6 +10,7 @@ mod m20261127_000001_create_alerts_notification_settings;
 mod m20261127_000002_create_upload_jobs;
 mod m20261127_000003_account_security;
 mod m20261203_000001_bot_name;
+mod m20261205_000001_products_fillfactor;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000002_create_upload_jobs::Migration),
             Box::new(m20261127_000003_account_security::Migration),
             Box::new(m20261203_000001_bot_name::Migration),
+            Box::new(m20261205_000001_products_fillfactor::Migration),
         ]
     }
 }

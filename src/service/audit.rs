@@ -61,7 +61,8 @@ pub fn row(actor: &Actor, entry: AuditEntry) -> audit_log::Model {
     let clip = |s: &Option<String>, n: usize| s.as_ref().map(|v| v.chars().take(n).collect());
     audit_log::Model {
         id: Uuid::now_v7(),
-        occurred_at: Utc::now(),
+        // As stored: the database keeps microseconds.
+        occurred_at: chrono::SubsecRound::trunc_subsecs(Utc::now(), 6),
         actor_id: actor.user_id,
         action: entry.action,
         entity_type: entry.entity_type,
@@ -74,17 +75,9 @@ pub fn row(actor: &Actor, entry: AuditEntry) -> audit_log::Model {
     }
 }
 
-/// Audit rows at once (multi-row INSERTs), each heard of once `txn` commits.
+/// Audit rows at once ([`crate::db::insert_all`]), each heard of once `txn` commits.
 pub async fn record_all(txn: &Txn, rows: Vec<audit_log::Model>) -> AppResult<()> {
-    let per_statement = crate::db::rows_per_statement(
-        txn.get_database_backend(),
-        <audit_log::Column as sea_orm::Iterable>::iter().count(),
-    );
-    for chunk in rows.chunks(per_statement) {
-        audit_log::Entity::insert_many(chunk.iter().cloned().map(audit_log::ActiveModel::from))
-            .exec_without_returning(&**txn)
-            .await?;
-    }
+    crate::db::insert_all::<audit_log::Entity>(&**txn, &rows, "").await?;
     for row in rows {
         txn.emit(DomainEvent::AuditLogAdded {
             entry: Arc::new(row),

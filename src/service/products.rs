@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use sea_orm::Order;
-use sea_orm::sea_query::{Expr, ExprTrait, Func, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QuerySelect, QueryTrait, Select,
+    QueryFilter, QuerySelect, Select,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -207,7 +207,8 @@ pub async fn create_all(
     actor: &Actor,
     inputs: &[ValidNewProduct],
 ) -> AppResult<Vec<AppResult<product::Model>>> {
-    let now = Utc::now();
+    // As stored: the database keeps microseconds.
+    let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
     let models: Vec<product::Model> = inputs
         .iter()
         .map(|input| product::Model {
@@ -226,25 +227,17 @@ pub async fn create_all(
             updated_at: now,
         })
         .collect();
-    let backend = txn.get_database_backend();
-    let per_statement = crate::db::rows_per_statement(
-        backend,
-        <product::Column as sea_orm::Iterable>::iter().count(),
-    );
     // A SKU taken meanwhile (another request, another instance) is skipped
     // by the database and answered as a conflict below.
-    let mut inserted = std::collections::HashSet::with_capacity(models.len());
-    for chunk in models.chunks(per_statement) {
-        let mut insert =
-            product::Entity::insert_many(chunk.iter().cloned().map(product::ActiveModel::from))
-                .into_query();
-        insert
-            .on_conflict(OnConflict::new().do_nothing().to_owned())
-            .returning_col(product::Column::Id);
-        for row in txn.query_all_raw(backend.build(&insert)).await? {
-            inserted.insert(row.try_get::<Uuid>("", "id")?);
-        }
-    }
+    let inserted: std::collections::HashSet<Uuid> = crate::db::insert_all::<product::Entity>(
+        &**txn,
+        &models,
+        " ON CONFLICT DO NOTHING RETURNING id",
+    )
+    .await?
+    .iter()
+    .map(|row| row.try_get::<Uuid>("", "id"))
+    .collect::<Result<_, _>>()?;
     let mut created: HashMap<Uuid, product::Model> = HashMap::with_capacity(inserted.len());
     let mut audits = Vec::with_capacity(inserted.len());
     let mut initial = Vec::new();

@@ -110,9 +110,10 @@ async fn recorded_keys(
 /// - otherwise its ledger row and audit row are made here, in Rust, and its
 ///   events (`stockChanged`, `lowStock` on a crossing) and alerts queued.
 ///
-/// The writes then go out together: one UPDATE per few hundred products
-/// (guarded by the version read under the lock), the ledger and audit rows
-/// as multi-row INSERTs. The unique index on idempotency keys still guards
+/// The writes then go out together: the products' UPDATE (guarded by the
+/// version read under the lock), the ledger and audit rows, each as one
+/// statement on PostgreSQL and a few multi-row ones on SQLite
+/// ([`crate::db::insert_all`]). The unique index on idempotency keys still guards
 /// a key another transaction is committing: that fails the call (CONFLICT),
 /// and the caller rolls back. `products` is left as the movements leave it.
 pub async fn apply_locked(
@@ -120,7 +121,8 @@ pub async fn apply_locked(
     products: &mut HashMap<Uuid, product::Model>,
     movements: &[(&Actor, &ValidMovement)],
 ) -> AppResult<Vec<AppResult<stock_movement::Model>>> {
-    let now = Utc::now();
+    // As stored: the database keeps microseconds.
+    let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
     let settings = txn.services().settings().current(&**txn).await?;
     let mut recorded = recorded_keys(&**txn, movements).await?;
     let mut results = Vec::with_capacity(movements.len());
@@ -170,16 +172,7 @@ pub async fn apply_locked(
         return Ok(results);
     }
     update_products(txn, products, &versions_before, now).await?;
-    let backend = txn.get_database_backend();
-    let per_statement = crate::db::rows_per_statement(
-        backend,
-        <stock_movement::Column as sea_orm::Iterable>::iter().count(),
-    );
-    for chunk in ledger.chunks(per_statement) {
-        stock_movement::Entity::insert_many(
-            chunk.iter().cloned().map(stock_movement::ActiveModel::from),
-        )
-        .exec_without_returning(&**txn)
+    crate::db::insert_all::<stock_movement::Entity>(&**txn, &ledger, "")
         .await
         .map_err(|e| {
             on_unique_violation(
@@ -188,13 +181,14 @@ pub async fn apply_locked(
                 AppError::conflict("idempotency key is in use"),
             )
         })?;
-    }
     audit::record_all(txn, audits).await?;
     Ok(results)
 }
 
 /// Writes the stock and version of the products in `versions_before` (by
-/// id, the version read under the lock): one UPDATE per few hundred.
+/// id, the version read under the lock). PostgreSQL: one UPDATE from the
+/// rows as a JSON parameter (one statement text, whatever the count);
+/// SQLite: one UPDATE from a VALUES list per few hundred products.
 async fn update_products(
     txn: &Txn,
     products: &HashMap<Uuid, product::Model>,
@@ -202,42 +196,73 @@ async fn update_products(
     now: DateTime<Utc>,
 ) -> AppResult<()> {
     let backend = txn.get_database_backend();
-    let postgres = backend == sea_orm::DbBackend::Postgres;
-    let touched: Vec<(&Uuid, &i32)> = versions_before.iter().collect();
+    let rows: Vec<(Uuid, i32, i32, i32)> = versions_before
+        .iter()
+        .map(|(id, before)| {
+            let p = &products[id];
+            (p.id, p.stock, p.version, *before)
+        })
+        .collect();
     let mut updated = 0;
-    for chunk in touched.chunks(crate::db::rows_per_statement(backend, 4)) {
-        let mut values = Vec::with_capacity(chunk.len() * 4 + 1);
-        let mut tuples = Vec::with_capacity(chunk.len());
-        values.push(Value::from(now));
-        for (id, before) in chunk {
-            let p = &products[*id];
-            let n = values.len();
-            let (a, b, c, d) = (n + 1, n + 2, n + 3, n + 4);
-            tuples.push(if postgres {
-                format!("(${a}::uuid, ${b}::int, ${c}::int, ${d}::int)")
-            } else {
-                format!("(${a}, ${b}, ${c}, ${d})")
-            });
-            values.extend([
-                Value::from(p.id),
-                Value::from(p.stock),
-                Value::from(p.version),
-                Value::from(**before),
-            ]);
+    if backend == sea_orm::DbBackend::Postgres {
+        #[derive(serde::Serialize)]
+        struct Row {
+            id: Uuid,
+            stock: i32,
+            version: i32,
+            seen: i32,
         }
-        updated += txn
+        let json = serde_json::to_string(
+            &rows
+                .iter()
+                .map(|&(id, stock, version, seen)| Row {
+                    id,
+                    stock,
+                    version,
+                    seen,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| AppError::internal(anyhow::anyhow!("encoding stock rows: {e}")))?;
+        updated = txn
             .execute_raw(Statement::from_sql_and_values(
                 backend,
-                format!(
-                    "WITH v(id, stock, version, seen) AS (VALUES {}) \
-                     UPDATE products SET stock = v.stock, version = v.version, updated_at = $1 \
-                     FROM v WHERE products.id = v.id AND products.version = v.seen",
-                    tuples.join(", ")
-                ),
-                values,
+                "UPDATE products SET stock = v.stock, version = v.version, updated_at = $1 \
+                 FROM json_to_recordset($2::json) AS v(id uuid, stock int, version int, seen int) \
+                 WHERE products.id = v.id AND products.version = v.seen",
+                [Value::from(now), Value::from(json)],
             ))
             .await?
             .rows_affected();
+    } else {
+        for chunk in rows.chunks(crate::db::rows_per_statement(backend, 4)) {
+            let mut values = Vec::with_capacity(chunk.len() * 4 + 1);
+            values.push(Value::from(now));
+            let mut tuples = Vec::with_capacity(chunk.len());
+            for &(id, stock, version, seen) in chunk {
+                let n = values.len();
+                tuples.push(format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4));
+                values.extend([
+                    Value::from(id),
+                    Value::from(stock),
+                    Value::from(version),
+                    Value::from(seen),
+                ]);
+            }
+            updated += txn
+                .execute_raw(Statement::from_sql_and_values(
+                    backend,
+                    format!(
+                        "WITH v(id, stock, version, seen) AS (VALUES {}) \
+                         UPDATE products SET stock = v.stock, version = v.version, updated_at = $1 \
+                         FROM v WHERE products.id = v.id AND products.version = v.seen",
+                        tuples.join(", ")
+                    ),
+                    values,
+                ))
+                .await?
+                .rows_affected();
+        }
     }
     if updated != versions_before.len() as u64 {
         return Err(AppError::internal(anyhow::anyhow!(
