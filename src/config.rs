@@ -133,7 +133,7 @@ pub struct Settings {
     /// sqlite://FILE?mode=rwc or postgres://USER:PASS@HOST:PORT/DB
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://stockroom.db?mode=rwc", value_parser = database_url, hide_env_values = true, help_heading = "Database")]
     pub database_url: Secret,
-    /// connection pool size
+    /// connection pool size (SQLite: write transactions use one more connection of their own)
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value = "10", value_parser = number::<u32, 1, 1000>, help_heading = "Database")]
     pub db_max_connections: u32,
     /// how long a request waits for a pooled connection

@@ -7,7 +7,8 @@
 //! Every write transaction therefore starts with `BEGIN IMMEDIATE` (safe
 //! across processes), and within one process writers also queue on an async
 //! mutex, so they wait in FIFO order instead of sleeping in SQLite's busy
-//! handler. On PostgreSQL neither applies: writes run concurrently at READ
+//! handler, and run on one connection of their own whose page cache stays
+//! warm. On PostgreSQL neither applies: writes run concurrently at READ
 //! COMMITTED and rely on row locks and conditional updates.
 //!
 //! A write transaction also collects the domain events of what it changed

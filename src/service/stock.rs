@@ -110,10 +110,10 @@ async fn recorded_keys(
 /// - otherwise its ledger row and audit row are made here, in Rust, and its
 ///   events (`stockChanged`, `lowStock` on a crossing) and alerts queued.
 ///
-/// The writes then go out together: the products' UPDATE (guarded by the
-/// version read under the lock), the ledger and audit rows, each as one
-/// statement on PostgreSQL and a few multi-row ones on SQLite
-/// ([`crate::db::insert_all`]). The unique index on idempotency keys still guards
+/// The writes then go out together: one UPDATE per few hundred products
+/// (guarded by the version read under the lock), then the ledger and audit
+/// rows, each as one statement on PostgreSQL and a few multi-row ones on
+/// SQLite ([`crate::db::insert_all`]). The unique index on idempotency keys still guards
 /// a key another transaction is committing: that fails the call (CONFLICT),
 /// and the caller rolls back. `products` is left as the movements leave it.
 pub async fn apply_locked(
@@ -186,9 +186,12 @@ pub async fn apply_locked(
 }
 
 /// Writes the stock and version of the products in `versions_before` (by
-/// id, the version read under the lock). PostgreSQL: one UPDATE from the
-/// rows as a JSON parameter (one statement text, whatever the count);
-/// SQLite: one UPDATE from a VALUES list per few hundred products.
+/// id, the version read under the lock): one UPDATE from a VALUES list per
+/// few hundred products. On PostgreSQL the ids are also listed as an
+/// `id IN (...)` condition on `products`, so that the plan reads them by
+/// primary key whatever the statistics say: without it, a table the import
+/// grew faster than its statistics, or a guessed row count (100 for
+/// `json_to_recordset`, tried first), made it scan every product and join.
 async fn update_products(
     txn: &Txn,
     products: &HashMap<Uuid, product::Model>,
@@ -196,73 +199,49 @@ async fn update_products(
     now: DateTime<Utc>,
 ) -> AppResult<()> {
     let backend = txn.get_database_backend();
-    let rows: Vec<(Uuid, i32, i32, i32)> = versions_before
-        .iter()
-        .map(|(id, before)| {
-            let p = &products[id];
-            (p.id, p.stock, p.version, *before)
-        })
-        .collect();
+    let postgres = backend == sea_orm::DbBackend::Postgres;
+    let touched: Vec<(&Uuid, &i32)> = versions_before.iter().collect();
     let mut updated = 0;
-    if backend == sea_orm::DbBackend::Postgres {
-        #[derive(serde::Serialize)]
-        struct Row {
-            id: Uuid,
-            stock: i32,
-            version: i32,
-            seen: i32,
+    for chunk in touched.chunks(crate::db::rows_per_statement(backend, 4)) {
+        let mut values = Vec::with_capacity(chunk.len() * 4 + 1);
+        let mut tuples = Vec::with_capacity(chunk.len());
+        let mut ids = Vec::with_capacity(chunk.len());
+        values.push(Value::from(now));
+        for (id, before) in chunk {
+            let p = &products[*id];
+            let n = values.len();
+            let (a, b, c, d) = (n + 1, n + 2, n + 3, n + 4);
+            ids.push(format!("${a}"));
+            tuples.push(if postgres {
+                format!("(${a}::uuid, ${b}::int, ${c}::int, ${d}::int)")
+            } else {
+                format!("(${a}, ${b}, ${c}, ${d})")
+            });
+            values.extend([
+                Value::from(p.id),
+                Value::from(p.stock),
+                Value::from(p.version),
+                Value::from(**before),
+            ]);
         }
-        let json = serde_json::to_string(
-            &rows
-                .iter()
-                .map(|&(id, stock, version, seen)| Row {
-                    id,
-                    stock,
-                    version,
-                    seen,
-                })
-                .collect::<Vec<_>>(),
-        )
-        .map_err(|e| AppError::internal(anyhow::anyhow!("encoding stock rows: {e}")))?;
-        updated = txn
+        let by_key = if postgres {
+            format!(" AND products.id IN ({})", ids.join(", "))
+        } else {
+            String::new()
+        };
+        updated += txn
             .execute_raw(Statement::from_sql_and_values(
                 backend,
-                "UPDATE products SET stock = v.stock, version = v.version, updated_at = $1 \
-                 FROM json_to_recordset($2::json) AS v(id uuid, stock int, version int, seen int) \
-                 WHERE products.id = v.id AND products.version = v.seen",
-                [Value::from(now), Value::from(json)],
+                format!(
+                    "WITH v(id, stock, version, seen) AS (VALUES {}) \
+                     UPDATE products SET stock = v.stock, version = v.version, updated_at = $1 \
+                     FROM v WHERE products.id = v.id AND products.version = v.seen{by_key}",
+                    tuples.join(", ")
+                ),
+                values,
             ))
             .await?
             .rows_affected();
-    } else {
-        for chunk in rows.chunks(crate::db::rows_per_statement(backend, 4)) {
-            let mut values = Vec::with_capacity(chunk.len() * 4 + 1);
-            values.push(Value::from(now));
-            let mut tuples = Vec::with_capacity(chunk.len());
-            for &(id, stock, version, seen) in chunk {
-                let n = values.len();
-                tuples.push(format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4));
-                values.extend([
-                    Value::from(id),
-                    Value::from(stock),
-                    Value::from(version),
-                    Value::from(seen),
-                ]);
-            }
-            updated += txn
-                .execute_raw(Statement::from_sql_and_values(
-                    backend,
-                    format!(
-                        "WITH v(id, stock, version, seen) AS (VALUES {}) \
-                         UPDATE products SET stock = v.stock, version = v.version, updated_at = $1 \
-                         FROM v WHERE products.id = v.id AND products.version = v.seen",
-                        tuples.join(", ")
-                    ),
-                    values,
-                ))
-                .await?
-                .rows_affected();
-        }
     }
     if updated != versions_before.len() as u64 {
         return Err(AppError::internal(anyhow::anyhow!(
