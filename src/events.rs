@@ -474,7 +474,9 @@ impl EventBus {
         let envelope: Envelope = match serde_json::from_str(payload) {
             Ok(e) => e,
             Err(err) => {
-                tracing::warn!(error = %err, "events: unreadable notification dropped");
+                // Whatever it carried is lost: streams are told so.
+                tracing::warn!(error = %err, "events: unreadable notification; events may be missing");
+                self.publish([DomainEvent::EventsMissed]);
                 return;
             }
         };

@@ -97,6 +97,38 @@ async fn repeated_reads_are_served_from_memory_and_a_write_is_still_seen() {
     app.shutdown().await.unwrap();
 }
 
+/// A notification the listener cannot read may have been a change: the
+/// cache is dropped, and the next read goes to the database.
+#[tokio::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "PostgreSQL only: set STOCKROOM_TEST_POSTGRES_URL"
+)]
+async fn an_unreadable_notification_empties_the_read_cache() {
+    let (app, admin) = app_with_read_cache(&[]).await;
+    app.create_product(&admin, "CACHE-U", 10).await;
+    assert_eq!(stock(&app, &admin, "CACHE-U").await, 10);
+    // A change nobody is told of (as if its notification were the one
+    // lost): the cache still answers what it holds.
+    let changed = app
+        .count("WITH u AS (UPDATE products SET stock = 42 WHERE sku = 'CACHE-U' RETURNING 1) SELECT COUNT(*) FROM u")
+        .await;
+    assert_eq!(changed, 1);
+    assert_eq!(
+        stock(&app, &admin, "CACHE-U").await,
+        10,
+        "served from the cache"
+    );
+    app.count("SELECT COUNT(pg_notify('stockroom_events', '{\"o\": 1}'))")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stock(&app, &admin, "CACHE-U").await != 42 {
+        assert!(Instant::now() < deadline, "the cache was kept");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.shutdown().await.unwrap();
+}
+
 /// PostgreSQL only: SQLite instances cannot hear each other and keep no read
 /// cache.
 #[tokio::test]

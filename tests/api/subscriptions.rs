@@ -542,6 +542,31 @@ async fn events_cross_instances_once_each_and_survive_a_lost_listener() {
     assert_eq!(e["data"]["stockChanged"]["movement"]["balanceAfter"], 89);
 }
 
+/// A notification the listener cannot read may have carried events: open
+/// streams are told so (`EVENTS_MISSED`) instead of going on as if nothing
+/// happened.
+#[tokio::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "PostgreSQL only: set STOCKROOM_TEST_POSTGRES_URL"
+)]
+async fn an_unreadable_notification_tells_open_streams_events_may_be_missing() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let mut ws = app.ws(&admin).await;
+    ws.subscribe("s", STOCK_CHANGED, json!({})).await;
+    app.wait_for_subscriptions(1).await;
+    app.wait_for_listeners(1).await;
+    assert_eq!(
+        app.count("SELECT COUNT(pg_notify('stockroom_events', 'not an envelope'))")
+            .await,
+        1
+    );
+    let missed = ws.next().await;
+    assert_eq!(code(&missed["payload"]), Some("EVENTS_MISSED"), "{missed}");
+    assert_eq!(ws.next().await["type"], "complete");
+}
+
 #[tokio::test]
 async fn the_server_pings_and_closes_a_client_that_never_answers() {
     let app = spawn_app_with(&[("WS_KEEPALIVE_SECONDS", "1")]).await;
