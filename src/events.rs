@@ -429,13 +429,15 @@ impl EventBus {
         if payloads.is_empty() {
             return Ok(());
         }
-        // All of them in one round trip, in order.
-        let all = serde_json::to_string(&payloads)
-            .map_err(|e| sea_orm::DbErr::Custom(format!("encoding events: {e}")))?;
+        // All of them in one round trip, in order, one per line: compact
+        // JSON never holds a raw newline (serde escapes it inside strings),
+        // so the lines split back exactly, and neither side encodes or
+        // parses the payloads again (a JSON array of them did both).
+        debug_assert!(payloads.iter().all(|p| !p.contains('\n')));
         conn.execute_raw(Statement::from_sql_and_values(
             conn.get_database_backend(),
-            "SELECT pg_notify($1, p) FROM json_array_elements_text($2::json) AS p",
-            [Value::from(CHANNEL), Value::from(all)],
+            "SELECT pg_notify($1, p) FROM unnest(string_to_array($2, E'\\n')) AS p",
+            [Value::from(CHANNEL), Value::from(payloads.join("\n"))],
         ))
         .await?;
         Ok(())
@@ -640,6 +642,8 @@ mod tests {
         let mut kinds = Vec::new();
         for p in &out {
             assert!(p.len() < 8000, "payload of {} bytes", p.len());
+            // `notify` sends them one per line.
+            assert!(!p.contains('\n'), "a raw newline in {p}");
             let env: Envelope = serde_json::from_str(p).unwrap();
             assert_eq!(env.origin, origin);
             kinds.extend(env.entries.iter().map(|e| matches!(e, Entry::Whole(_))));
