@@ -56,6 +56,15 @@ pub fn rows_per_statement(backend: DbBackend, columns: usize) -> usize {
     (budget / columns.max(1)).max(1)
 }
 
+/// The current time as the database keeps it: to the microsecond. Rows made
+/// in Rust take their times from here, so that what the service answers is
+/// what a later read returns, whichever way the row is written (sqlx
+/// truncates what it binds; PostgreSQL rounds the JSON text of
+/// [`insert_all`]).
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6)
+}
+
 /// Inserts `rows` into the table of `E`, followed by `tail` (an
 /// `ON CONFLICT` or `RETURNING` clause, or nothing), and returns the rows
 /// that `RETURNING` gives.

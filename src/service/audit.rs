@@ -61,8 +61,7 @@ pub fn row(actor: &Actor, entry: AuditEntry) -> audit_log::Model {
     let clip = |s: &Option<String>, n: usize| s.as_ref().map(|v| v.chars().take(n).collect());
     audit_log::Model {
         id: Uuid::now_v7(),
-        // As stored: the database keeps microseconds.
-        occurred_at: chrono::SubsecRound::trunc_subsecs(Utc::now(), 6),
+        occurred_at: crate::db::now(),
         actor_id: actor.user_id,
         action: entry.action,
         entity_type: entry.entity_type,

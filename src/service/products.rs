@@ -207,8 +207,7 @@ pub async fn create_all(
     actor: &Actor,
     inputs: &[ValidNewProduct],
 ) -> AppResult<Vec<AppResult<product::Model>>> {
-    // As stored: the database keeps microseconds.
-    let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+    let now = crate::db::now();
     let models: Vec<product::Model> = inputs
         .iter()
         .map(|input| product::Model {

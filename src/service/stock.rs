@@ -121,8 +121,7 @@ pub async fn apply_locked(
     products: &mut HashMap<Uuid, product::Model>,
     movements: &[(&Actor, &ValidMovement)],
 ) -> AppResult<Vec<AppResult<stock_movement::Model>>> {
-    // As stored: the database keeps microseconds.
-    let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+    let now = crate::db::now();
     let settings = txn.services().settings().current(&**txn).await?;
     let mut recorded = recorded_keys(&**txn, movements).await?;
     let mut results = Vec::with_capacity(movements.len());
