@@ -15,9 +15,16 @@ PG_ADMIN_URL="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}"
 WORK="$(mktemp -d)"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-cargo build --release --locked --quiet
-CLIENT=$(cargo bench --locked --bench fanout --no-run 2>&1 | sed -n 's/.*Executable.*(\(.*\)).*/\1/p' | tail -n1)
-BIN=target/release/stockroom
+# BENCH_NO_BUILD=1: the server and the client as last built (cargo would
+# rebuild a server binary put in place by hand).
+if [ -n "${BENCH_NO_BUILD:-}" ]; then
+  CLIENT=$(find target/release/deps -maxdepth 1 -type f -executable -name 'fanout-*' -printf '%T@ %p\n' | sort -n | tail -n1 | cut -d' ' -f2)
+else
+  cargo build --release --locked --quiet
+  CLIENT=$(cargo bench --locked --bench fanout --no-run 2>&1 | sed -n 's/.*Executable.*(\(.*\)).*/\1/p' | tail -n1)
+fi
+[ -x "$CLIENT" ] || { echo "no fan-out client built (run without BENCH_NO_BUILD once)" >&2; exit 1; }
+BIN="${BENCH_BIN:-target/release/stockroom}"
 
 BENCH_DB=stockroom_fanout
 # shellcheck source=benches/common.sh

@@ -11,7 +11,7 @@
 //! runs [`run_listener`], which re-publishes the events of *other* instances
 //! on its local bus. On SQLite the bus is in-process only.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -313,6 +313,10 @@ pub struct BusHealth {
     pub listener_up: bool,
     pub error: Option<String>,
     pub subscriptions: usize,
+    /// Distinct live subscriptions, each executed once per event.
+    pub groups: usize,
+    /// Answers executed for them since start.
+    pub renders: u64,
 }
 
 /// An event as the bus carries it, with when it was published here (for
@@ -338,6 +342,8 @@ struct Inner {
     listener_up: AtomicBool,
     listener_error: Mutex<Option<String>>,
     subscriptions: AtomicUsize,
+    groups: AtomicUsize,
+    renders: AtomicU64,
     /// Told of every event before subscribers are (see [`Observer`]).
     observers: RwLock<Vec<Arc<dyn Observer>>>,
 }
@@ -375,6 +381,8 @@ impl EventBus {
             listener_up: AtomicBool::new(true),
             listener_error: Mutex::new(None),
             subscriptions: AtomicUsize::new(0),
+            groups: AtomicUsize::new(0),
+            renders: AtomicU64::new(0),
             observers: RwLock::new(Vec::new()),
         }))
     }
@@ -449,12 +457,27 @@ impl EventBus {
         SubscriptionGuard(self.clone())
     }
 
+    /// Counts a subscription group while the guard lives.
+    pub fn track_group(&self) -> GroupGuard {
+        self.0.groups.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::subscription_groups(1.0);
+        GroupGuard(self.clone())
+    }
+
+    /// One answer executed for a subscription group.
+    pub fn rendered(&self) {
+        self.0.renders.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::subscription_rendered();
+    }
+
     pub fn health(&self) -> BusHealth {
         BusHealth {
             cross_instance: self.0.cross_instance.load(Ordering::Relaxed),
             listener_up: self.0.listener_up.load(Ordering::Relaxed),
             error: self.0.listener_error.lock().ok().and_then(|e| e.clone()),
             subscriptions: self.0.subscriptions.load(Ordering::Relaxed),
+            groups: self.0.groups.load(Ordering::Relaxed),
+            renders: self.0.renders.load(Ordering::Relaxed),
         }
     }
 
@@ -514,6 +537,15 @@ pub struct SubscriptionGuard(EventBus);
 impl Drop for SubscriptionGuard {
     fn drop(&mut self) {
         self.0.0.subscriptions.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub struct GroupGuard(EventBus);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.0.0.groups.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::subscription_groups(-1.0);
     }
 }
 

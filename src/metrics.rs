@@ -182,13 +182,21 @@ fn describe() {
         "open GraphQL WebSocket connections"
     );
     describe_gauge!("stockroom_subscriptions", "open subscription streams");
+    describe_gauge!(
+        "stockroom_subscription_groups",
+        "distinct live subscriptions (document, operation, variables, role), each executed once per event for all its subscribers"
+    );
+    describe_counter!(
+        "stockroom_subscription_renders_total",
+        "answers executed for subscription groups (one per event and group, however many subscribers it has)"
+    );
     describe_counter!(
         "stockroom_subscriptions_lagged_total",
         "subscription streams ended because they fell behind"
     );
     describe_histogram!(
         "stockroom_subscription_delivery_seconds",
-        "from an event's publication on this instance to a subscriber's rendered answer (one observation per subscriber and event)"
+        "from an event's publication on this instance to its answer passed to a subscriber's connection (one observation per subscriber and event)"
     );
     describe_counter!(
         "stockroom_websocket_frames_written_total",
@@ -236,6 +244,7 @@ fn register_zeroes() {
     upload_rows(0, 0);
     counter!("stockroom_subscriptions_lagged_total").increment(0);
     counter!("stockroom_subscription_replayed_events_total").increment(0);
+    counter!("stockroom_subscription_renders_total").increment(0);
     for result in ["hit", "miss"] {
         counter!("stockroom_graphql_document_cache_total", "result" => result).increment(0);
     }
@@ -243,6 +252,7 @@ fn register_zeroes() {
     counter!("stockroom_db_statement_errors_total").increment(0);
     gauge!("stockroom_websocket_connections").increment(0.0);
     gauge!("stockroom_subscriptions").increment(0.0);
+    gauge!("stockroom_subscription_groups").increment(0.0);
     gauge!("stockroom_db_pool_waiting").increment(0.0);
 }
 
@@ -470,6 +480,15 @@ pub fn websocket_connections(delta: f64) {
 
 pub fn subscriptions(delta: f64) {
     gauge!("stockroom_subscriptions").increment(delta);
+}
+
+pub fn subscription_groups(delta: f64) {
+    gauge!("stockroom_subscription_groups").increment(delta);
+}
+
+/// One answer executed for a subscription group.
+pub fn subscription_rendered() {
+    counter!("stockroom_subscription_renders_total").increment(1);
 }
 
 pub fn subscription_lagged() {

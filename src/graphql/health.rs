@@ -32,6 +32,9 @@ pub struct EventsHealth {
     pub cross_instance: bool,
     /// Open subscription streams on this instance.
     pub subscriptions: i64,
+    /// Distinct live subscriptions among them (by document, variables and
+    /// role): each is executed once per event for all its subscribers.
+    pub subscription_groups: i64,
     pub error: Option<String>,
 }
 
@@ -106,6 +109,7 @@ impl From<HealthReport> for Health {
                 },
                 cross_instance: r.events.cross_instance,
                 subscriptions: i64::try_from(r.events.subscriptions).unwrap_or(i64::MAX),
+                subscription_groups: i64::try_from(r.events.groups).unwrap_or(i64::MAX),
                 error: r.events.error,
             },
             notifier: {

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod codes;
 pub mod context;
 pub mod document;
+pub mod fanout;
 pub mod guards;
 pub mod health;
 pub mod loaders;

@@ -15,7 +15,8 @@
 //!    root field its restriction closes; introspection follows
 //!    `GRAPHQL_INTROSPECTION`;
 //! 5. the execution, with the caller, the request and its DataLoaders as
-//!    data;
+//!    data; a subscription joins the group of subscribers that share its
+//!    answers ([`super::fanout`]), which checks each of them;
 //! 6. error codes ([`super::codes`]) and operation metrics
 //!    ([`super::observe`]).
 //!
@@ -35,6 +36,7 @@ use sha2::{Digest, Sha256};
 
 use super::context::RequestContext;
 use super::document::{Document, MAX_INTROSPECTION_LISTS, Operation};
+use super::fanout::{Audience, Fanout, GroupKey, Rendered, Subscriber};
 use super::loaders::Loaders;
 use super::schema::{self, AppSchema};
 use super::subscriptions::DeliveryClock;
@@ -91,6 +93,7 @@ pub struct Pipeline(Arc<Inner>);
 struct Inner {
     schema: AppSchema,
     state: AppState,
+    fanout: Fanout,
     documents: moka::sync::Cache<[u8; 32], Arc<Document>>,
 }
 
@@ -99,6 +102,8 @@ struct Ready {
     request: Request,
     kind: &'static str,
     series: Option<Arc<crate::metrics::OperationSeries>>,
+    /// For a subscription: what decides its answer, and its subscriber.
+    shared: Option<(GroupKey, Caller, String)>,
 }
 
 /// Why an operation does not run.
@@ -149,6 +154,7 @@ impl Pipeline {
     pub fn new(state: AppState) -> Self {
         Self(Arc::new(Inner {
             schema: schema::build(state.clone()),
+            fanout: Fanout::new(state.clone()),
             state,
             documents: moka::sync::Cache::builder()
                 .max_capacity(DOCUMENT_CACHE_BYTES)
@@ -220,7 +226,7 @@ impl Pipeline {
         bearer: Option<&str>,
         transport: Transport,
     ) -> Result<Ready, Refusal> {
-        let document = self.document(&request)?;
+        let (hash, document) = self.document(&request)?;
         let op = document
             .operation(request.operation_name.as_deref())
             .map_err(Refusal::request)?;
@@ -260,25 +266,37 @@ impl Pipeline {
             Loaders::new(db)
         };
         request.set_parsed_query(document.doc.clone());
+        let shared = (op.kind == OperationType::Subscription).then(|| {
+            let key = GroupKey {
+                document: hash,
+                operation: request.operation_name.clone(),
+                variables: serde_json::to_string(&request.variables).unwrap_or_default(),
+                audience: Audience::of(&caller),
+            };
+            let field = op.root_fields.first().cloned().unwrap_or_default();
+            (key, caller.clone(), field)
+        });
         Ok(Ready {
             request: request.data(caller).data(loaders),
             kind,
             series,
+            shared,
         })
     }
 
     /// The parsed document of `request`, from the cache when it is there
     /// (by the hash of its text, or by the hash a persisted query sends).
-    fn document(&self, request: &Request) -> Result<Arc<Document>, Refusal> {
+    fn document(&self, request: &Request) -> Result<([u8; 32], Arc<Document>), Refusal> {
         let malformed = |error| Refusal::malformed(error, StatusCode::BAD_REQUEST);
         let persisted = persisted_hash(request).map_err(malformed)?;
         let hash: [u8; 32] = match (&persisted, request.query.is_empty()) {
             (Some(hash), true) => {
-                return self.0.documents.get(hash).ok_or_else(|| {
+                let doc = self.0.documents.get(hash).ok_or_else(|| {
                     Refusal::request(AppError::PersistedQueryNotFound(
                         "PersistedQueryNotFound".into(),
                     ))
-                });
+                })?;
+                return Ok((*hash, doc));
             }
             (Some(hash), false) => {
                 let actual: [u8; 32] = Sha256::digest(request.query.as_bytes()).into();
@@ -300,7 +318,7 @@ impl Pipeline {
         };
         if let Some(doc) = self.0.documents.get(&hash) {
             crate::metrics::document_cache(true);
-            return Ok(doc);
+            return Ok((hash, doc));
         }
         crate::metrics::document_cache(false);
         let doc = Document::parse(&request.query)
@@ -309,7 +327,7 @@ impl Pipeline {
         if request.query.len() <= MAX_KEPT_QUERY {
             self.0.documents.insert(hash, Arc::clone(&doc));
         }
-        Ok(doc)
+        Ok((hash, doc))
     }
 }
 
@@ -460,22 +478,54 @@ impl Executor for Pipeline {
                 .prepare(request, bearer.as_deref(), Transport::Socket)
                 .await
             {
+                Ok(Ready {
+                    request,
+                    kind,
+                    series,
+                    shared: Some((key, caller, field)),
+                }) => {
+                    // Executed once for its group, by a task of the group's.
+                    let schema = this.0.schema.clone();
+                    let execute = move |opening| {
+                        let clock = DeliveryClock::default();
+                        let request = request.data(opening).data(clock.clone());
+                        schema
+                            .execute_stream(request)
+                            .map(move |mut response| {
+                                codes::ensure(&mut response.errors);
+                                if let Some(series) = &series {
+                                    observe::finished(
+                                        series,
+                                        kind,
+                                        start.elapsed(),
+                                        &response.errors,
+                                    );
+                                }
+                                let (published, cursor) = clock.take();
+                                Rendered {
+                                    response,
+                                    published,
+                                    cursor,
+                                }
+                            })
+                            .boxed()
+                    };
+                    let subscriber = Subscriber {
+                        caller,
+                        session,
+                        field,
+                    };
+                    this.0.fanout.subscribe(subscriber, key, execute)
+                }
                 Ok(ready) => {
                     let (kind, series) = (ready.kind, ready.series);
-                    let clock = DeliveryClock::default();
                     this.0
                         .schema
-                        .execute_stream_with_session_data(
-                            ready.request.data(clock.clone()),
-                            session,
-                        )
+                        .execute_stream_with_session_data(ready.request, session)
                         .map(move |mut response| {
                             codes::ensure(&mut response.errors);
                             if let Some(series) = &series {
                                 observe::finished(series, kind, start.elapsed(), &response.errors);
-                            }
-                            if let Some(published) = clock.take() {
-                                crate::metrics::subscription_delivered(published.elapsed());
                             }
                             response
                         })

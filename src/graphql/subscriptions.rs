@@ -1,9 +1,10 @@
 //! GraphQL subscriptions over `/graphql/ws`, fed by the event bus.
 //!
-//! Every stream ends, after one error item saying why, when its subscriber
-//! lagged behind the bus, when the access token expires, or when the user is
-//! deactivated or loses the role the subscription needs; it ends silently at
-//! shutdown. When events from other instances may have been missed (the
+//! A resolver here runs once for a group of subscribers ([`super::fanout`],
+//! which also ends one subscriber's stream when its token expires, its user
+//! is deactivated or loses the role the resolver names, or it falls behind).
+//! A resolver's stream ends, after one error item saying why, when it lagged
+//! behind the bus; it ends silently at shutdown. When events from other instances may have been missed (the
 //! listener reconnected), a stream that knows its position in the ledger
 //! (`stockChanged(productId:)`) catches up from the database and goes on;
 //! the others end with `EVENTS_MISSED`.
@@ -16,84 +17,54 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use async_graphql::{Context, ID, SimpleObject, Subscription};
-use chrono::Utc;
 use futures_util::stream::{self, Stream, StreamExt};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use uuid::Uuid;
 
 use super::alerts::Alert;
-use super::context::{gql, request, state};
+use super::context::{gql, state};
+use super::fanout::{Opening, Share};
 use super::types::{AuditLog, Product, StockMovement, parse_id};
 use super::uploads::UploadJob;
 use crate::entity::user::Role;
 use crate::entity::{product, stock_movement};
 use crate::error::AppError;
-use crate::events::{DomainEvent, Published, SubscriptionGuard};
+use crate::events::{DomainEvent, Published};
 use crate::service::context::Services;
-use crate::service::require_role;
-
-/// Per WebSocket connection: how many subscriptions are open on it.
-pub struct SocketSubscriptions {
-    open: Arc<AtomicUsize>,
-    max: usize,
-}
-
-impl SocketSubscriptions {
-    pub fn new(max: usize) -> Self {
-        Self {
-            open: Arc::new(AtomicUsize::new(0)),
-            max,
-        }
-    }
-
-    fn acquire(&self) -> Result<SocketSlot, AppError> {
-        let prev = self.open.fetch_add(1, Ordering::AcqRel);
-        crate::metrics::subscriptions(1.0);
-        let slot = SocketSlot(Arc::clone(&self.open));
-        if prev >= self.max {
-            return Err(AppError::LimitExceeded(format!(
-                "too many subscriptions on this connection (at most {})",
-                self.max
-            )));
-        }
-        Ok(slot)
-    }
-}
-
-/// Frees a subscription's place on its connection when its stream drops.
-struct SocketSlot(Arc<AtomicUsize>);
-
-impl Drop for SocketSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-        crate::metrics::subscriptions(-1.0);
-    }
-}
 
 /// An event for a subscriber, or why its stream stops. Only
 /// `EventsMissed` may be followed by more (see [`StreamState::next`]).
 type Received = Result<Arc<Published>, AppError>;
 
-/// When the event behind a subscription's latest item was published on this
-/// instance. The pipeline gives each subscription one and reads it once the
-/// item is rendered: the delivery latency of `/metrics`.
+/// Of a subscription's latest item: when the event behind it was published
+/// on this instance (the delivery latency of `/metrics`), and the stream's
+/// cursor after it, if it has one. The pipeline gives each group's execution
+/// one and reads it once the item is rendered.
 #[derive(Clone, Default)]
-pub struct DeliveryClock(Arc<std::sync::Mutex<Option<Instant>>>);
+pub struct DeliveryClock(Arc<std::sync::Mutex<(Option<Instant>, Option<String>)>>);
 
 impl DeliveryClock {
     fn set(&self, at: Instant) {
         if let Ok(mut slot) = self.0.lock() {
-            *slot = Some(at);
+            slot.0 = Some(at);
         }
     }
 
-    pub fn take(&self) -> Option<Instant> {
-        self.0.lock().ok().and_then(|mut slot| slot.take())
+    fn position(&self, cursor: String) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.1 = Some(cursor);
+        }
+    }
+
+    pub fn take(&self) -> (Option<Instant>, Option<String>) {
+        self.0
+            .lock()
+            .map(|mut slot| std::mem::take(&mut *slot))
+            .unwrap_or_default()
     }
 }
 
@@ -104,102 +75,72 @@ fn clock(ctx: &Context<'_>) -> DeliveryClock {
 
 struct StreamState {
     rx: broadcast::Receiver<Arc<Published>>,
-    user_id: Uuid,
-    required: Role,
-    expiry: Pin<Box<tokio::time::Sleep>>,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     done: bool,
-    _slot: SocketSlot,
-    _counted: SubscriptionGuard,
 }
 
 impl StreamState {
-    /// The next event for this subscriber, or why its stream must end.
-    /// `EventsMissed` is passed on without ending: a stream that can catch
-    /// up from the database goes on after it (the others stop, see
-    /// [`select`]).
+    /// The next event, or why the stream must end. `EventsMissed` is passed
+    /// on without ending: a stream that can catch up from the database goes
+    /// on after it (the others stop, see [`select`]).
     async fn next(mut self) -> Option<(Received, Self)> {
         if self.done {
             return None;
         }
-        loop {
-            let ending = tokio::select! {
-                biased;
-                _ = self.shutdown.as_mut() => return None,
-                _ = self.expiry.as_mut() => AppError::Unauthenticated(
-                    "the access token expired; reconnect with a new token".into(),
-                ),
-                received = self.rx.recv() => match received {
-                    Ok(event) => match &event.event {
-                        DomainEvent::UserChanged { user_id, role, active }
-                            if *user_id == self.user_id =>
-                        {
-                            if !active {
-                                AppError::Unauthenticated("the account was deactivated".into())
-                            } else if let Err(forbidden) = require_role(*role, self.required) {
-                                forbidden
-                            } else {
-                                continue;
-                            }
-                        }
-                        DomainEvent::EventsMissed => {
-                            return Some((Err(AppError::EventsMissed { cursor: None }), self));
-                        }
-                        _ => return Some((Ok(event), self)),
-                    },
-                    Err(RecvError::Lagged(missed)) => {
-                        crate::metrics::subscription_lagged();
-                        AppError::SubscriptionLagged { missed, cursor: None }
+        let ending = tokio::select! {
+            biased;
+            _ = self.shutdown.as_mut() => return None,
+            received = self.rx.recv() => match received {
+                Ok(event) => match &event.event {
+                    DomainEvent::EventsMissed => {
+                        return Some((Err(AppError::EventsMissed { cursor: None }), self));
                     }
-                    Err(RecvError::Closed) => return None,
+                    _ => return Some((Ok(event), self)),
                 },
-            };
-            self.done = true;
-            return Some((Err(ending), self));
-        }
+                Err(RecvError::Lagged(missed)) => {
+                    crate::metrics::subscription_lagged();
+                    AppError::SubscriptionLagged { missed, cursor: None }
+                }
+                Err(RecvError::Closed) => return None,
+            },
+        };
+        self.done = true;
+        Some((Err(ending), self))
     }
 }
 
-/// The bus as seen by one subscriber with at least `required`: committed
-/// events from now on, ending as the module docs say.
-async fn events(
+/// The group's [`Opening`]. A subscription executed without one would
+/// reach no subscriber's checks: it is refused.
+fn opening<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Opening> {
+    ctx.data_opt::<Opening>().ok_or_else(|| {
+        gql(AppError::bad_input(
+            "subscription",
+            "subscriptions are served over WebSocket at /graphql/ws",
+        ))
+    })
+}
+
+/// The bus for subscribers with at least `required` (which the group
+/// checks for each of them): committed events from now on, ending as the
+/// module docs say.
+fn events(
     ctx: &Context<'_>,
     required: Role,
 ) -> async_graphql::Result<impl Stream<Item = Received> + Send + use<>> {
+    opening(ctx)?.require(required);
     let state = state(ctx)?;
-    // Subscribe first: a role change or deactivation committed after this
-    // point reaches the stream; one committed before it shows in the fresh
-    // read below.
-    let bus = state.services.bus();
-    let rx = bus.subscribe();
-    let token = request(ctx)?.bearer().unwrap_or_default();
-    let (user, expires) = state
-        .auth
-        .authenticate_fresh(&state.services, token)
-        .await
-        .map_err(gql)?;
-    require_role(user.role, required).map_err(gql)?;
-    let slot = match ctx.data_opt::<SocketSubscriptions>() {
-        Some(subs) => subs.acquire().map_err(gql)?,
-        None => {
-            return Err(gql(AppError::bad_input(
-                "subscription",
-                "subscriptions are served over WebSocket at /graphql/ws",
-            )));
-        }
-    };
-    let left = (expires - Utc::now()).to_std().unwrap_or_default();
     let st = StreamState {
-        rx,
-        user_id: user.id,
-        required,
-        expiry: Box::pin(tokio::time::sleep(left)),
+        rx: state.services.bus().subscribe(),
         shutdown: Box::pin(state.shutdown.clone().cancelled_owned()),
         done: false,
-        _slot: slot,
-        _counted: bus.track_subscription(),
     };
     Ok(stream::unfold(st, StreamState::next))
+}
+
+/// Tells the group the stream is open, and whether it may be shared.
+fn opened<S>(ctx: &Context<'_>, share: Share, stream: S) -> async_graphql::Result<S> {
+    opening(ctx)?.open(share);
+    Ok(stream)
 }
 
 /// Keeps the events `pick` maps to an item; the first error ends the
@@ -267,6 +208,7 @@ impl<S: Stream<Item = Received> + Send> ProductStream<S> {
     async fn next(mut self) -> Option<(async_graphql::Result<StockChangedEvent>, Self)> {
         loop {
             if let Some(event) = self.queue.pop_front() {
+                self.clock.position(event.cursor.clone());
                 return Some((Ok(event), self));
             }
             if self.done {
@@ -301,6 +243,7 @@ impl<S: Stream<Item = Received> + Send> ProductStream<S> {
                                     Arc::clone(movement),
                                 );
                                 self.clock.set(published.at);
+                                self.clock.position(event.cursor.clone());
                                 return Some((Ok(event), self));
                             }
                             None => continue,
@@ -429,14 +372,15 @@ impl Subscription {
                     "a stream of all products has no position to start from; give productId",
                 )));
             }
-            let events = events(ctx, Role::Viewer).await?;
-            return Ok(Box::pin(select(events, clock(ctx), |event| match event {
+            let events = events(ctx, Role::Viewer)?;
+            let stream = select(events, clock(ctx), |event| match event {
                 DomainEvent::StockMoved { product, movement } => Some(StockChangedEvent::new(
                     Arc::clone(product),
                     Arc::clone(movement),
                 )),
                 _ => None,
-            })));
+            });
+            return opened(ctx, Share::Live, Box::pin(stream));
         };
         if after.is_some() && initial {
             return Err(gql(AppError::bad_input(
@@ -447,8 +391,15 @@ impl Subscription {
         // Subscribed before the ledger is read, so nothing falls between the
         // two; what both hold is sent once (live events at or before the
         // stream's position are dropped).
-        let events = events(ctx, Role::Viewer).await?;
+        let events = events(ctx, Role::Viewer)?;
         let state = state(ctx)?;
+        // From a position of its own; else live, for anyone watching the
+        // product from now on.
+        let share = if after.is_some() || initial {
+            Share::Private
+        } else {
+            Share::Live
+        };
         let mut stream = ProductStream {
             events: Box::pin(events),
             clock: clock(ctx),
@@ -479,7 +430,11 @@ impl Subscription {
                 }
             }
         }
-        Ok(Box::pin(stream::unfold(stream, ProductStream::next)))
+        opened(
+            ctx,
+            share,
+            Box::pin(stream::unfold(stream, ProductStream::next)),
+        )
     }
 
     /// A movement took a product from above its threshold to at or below it:
@@ -489,15 +444,16 @@ impl Subscription {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<LowStockEvent>> + use<>>
     {
-        let events = events(ctx, Role::Viewer).await?;
-        Ok(select(events, clock(ctx), |event| match event {
+        let events = events(ctx, Role::Viewer)?;
+        let stream = select(events, clock(ctx), |event| match event {
             DomainEvent::LowStockCrossed { product } => Some(LowStockEvent {
                 stock: product.stock,
                 threshold: product.low_stock_threshold,
                 product: Product::from(product.as_ref().clone()),
             }),
             _ => None,
-        }))
+        });
+        opened(ctx, Share::Live, stream)
     }
 
     /// Every alert as it is queued and on every change of status (ADMIN).
@@ -505,11 +461,12 @@ impl Subscription {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Alert>> + use<>> {
-        let events = events(ctx, Role::Admin).await?;
-        Ok(select(events, clock(ctx), |event| match event {
+        let events = events(ctx, Role::Admin)?;
+        let stream = select(events, clock(ctx), |event| match event {
             DomainEvent::AlertChanged { alert } => Some(Alert::from(alert.as_ref().clone())),
             _ => None,
-        }))
+        });
+        opened(ctx, Share::Live, stream)
     }
 
     /// One upload job (MANAGER and above): its state now, then after every
@@ -521,7 +478,7 @@ impl Subscription {
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<UploadJob>> + use<>> {
         let id = parse_id("id", &id).map_err(gql)?;
         // Subscribed before the read, so no change falls between the two.
-        let events = events(ctx, Role::Manager).await?;
+        let events = events(ctx, Role::Manager)?;
         let now = crate::service::uploads::get(state(ctx)?.services.conn(), id)
             .await
             .map_err(gql)?;
@@ -535,8 +492,9 @@ impl Subscription {
         });
         let stream = stream::once(futures_util::future::ready(Ok(now))).chain(updates);
         // Up to and including the first finished state: a marker after it
-        // ends the stream without waiting for another event.
-        Ok(stream
+        // ends the stream without waiting for another event. It starts from
+        // the job's state as read for this subscriber.
+        let stream = stream
             .flat_map(|item| {
                 let last = item.as_ref().is_ok_and(|job| job.status.is_finished());
                 let mut out = vec![Some(item.map(UploadJob::from))];
@@ -546,7 +504,8 @@ impl Subscription {
                 stream::iter(out)
             })
             .take_while(|item| futures_util::future::ready(item.is_some()))
-            .filter_map(futures_util::future::ready))
+            .filter_map(futures_util::future::ready);
+        opened(ctx, Share::Private, stream)
     }
 
     /// Every audit row, as it commits (ADMIN).
@@ -554,10 +513,11 @@ impl Subscription {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<AuditLog>> + use<>> {
-        let events = events(ctx, Role::Admin).await?;
-        Ok(select(events, clock(ctx), |event| match event {
+        let events = events(ctx, Role::Admin)?;
+        let stream = select(events, clock(ctx), |event| match event {
             DomainEvent::AuditLogAdded { entry } => Some(AuditLog::from(entry.as_ref().clone())),
             _ => None,
-        }))
+        });
+        opened(ctx, Share::Live, stream)
     }
 }

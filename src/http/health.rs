@@ -32,6 +32,7 @@ pub async fn health(State(state): State<HttpState>) -> impl IntoResponse {
                 "status": if report.events.listener_up { "up" } else { "degraded" },
                 "crossInstance": report.events.cross_instance,
                 "subscriptions": report.events.subscriptions,
+                "subscriptionGroups": report.events.groups,
                 "error": report.events.error,
             },
             "notifier": {

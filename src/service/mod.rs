@@ -107,7 +107,7 @@ impl Caller {
 
 /// A signed-in user who must change their password, or turn on two-factor
 /// login, before anything else.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Restriction {
     PasswordChangeRequired,
     TwoFactorEnrollmentRequired,

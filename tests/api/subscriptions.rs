@@ -657,3 +657,156 @@ async fn only_a_pong_is_free_of_the_rate_limit_told_by_its_type_not_its_text() {
     }
     app.shutdown().await.unwrap();
 }
+
+/// The data of the next `n` events on a socket, by subscription id.
+async fn events_by_id(
+    ws: &mut crate::helpers::Ws,
+    n: usize,
+) -> std::collections::BTreeMap<String, Vec<Value>> {
+    let mut events: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+    for _ in 0..n {
+        let m = ws.next().await;
+        assert_eq!(m["type"], "next", "{m}");
+        let id = m["id"].as_str().unwrap_or_default().to_string();
+        events
+            .entry(id)
+            .or_default()
+            .push(m["payload"]["data"].clone());
+    }
+    events
+}
+
+/// Live subscriptions on this instance grouped by what decides their answer,
+/// and answers executed for them since start.
+fn groups_and_renders(app: &TestApp) -> (usize, u64) {
+    let health = app.state.services.bus().health();
+    (health.groups, health.renders)
+}
+
+#[tokio::test]
+async fn subscribers_of_one_query_share_one_execution_per_event() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (_, other_admin) = app.user_with_role(&admin, "ADMIN").await;
+    let product = app.create_product(&admin, "GRP-1", 100).await;
+    // Four subscribers, three connections, two users of one role: one group.
+    let mut a = app.ws(&admin).await;
+    let mut b = app.ws(&admin).await;
+    let mut c = app.ws(&other_admin).await;
+    a.subscribe("1", STOCK_CHANGED, json!({})).await;
+    a.subscribe("2", STOCK_CHANGED, json!({})).await;
+    b.subscribe("1", STOCK_CHANGED, json!({})).await;
+    c.subscribe("x", STOCK_CHANGED, json!({})).await;
+    app.wait_for_subscriptions(4).await;
+    let (groups, before) = groups_and_renders(&app);
+    assert_eq!(groups, 1);
+
+    for _ in 0..5 {
+        movement(&app, &admin, &product, "OUTBOUND", 1).await;
+    }
+    let expected: Vec<Value> = (95..100).rev().map(Value::from).collect();
+    for (ws, ids) in [
+        (&mut a, &["1", "2"][..]),
+        (&mut b, &["1"]),
+        (&mut c, &["x"]),
+    ] {
+        let events = events_by_id(ws, 5 * ids.len()).await;
+        for id in ids {
+            let balances: Vec<Value> = events[*id]
+                .iter()
+                .map(|e| e["stockChanged"]["movement"]["balanceAfter"].clone())
+                .collect();
+            assert_eq!(balances, expected, "subscription {id}");
+        }
+    }
+    let (_, after) = groups_and_renders(&app);
+    assert_eq!(
+        after - before,
+        5,
+        "one execution per event for the four subscribers"
+    );
+
+    // The group stops with its last subscriber.
+    drop((a, b, c));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while groups_and_renders(&app).0 != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the group outlived its subscribers"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn subscribers_with_different_roles_or_variables_never_share_an_answer() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (_, viewer) = app.user_with_role(&admin, "VIEWER").await;
+    let first = app.create_product(&admin, "GRP-A", 10).await;
+    let second = app.create_product(&admin, "GRP-B", 10).await;
+    let mut by_admin = app.ws(&admin).await;
+    let mut by_viewer = app.ws(&viewer).await;
+    by_admin.subscribe("all", STOCK_CHANGED, json!({})).await;
+    by_viewer.subscribe("all", STOCK_CHANGED, json!({})).await;
+    by_admin
+        .subscribe("a", STOCK_CHANGED, json!({ "p": first }))
+        .await;
+    by_viewer
+        .subscribe("b", STOCK_CHANGED, json!({ "p": second }))
+        .await;
+    app.wait_for_subscriptions(4).await;
+    // One document: a group per role for all products, one per product.
+    assert_eq!(groups_and_renders(&app).0, 4);
+
+    let before = groups_and_renders(&app).1;
+    movement(&app, &admin, &first, "INBOUND", 1).await;
+    movement(&app, &admin, &second, "INBOUND", 2).await;
+    for (ws, own, product) in [(&mut by_admin, "a", &first), (&mut by_viewer, "b", &second)] {
+        let events = events_by_id(ws, 3).await;
+        let skus: Vec<Value> = events["all"]
+            .iter()
+            .map(|e| e["stockChanged"]["product"]["sku"].clone())
+            .collect();
+        assert_eq!(skus, [json!("GRP-A"), json!("GRP-B")]);
+        assert_eq!(events[own].len(), 1);
+        assert_eq!(events[own][0]["stockChanged"]["product"]["id"], *product);
+    }
+    assert!(by_admin.drain(Duration::from_millis(300)).await.is_empty());
+    assert!(by_viewer.drain(Duration::from_millis(300)).await.is_empty());
+    // Two role groups for each movement, and the one product's group.
+    assert_eq!(groups_and_renders(&app).1 - before, 6);
+}
+
+#[tokio::test]
+async fn a_deactivated_subscriber_leaves_the_rest_of_its_group_running() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (leaving_id, leaving) = app.user_with_role(&admin, "VIEWER").await;
+    let (_, staying) = app.user_with_role(&admin, "VIEWER").await;
+    let product = app.create_product(&admin, "GRP-D", 10).await;
+    // The one who leaves subscribed first: the group runs as its caller.
+    let mut gone = app.ws(&leaving).await;
+    gone.subscribe("s", STOCK_CHANGED, json!({})).await;
+    app.wait_for_subscriptions(1).await;
+    let mut kept = app.ws(&staying).await;
+    kept.subscribe("s", STOCK_CHANGED, json!({})).await;
+    app.wait_for_subscriptions(2).await;
+    assert_eq!(groups_and_renders(&app).0, 1);
+
+    app.gql(
+        Some(&admin),
+        "mutation($id: ID!) { updateUser(id: $id, input: { isActive: false }) { id } }",
+        json!({ "id": leaving_id }),
+    )
+    .await
+    .data();
+    let ended = gone.next().await;
+    assert_eq!(code(&ended["payload"]), Some("UNAUTHENTICATED"), "{ended}");
+    assert_eq!(gone.next().await["type"], "complete");
+
+    movement(&app, &admin, &product, "OUTBOUND", 4).await;
+    let e = kept.event("s").await;
+    assert_eq!(e["data"]["stockChanged"]["movement"]["balanceAfter"], 6);
+    assert_eq!(groups_and_renders(&app).0, 1);
+}

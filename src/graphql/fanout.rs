@@ -1,0 +1,648 @@
+//! Live subscriptions grouped by what decides their answer, so that an event
+//! is executed once per group however many sockets watch it.
+//!
+//! A group is keyed by the document (the SHA-256 of its text), the operation,
+//! the variables and the caller's visibility (role and restriction, which
+//! the field guards read). Its one execution runs on a task of its own, with
+//! the first subscriber's caller, and sends each answer, rendered and coded,
+//! to a broadcast channel; every member reads the same answer from it.
+//!
+//! What belongs to one subscriber stays with its member, in this module
+//! only: the fresh check of its token, active account and role (the role the
+//! resolver asked for, reported through [`Opening`]), its place among the
+//! connection's subscriptions, the token's expiry, a deactivation or a lost
+//! role (one place told of every user change, [`UserWatch`]), and falling
+//! behind (`SUBSCRIPTION_LAGGED`, with the cursor of the last answer it was
+//! sent). Any of these ends that member's stream only; the group goes on
+//! while it has members and stops with the last.
+//!
+//! A stream that starts from a position of its own (`after:`, `initial:`,
+//! an upload job's current state) opens [`Share::Private`]: it is a group of
+//! one, and a subscriber that joined it before it said so starts its own.
+//! Resolvers reach the bus only through an [`Opening`]: executed without
+//! one, a subscription is refused rather than run unchecked.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+use async_graphql::{Data, ErrorExtensions, PathSegment, Response, ServerError};
+use futures_util::stream::{self, BoxStream, StreamExt};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::codes;
+use super::context::RequestContext;
+use crate::entity::user::Role;
+use crate::error::AppError;
+use crate::events::{DomainEvent, Observer};
+use crate::service::{Caller, Restriction, require_role};
+use crate::state::AppState;
+
+/// What decides a subscription's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GroupKey {
+    pub document: [u8; 32],
+    pub operation: Option<String>,
+    /// The variables as the client sent them, as JSON.
+    pub variables: String,
+    pub audience: Audience,
+}
+
+/// The caller as the field guards see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Audience {
+    Anonymous,
+    Invalid,
+    User(Role, Option<Restriction>),
+}
+
+impl Audience {
+    pub fn of(caller: &Caller) -> Self {
+        match caller {
+            Caller::Anonymous => Self::Anonymous,
+            Caller::Invalid(_) => Self::Invalid,
+            Caller::User(user) => Self::User(user.role, user.restriction),
+        }
+    }
+}
+
+/// Whether subscribers may share a stream's answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Share {
+    /// Events from now on: the same for every subscriber.
+    Live,
+    /// Starts from a position or a state of its own.
+    Private,
+}
+
+/// What a subscription resolver reports to its group.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Setup {
+    /// The role a subscriber needs, once the resolver has said it.
+    pub required: Option<Role>,
+    /// Set when the resolver returns its stream.
+    pub opened: Option<Share>,
+}
+
+/// Given to a group's execution: its resolver says the role it needs before
+/// it reads anything, and whether its stream may be shared once it is open.
+pub struct Opening(watch::Sender<Setup>);
+
+impl Opening {
+    pub fn require(&self, role: Role) {
+        self.0.send_modify(|setup| setup.required = Some(role));
+    }
+
+    pub fn open(&self, share: Share) {
+        self.0.send_modify(|setup| setup.opened = Some(share));
+    }
+}
+
+/// One answer of a group, for all its members.
+pub struct Rendered {
+    pub response: Response,
+    /// When the event behind it was published on this instance.
+    pub published: Option<Instant>,
+    /// The stream's position after it, for a member that falls behind.
+    pub cursor: Option<String>,
+}
+
+type Registry = Mutex<HashMap<GroupKey, Weak<Group>>>;
+
+struct Group {
+    /// None once the execution has ended: nobody joins it any more.
+    output: Arc<Mutex<Option<broadcast::Sender<Arc<Rendered>>>>>,
+    setup: watch::Receiver<Setup>,
+    stop: CancellationToken,
+    key: Option<GroupKey>,
+    registry: Weak<Registry>,
+    _counted: crate::events::GroupGuard,
+}
+
+impl Group {
+    fn receiver(&self) -> Option<broadcast::Receiver<Arc<Rendered>>> {
+        if self.setup.borrow().opened == Some(Share::Private) {
+            return None;
+        }
+        let output = self.output.lock().ok()?;
+        output.as_ref().map(broadcast::Sender::subscribe)
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let (Some(key), Some(registry)) = (&self.key, self.registry.upgrade())
+            && let Ok(mut groups) = registry.lock()
+            && groups.get(key).is_some_and(|g| g.strong_count() == 0)
+        {
+            groups.remove(key);
+        }
+    }
+}
+
+/// The live groups of an instance.
+pub struct Fanout {
+    groups: Arc<Registry>,
+    users: Arc<UserWatch>,
+    state: AppState,
+}
+
+/// A subscriber, as the pipeline prepared it.
+pub struct Subscriber {
+    pub caller: Caller,
+    /// The connection's data: its token and its subscription count.
+    pub session: Arc<Data>,
+    /// The root field, for the path of an error that ends the stream.
+    pub field: String,
+}
+
+impl Fanout {
+    pub fn new(state: AppState) -> Self {
+        let users = Arc::new(UserWatch::default());
+        state.services.bus().observe(users.clone());
+        Self {
+            groups: Arc::default(),
+            users,
+            state,
+        }
+    }
+
+    /// The subscriber's stream: joins the group of `key` (or starts one
+    /// with `execute`, which runs the subscription for the group), checks
+    /// the subscriber, then passes on the group's answers.
+    pub fn subscribe<F>(
+        &self,
+        subscriber: Subscriber,
+        key: GroupKey,
+        execute: F,
+    ) -> BoxStream<'static, Response>
+    where
+        F: FnOnce(Opening) -> BoxStream<'static, Rendered> + Send + 'static,
+    {
+        let groups = Arc::clone(&self.groups);
+        let users = Arc::clone(&self.users);
+        let state = self.state.clone();
+        stream::once(async move {
+            let field = subscriber.field.clone();
+            match Joined::join(&groups, &state, key, execute).await {
+                Some(joined) => match joined.admit(&users, &state, subscriber).await {
+                    Ok(member) => stream::unfold(member, Member::next).boxed(),
+                    Err(error) => stream::once(std::future::ready(refusal(error, &field))).boxed(),
+                },
+                None => {
+                    let error =
+                        AppError::internal(anyhow::anyhow!("no subscription group to join"));
+                    stream::once(std::future::ready(refusal(error, &field))).boxed()
+                }
+            }
+        })
+        .flatten()
+        .boxed()
+    }
+}
+
+/// The group of `key` when it takes members, else a new one (registered
+/// under `key`, when there is one) running `execute`, if it is still here.
+/// True when new.
+fn join<F>(
+    groups: &Arc<Registry>,
+    state: &AppState,
+    key: Option<&GroupKey>,
+    execute: &mut Option<F>,
+) -> Option<(Arc<Group>, broadcast::Receiver<Arc<Rendered>>, bool)>
+where
+    F: FnOnce(Opening) -> BoxStream<'static, Rendered> + Send + 'static,
+{
+    let mut registry = key.and_then(|_| groups.lock().ok());
+    if let (Some(key), Some(registry)) = (key, registry.as_ref())
+        && let Some(group) = registry.get(key).and_then(Weak::upgrade)
+        && let Some(rx) = group.receiver()
+    {
+        return Some((group, rx, false));
+    }
+    let execute = execute.take()?;
+    let (setup_tx, setup) = watch::channel(Setup::default());
+    let (tx, rx) = broadcast::channel(state.config.event_bus_capacity.max(1));
+    let output = Arc::new(Mutex::new(Some(tx)));
+    let stop = CancellationToken::new();
+    let group = Arc::new(Group {
+        output: Arc::clone(&output),
+        setup,
+        stop: stop.clone(),
+        key: key.cloned(),
+        registry: Arc::downgrade(groups),
+        _counted: state.services.bus().track_group(),
+    });
+    if let (Some(key), Some(registry)) = (key, registry.as_mut()) {
+        registry.insert(key.clone(), Arc::downgrade(&group));
+    }
+    drop(registry);
+    let mut answers = execute(Opening(setup_tx));
+    let bus = state.services.bus().clone();
+    state.tasks.spawn(async move {
+        loop {
+            let answer = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                answer = answers.next() => answer,
+            };
+            let Some(answer) = answer else { break };
+            bus.rendered();
+            let sender = output.lock().ok().and_then(|o| o.clone());
+            match sender {
+                // No member right now is not an error: they may be gone.
+                Some(tx) => drop(tx.send(Arc::new(answer))),
+                None => break,
+            }
+        }
+        // Members read what was sent, then their streams end.
+        if let Ok(mut output) = output.lock() {
+            output.take();
+        }
+    });
+    Some((group, rx, true))
+}
+
+/// A subscriber in its group, not yet checked.
+struct Joined {
+    group: Arc<Group>,
+    rx: broadcast::Receiver<Arc<Rendered>>,
+    /// An answer read while waiting for the resolver (its error).
+    early: Option<Arc<Rendered>>,
+    required: Role,
+}
+
+impl Joined {
+    /// Joins (or starts) the group and waits for its resolver to open the
+    /// stream, or fail.
+    async fn join<F>(
+        groups: &Arc<Registry>,
+        state: &AppState,
+        key: GroupKey,
+        execute: F,
+    ) -> Option<Self>
+    where
+        F: FnOnce(Opening) -> BoxStream<'static, Rendered> + Send + 'static,
+    {
+        let mut execute = Some(execute);
+        let (mut group, mut rx, mut leader) = join(groups, state, Some(&key), &mut execute)?;
+        let mut early = None;
+        loop {
+            let mut setup = group.setup.clone();
+            tokio::select! {
+                biased;
+                opened = setup.wait_for(|s| s.opened.is_some()) => {
+                    let private = opened.is_ok_and(|s| s.opened == Some(Share::Private));
+                    if private && !leader {
+                        // Joined before it said it starts from a position
+                        // of its own: start ours.
+                        (group, rx, leader) = join(groups, state, None, &mut execute)?;
+                        continue;
+                    }
+                }
+                item = rx.recv() => early = item.ok(),
+            }
+            break;
+        }
+        let required = group.setup.borrow().required.unwrap_or(Role::Viewer);
+        Some(Self {
+            group,
+            rx,
+            early,
+            required,
+        })
+    }
+
+    /// Checks the subscriber afresh (token, active account, role) and takes
+    /// its place on the connection. The user's changes are watched before the
+    /// read, so that one committed after it still reaches the stream.
+    async fn admit(
+        self,
+        users: &Arc<UserWatch>,
+        state: &AppState,
+        subscriber: Subscriber,
+    ) -> Result<Member, AppError> {
+        let user = subscriber.caller.user()?;
+        let standing = users.watch(user.id);
+        let session = &subscriber.session;
+        let token = session
+            .get(&TypeId::of::<RequestContext>())
+            .and_then(|data| data.downcast_ref::<RequestContext>())
+            .and_then(RequestContext::bearer)
+            .unwrap_or_default()
+            .to_string();
+        let (fresh, expires) = state
+            .auth
+            .authenticate_fresh(&state.services, &token)
+            .await?;
+        let watched = Watched {
+            required: self.required,
+            audience: Audience::of(&subscriber.caller),
+        };
+        watched.check(fresh.role, true)?;
+        let sockets = session
+            .get(&TypeId::of::<SocketSubscriptions>())
+            .and_then(|data| data.downcast_ref::<SocketSubscriptions>())
+            .ok_or_else(|| {
+                AppError::bad_input(
+                    "subscription",
+                    "subscriptions are served over WebSocket at /graphql/ws",
+                )
+            })?;
+        let slot = sockets.acquire()?;
+        let left = (expires - chrono::Utc::now()).to_std().unwrap_or_default();
+        Ok(Member {
+            _group: self.group,
+            rx: self.rx,
+            early: self.early,
+            watched,
+            cursor: None,
+            field: subscriber.field,
+            token,
+            state: state.clone(),
+            standing,
+            expiry: Box::pin(tokio::time::sleep(left)),
+            _slot: slot,
+            _counted: state.services.bus().track_subscription(),
+            done: false,
+        })
+    }
+}
+
+/// What a member's user must keep to go on watching.
+#[derive(Clone, Copy)]
+struct Watched {
+    required: Role,
+    /// Whom its answers are rendered for.
+    audience: Audience,
+}
+
+impl Watched {
+    /// Whether the user, now of `role` (and `active`), may go on: the role
+    /// the subscription needs, and no less than the role its answers are
+    /// rendered for.
+    fn check(self, role: Role, active: bool) -> Result<(), AppError> {
+        if !active {
+            return Err(AppError::Unauthenticated(
+                "the account was deactivated".into(),
+            ));
+        }
+        require_role(role, self.required)?;
+        if let Audience::User(rendered_for, _) = self.audience
+            && !role.includes(rendered_for)
+        {
+            return Err(AppError::Forbidden(
+                "the account's role changed; subscribe again".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Per WebSocket connection: how many subscriptions are open on it.
+pub struct SocketSubscriptions {
+    open: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl SocketSubscriptions {
+    pub fn new(max: usize) -> Self {
+        Self {
+            open: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    fn acquire(&self) -> Result<SocketSlot, AppError> {
+        let prev = self.open.fetch_add(1, Ordering::AcqRel);
+        crate::metrics::subscriptions(1.0);
+        let slot = SocketSlot(Arc::clone(&self.open));
+        if prev >= self.max {
+            return Err(AppError::LimitExceeded(format!(
+                "too many subscriptions on this connection (at most {})",
+                self.max
+            )));
+        }
+        Ok(slot)
+    }
+}
+
+/// Frees a subscription's place on its connection when its stream drops.
+struct SocketSlot(Arc<AtomicUsize>);
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+        crate::metrics::subscriptions(-1.0);
+    }
+}
+
+/// One checked subscriber of a group.
+struct Member {
+    /// Keeps the group running.
+    _group: Arc<Group>,
+    rx: broadcast::Receiver<Arc<Rendered>>,
+    early: Option<Arc<Rendered>>,
+    watched: Watched,
+    /// The position of the last answer sent.
+    cursor: Option<String>,
+    field: String,
+    token: String,
+    state: AppState,
+    standing: Standing,
+    expiry: std::pin::Pin<Box<tokio::time::Sleep>>,
+    _slot: SocketSlot,
+    _counted: crate::events::SubscriptionGuard,
+    done: bool,
+}
+
+impl Member {
+    async fn next(mut self) -> Option<(Response, Self)> {
+        if self.done {
+            return None;
+        }
+        if let Some(answer) = self.early.take() {
+            return Some((self.deliver(&answer), self));
+        }
+        let shutdown = self.state.shutdown.clone();
+        loop {
+            let ending = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return None,
+                _ = self.expiry.as_mut() => AppError::Unauthenticated(
+                    "the access token expired; reconnect with a new token".into(),
+                ),
+                changed = self.standing.changed() => match changed {
+                    Some(Change::User { role, active }) => match self.watched.check(role, active) {
+                        Ok(()) => continue,
+                        Err(error) => error,
+                    },
+                    // Changes may have gone unheard: read the user again.
+                    Some(Change::Unknown) => match self.recheck().await {
+                        Ok(()) => continue,
+                        Err(error) => error,
+                    },
+                    None => AppError::internal(anyhow::anyhow!("the user watch ended")),
+                },
+                received = self.rx.recv() => match received {
+                    Ok(answer) => return Some((self.deliver(&answer), self)),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        crate::metrics::subscription_lagged();
+                        AppError::SubscriptionLagged { missed, cursor: self.cursor.clone() }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+            };
+            self.done = true;
+            let response = refusal(ending, &self.field);
+            return Some((response, self));
+        }
+    }
+
+    /// The user read again: still active, with a role that may watch.
+    async fn recheck(&self) -> Result<(), AppError> {
+        let (user, _) = self
+            .state
+            .auth
+            .authenticate_fresh(&self.state.services, &self.token)
+            .await?;
+        self.watched.check(user.role, true)
+    }
+
+    fn deliver(&mut self, answer: &Rendered) -> Response {
+        if let Some(at) = answer.published {
+            crate::metrics::subscription_delivered(at.elapsed());
+        }
+        if answer.cursor.is_some() {
+            self.cursor.clone_from(&answer.cursor);
+        }
+        // What the connection serializes; HTTP's cache control and headers
+        // have no place on a socket.
+        let mut response = Response::new(answer.response.data.clone());
+        response.errors.clone_from(&answer.response.errors);
+        response.extensions.clone_from(&answer.response.extensions);
+        response
+    }
+}
+
+/// The error item that ends a member's stream.
+fn refusal(error: AppError, field: &str) -> Response {
+    let error = error.extend();
+    let mut errors = vec![ServerError {
+        message: error.message,
+        source: None,
+        locations: Vec::new(),
+        path: vec![PathSegment::Field(field.to_string())],
+        extensions: error.extensions,
+    }];
+    codes::ensure(&mut errors);
+    Response::from_errors(errors)
+}
+
+/// What a member hears of its user.
+#[derive(Clone, Copy, Debug)]
+enum Change {
+    User {
+        role: Role,
+        active: bool,
+    },
+    /// The listener was lost or a notification unreadable: a change may
+    /// have gone unheard.
+    Unknown,
+}
+
+/// Told of every published event (an [`Observer`]): passes a user's change
+/// to the members that watch that user.
+#[derive(Default)]
+struct UserWatch {
+    users: Mutex<HashMap<Uuid, watch::Sender<Option<Change>>>>,
+}
+
+impl UserWatch {
+    fn watch(self: &Arc<Self>, user_id: Uuid) -> Standing {
+        let rx = match self.users.lock() {
+            Ok(mut users) => users
+                .entry(user_id)
+                .or_insert_with(|| watch::channel(None).0)
+                .subscribe(),
+            // A poisoned map: the watch reports at once, and the member
+            // ends (a check that cannot be made is a refusal).
+            Err(_) => watch::channel(None).1,
+        };
+        Standing {
+            rx: Some(rx),
+            user_id,
+            watch: Arc::clone(self),
+        }
+    }
+
+    fn tell_all(&self, change: Change) {
+        if let Ok(users) = self.users.lock() {
+            for tx in users.values() {
+                tx.send_replace(Some(change));
+            }
+        }
+    }
+}
+
+impl Observer for UserWatch {
+    fn published(&self, event: &DomainEvent) {
+        match event {
+            DomainEvent::UserChanged {
+                user_id,
+                role,
+                active,
+            } => {
+                if let Ok(users) = self.users.lock()
+                    && let Some(tx) = users.get(user_id)
+                {
+                    tx.send_replace(Some(Change::User {
+                        role: *role,
+                        active: *active,
+                    }));
+                }
+            }
+            DomainEvent::EventsMissed => self.tell_all(Change::Unknown),
+            _ => {}
+        }
+    }
+
+    fn listener_changed(&self, _up: bool) {
+        self.tell_all(Change::Unknown);
+    }
+}
+
+/// A member's watch on its user; the last one of a user removes its entry.
+struct Standing {
+    rx: Option<watch::Receiver<Option<Change>>>,
+    user_id: Uuid,
+    watch: Arc<UserWatch>,
+}
+
+impl Standing {
+    /// The user's next change; None when the watch cannot be read.
+    async fn changed(&mut self) -> Option<Change> {
+        let rx = self.rx.as_mut()?;
+        rx.changed().await.ok()?;
+        let change = *rx.borrow_and_update();
+        Some(change.unwrap_or(Change::Unknown))
+    }
+}
+
+impl Drop for Standing {
+    fn drop(&mut self) {
+        drop(self.rx.take());
+        if let Ok(mut users) = self.watch.users.lock()
+            && users
+                .get(&self.user_id)
+                .is_some_and(|tx| tx.receiver_count() == 0)
+        {
+            users.remove(&self.user_id);
+        }
+    }
+}
