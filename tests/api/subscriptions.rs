@@ -36,6 +36,16 @@ async fn set_threshold(app: &TestApp, token: &str, product: &str, threshold: i64
     .data();
 }
 
+async fn deactivate(app: &TestApp, admin: &str, user_id: &str) {
+    app.gql(
+        Some(admin),
+        "mutation($id: ID!) { updateUser(id: $id, input: { isActive: false }) { id } }",
+        json!({ "id": user_id }),
+    )
+    .await
+    .data();
+}
+
 fn code(payload: &Value) -> Option<&str> {
     payload["errors"][0]["extensions"]["code"].as_str()
 }
@@ -407,13 +417,7 @@ async fn an_expired_token_and_a_deactivation_end_the_streams() {
     let mut ws = app.ws(&viewer).await;
     ws.subscribe("s", LOW_STOCK, json!({})).await;
     app.wait_for_subscriptions(1).await;
-    app.gql(
-        Some(&admin),
-        "mutation($id: ID!) { updateUser(id: $id, input: { isActive: false }) { id } }",
-        json!({ "id": viewer_id }),
-    )
-    .await
-    .data();
+    deactivate(&app, &admin, &viewer_id).await;
     let ended = ws.next().await;
     assert_eq!(code(&ended["payload"]), Some("UNAUTHENTICATED"), "{ended}");
     assert_eq!(ws.next().await["type"], "complete");
@@ -794,13 +798,7 @@ async fn a_deactivated_subscriber_leaves_the_rest_of_its_group_running() {
     app.wait_for_subscriptions(2).await;
     assert_eq!(groups_and_renders(&app).0, 1);
 
-    app.gql(
-        Some(&admin),
-        "mutation($id: ID!) { updateUser(id: $id, input: { isActive: false }) { id } }",
-        json!({ "id": leaving_id }),
-    )
-    .await
-    .data();
+    deactivate(&app, &admin, &leaving_id).await;
     let ended = gone.next().await;
     assert_eq!(code(&ended["payload"]), Some("UNAUTHENTICATED"), "{ended}");
     assert_eq!(gone.next().await["type"], "complete");
