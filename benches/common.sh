@@ -16,6 +16,24 @@ bench_database() {
   esac
 }
 
+# ensure_postgraphile: PostGraphile 4 and @graphile/pg-pubsub (npm, pinned)
+# under BENCH_PEERS_DIR (default target/bench-peers), installed when missing.
+# Sets POSTGRAPHILE (its CLI) and POSTGRAPHILE_VERSION.
+ensure_postgraphile() {
+  POSTGRAPHILE_VERSION="${POSTGRAPHILE_VERSION:-4.14.1}" # the latest 4.x on npm
+  local version="$POSTGRAPHILE_VERSION"
+  local dir="${BENCH_PEERS_DIR:-$(pwd)/target/bench-peers}/postgraphile-$version"
+  POSTGRAPHILE="$dir/node_modules/.bin/postgraphile"
+  if [ ! -x "$POSTGRAPHILE" ] || [ ! -d "$dir/node_modules/@graphile/pg-pubsub" ]; then
+    command -v npm >/dev/null || { echo "npm is needed to install PostGraphile" >&2; exit 1; }
+    echo "installing postgraphile@$version and @graphile/pg-pubsub@$version into $dir" >&2
+    mkdir -p "$dir"
+    npm install --prefix "$dir" --no-audit --no-fund --loglevel=error \
+      "postgraphile@$version" "@graphile/pg-pubsub@$version" >/dev/null \
+      || { echo "npm install postgraphile@$version failed" >&2; exit 1; }
+  fi
+}
+
 bench_cleanup() {
   kill "$SERVER" 2>/dev/null || true
   wait "$SERVER" 2>/dev/null || true

@@ -14,7 +14,8 @@
 #                    (and perf-lookup-N.data; BENCH_PERF_ARGS adds perf record
 #                    options, e.g. "--call-graph dwarf")
 #   BENCH_FANOUT=0   skip the subscriptions fan-out (benches/fanout.sh postgres,
-#                    2,000 subscribers, 50 movements; it builds the bench client)
+#                    then benches/fanout.sh postgraphile: 2,000 subscribers, 50
+#                    movements, the same client; it builds the bench client)
 # All three talk to PostgreSQL over loopback without TLS (sslmode=disable for
 # Stockroom and pgbench; PostGraphile's driver does not use TLS unless told).
 # Installs wrk (apt) and PostGraphile 4 (npm, pinned) when missing. For each
@@ -41,10 +42,6 @@ PG_ADMIN_URL="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}"
 BIN="${BENCH_BIN:-target/release/stockroom}"
 SEED="${BENCH_SEED:-upload}"
 POOL="${DB_MAX_CONNECTIONS:-16}"
-POSTGRAPHILE_VERSION="${POSTGRAPHILE_VERSION:-4.14.1}" # the latest 4.x on npm
-PEERS_DIR="${BENCH_PEERS_DIR:-$(pwd)/target/bench-peers}"
-POSTGRAPHILE_DIR="$PEERS_DIR/postgraphile-$POSTGRAPHILE_VERSION"
-POSTGRAPHILE="$POSTGRAPHILE_DIR/node_modules/.bin/postgraphile"
 OUT_DIR="$(pwd)/target/bench"
 BENCH_DIR="$(pwd)/benches"
 export BENCH_DIR
@@ -68,13 +65,9 @@ if ! command -v wrk >/dev/null; then
   apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y wrk >/dev/null; } \
     || die "wrk is needed (apt-get install -y wrk)"
 fi
-if [ ! -x "$POSTGRAPHILE" ]; then
-  command -v npm >/dev/null || die "npm is needed to install PostGraphile"
-  say "installing postgraphile@$POSTGRAPHILE_VERSION into $POSTGRAPHILE_DIR"
-  mkdir -p "$POSTGRAPHILE_DIR"
-  npm install --prefix "$POSTGRAPHILE_DIR" --no-audit --no-fund --loglevel=error \
-    "postgraphile@$POSTGRAPHILE_VERSION" >/dev/null || die "npm install postgraphile@$POSTGRAPHILE_VERSION failed"
-fi
+# shellcheck source=benches/common.sh
+. "$BENCH_DIR/common.sh"
+ensure_postgraphile
 [ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release --locked --quiet
 [ -x "$BIN" ] || die "no server binary at $BIN (BENCH_BIN)"
 psql "$PG_ADMIN_URL" -Atqc 'SELECT 1' >/dev/null || die "cannot reach PostgreSQL at $PG_ADMIN_URL"
@@ -107,8 +100,6 @@ BENCH_TRAP=compare_cleanup
 trap compare_cleanup EXIT
 trap 'exit 130' INT TERM
 
-# shellcheck source=benches/common.sh
-. "$BENCH_DIR/common.sh"
 
 mb() { python3 -c 'import sys; print(f"{int(sys.argv[1]) / 1024:.1f}")' "$1"; }
 peer_rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$PEER/status"; }
@@ -340,19 +331,23 @@ row("idle RSS after start", mb("rss.start"), mb("peer.rss.start"), ratio(f("rss.
 row("idle RSS after one login", mb("rss.login"), "— (no login)", None, "< 30 MB", f("rss.login") < 30 * 1024)
 row("RSS after the loads", mb("rss.after"), mb("peer.rss.after") + " (after its reads)",
     ratio(f("rss.after"), f("peer.rss.after")), "—", None)
-fan = r["fanout"].split("\t")
-if len(fan) == 4:
-    p99, p50, got, want = fan
-    row("subscriptions fan-out, 2,000 subscribers, 50 movements: delay after the mutation's response",
-        f"p99 {p99} ms (p50 {p50} ms; {int(got):,} of {int(want):,} delivered)", "—", None, "p99 < 50 ms, none lost",
-        float(p99) < 50 and got == want)
+fan, peer_fan = r["fanout"].split("\t"), r["peer.fanout"].split("\t")
+if len(fan) == 5 and len(peer_fan) == 5:
+    p99, p50, got, want, rss = fan
+    pp99, pp50, pgot, pwant, prss = peer_fan
+    row("subscriptions fan-out, 2,000 subscribers, 50 movements: delay after the mutation's response (lower is better)",
+        f"p99 {p99} ms (p50 {p50} ms; {int(got):,} of {int(want):,} delivered)",
+        f"p99 {pp99} ms (p50 {pp50} ms; {int(pgot):,} of {int(pwant):,} delivered)",
+        ratio(float(p99), float(pp99)), "p99 20 ms or less, none lost",
+        float(p99) <= 20 and got == want)
+    row("RSS with the 2,000 subscribers", f"{rss} MB", f"{prss} MB", ratio(float(rss), float(prss)), "—", None)
 else:
-    row("subscriptions fan-out, 2,000 subscribers", fan[0], "—", None, "p99 < 50 ms", None)
+    row("subscriptions fan-out, 2,000 subscribers", fan[0], peer_fan[0], None, "p99 20 ms or less", None)
 
 lines = [f"### {n:,} products", "", r["context"], "",
          "| workload | Stockroom | peer | ratio | goal |", "|---|---|---|---|---|"]
 lines += ["| " + " | ".join(x) + " |" for x in rows]
-lines += ["", "Ratio = Stockroom / peer (for memory, lower is better). Peer: PostGraphile for the reads and memory, pgbench for the writes."]
+lines += ["", "Ratio = Stockroom / peer (for memory and the fan-out's delay, lower is better). Peer: PostGraphile for the reads, the subscriptions and memory, pgbench for the writes."]
 text = "\n".join(lines) + "\n"
 open(out, "w").write(text)
 print(text)
@@ -363,21 +358,30 @@ mkdir -p "$OUT_DIR"
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 export BENCH_DB_PARAMS="?sslmode=disable" PGSSLMODE=disable
 FANOUT="not run (BENCH_FANOUT=0)"
-if [ "${BENCH_FANOUT:-1}" != 0 ]; then
-  say "subscriptions fan-out: benches/fanout.sh postgres 2000 50"
-  BENCH_PORT=$((PORT + 2)) benches/fanout.sh postgres 2000 50 >"$WORK/fanout.out" 2>&1 \
-    || { cat "$WORK/fanout.out" >&2; die "benches/fanout.sh failed"; }
-  FANOUT=$(python3 - "$WORK/fanout.out" <<'PY'
+PEER_FANOUT="not run"
+# fanout SERVER: "p99 <tab> p50 <tab> delivered <tab> expected <tab> RSS with the subscribers (MB)"
+fanout() {
+  BENCH_PORT=$((PORT + 2)) BENCH_NO_BUILD=1 benches/fanout.sh "$1" 2000 50 >"$WORK/fanout-$1.out" 2>&1 \
+    || { cat "$WORK/fanout-$1.out" >&2; die "benches/fanout.sh $1 failed"; }
+  python3 - "$WORK/fanout-$1.out" <<'PY' || die "fan-out output: see $WORK/fanout-$1.out"
 import re, sys
 text = open(sys.argv[1]).read()
 d = re.search(r"deliveries: (\d+) of (\d+)", text)
 p = re.search(r"delay from the mutation's response: p50 ([\d.]+) ms, p99 ([\d.]+) ms", text)
-if not d or not p:
+m = re.search(r"server RSS with \d+ subscribers: (\d+) MB", text)
+if not d or not p or not m:
     sys.exit("cannot read the fan-out output:\n" + text)
-print(f"{p.group(2)}\t{p.group(1)}\t{d.group(1)}\t{d.group(2)}")
+print(f"{p.group(2)}\t{p.group(1)}\t{d.group(1)}\t{d.group(2)}\t{m.group(1)}")
 PY
-) || die "fan-out output: see $WORK/fanout.out"
-  say "  fan-out: p99 $(cut -f1 <<<"$FANOUT") ms, $(cut -f3 <<<"$FANOUT") of $(cut -f4 <<<"$FANOUT") deliveries"
+}
+if [ "${BENCH_FANOUT:-1}" != 0 ]; then
+  say "subscriptions fan-out: benches/fanout.sh postgres 2000 50, then the same for PostGraphile"
+  [ -n "${BENCH_NO_BUILD:-}" ] || cargo bench --locked --bench fanout --no-run >/dev/null 2>&1 \
+    || die "cannot build the fan-out client (cargo bench --bench fanout --no-run)"
+  FANOUT=$(BENCH_BIN="$BIN" fanout postgres)
+  say "  Stockroom: p99 $(cut -f1 <<<"$FANOUT") ms, $(cut -f3 <<<"$FANOUT") of $(cut -f4 <<<"$FANOUT") deliveries"
+  PEER_FANOUT=$(fanout postgraphile)
+  say "  PostGraphile: p99 $(cut -f1 <<<"$PEER_FANOUT") ms, $(cut -f3 <<<"$PEER_FANOUT") of $(cut -f4 <<<"$PEER_FANOUT") deliveries"
 fi
 say "pgbench database: pgbench -i -s 32"
 admin_sql -c "DROP DATABASE IF EXISTS $PGBENCH_DB WITH (FORCE)" -c "CREATE DATABASE $PGBENCH_DB"
@@ -464,6 +468,7 @@ for N in "${SIZES[@]}"; do
   res rss.after "$(rss_kb)"
 
   res fanout "$FANOUT"
+  res peer.fanout "$PEER_FANOUT"
   res context "Stockroom $COMMIT ($BIN, DB_MAX_CONNECTIONS=$POOL) vs PostGraphile $POSTGRAPHILE_VERSION (one process, NODE_ENV=production, ${PEER_FLAGS[*]}) and pgbench -s 32 on PostgreSQL $(psql "$PG_ADMIN_URL" -AtXc 'SHOW server_version' | cut -d' ' -f1); wrk -t2, ${SECONDS_PER_RUN}s a run, $(nproc) cores, no TLS on loopback, load average at the end $(cut -d' ' -f1-3 /proc/loadavg); seeded through $( [ "$SEED" = upload ] && echo 'the CSV import' || echo 'SQL') in ${seed_secs}s."
   stop_pid "$SERVER"
   SERVER=""

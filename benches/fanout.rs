@@ -4,6 +4,11 @@
 //! mutation's response (and from its request) to each subscriber's delivery.
 //!
 //! Usage: fanout URL TOKEN PRODUCT_ID SUBSCRIBERS MOVEMENTS
+//!
+//! With `FANOUT_TARGET=postgraphile` the same client measures PostGraphile 4
+//! (`@graphile/pg-pubsub`, `--simple-subscriptions`; graphql-transport-ws on
+//! `/graphql`): `listen(topic: "movements")`, fed by a trigger on the peer's
+//! movements table, and its `createStockMovement` mutation. TOKEN is unused.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -15,8 +20,51 @@ use serde_json::{Value, json};
 use tokio::sync::{Barrier, mpsc};
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
-const QUERY: &str =
-    "subscription { stockChanged { movement { id balanceAfter } product { id stock } } }";
+/// What differs between the servers measured: where they listen, what is
+/// subscribed and recorded, and where the movement's id is in each answer.
+struct Target {
+    ws_path: &'static str,
+    subscription: &'static str,
+    mutation: &'static str,
+    authorized: bool,
+    /// The movement's id in an event's `data`.
+    event_id: fn(&Value) -> Option<String>,
+    /// The movement's id in the mutation's `data`.
+    recorded_id: fn(&Value) -> Option<String>,
+}
+
+const STOCKROOM: Target = Target {
+    ws_path: "/graphql/ws",
+    subscription: "subscription { stockChanged { movement { id balanceAfter } product { id stock } } }",
+    mutation: "mutation($p: ID!) { recordStockMovement(input: { productId: $p, kind: OUTBOUND, quantity: 1 }) { id } }",
+    authorized: true,
+    event_id: |data| Some(data["stockChanged"]["movement"]["id"].as_str()?.to_string()),
+    recorded_id: |data| Some(data["recordStockMovement"]["id"].as_str()?.to_string()),
+};
+
+const POSTGRAPHILE: Target = Target {
+    ws_path: "/graphql",
+    subscription: "subscription { listen(topic: \"movements\") { relatedNodeId } }",
+    mutation: "mutation($p: UUID!) { createStockMovement(input: { stockMovement: { productId: $p, quantity: -1 } }) { stockMovement { id balanceAfter } } }",
+    authorized: false,
+    // base64 of ["stock_movements", id], as the trigger's `__node__`.
+    event_id: |data| {
+        use base64::Engine;
+        let node = data["listen"]["relatedNodeId"].as_str()?;
+        let json = base64::engine::general_purpose::STANDARD
+            .decode(node)
+            .ok()?;
+        let node: Value = serde_json::from_slice(&json).ok()?;
+        Some(node[1].as_str()?.to_string())
+    },
+    recorded_id: |data| {
+        Some(
+            data["createStockMovement"]["stockMovement"]["id"]
+                .as_str()?
+                .to_string(),
+        )
+    },
+};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -36,7 +84,12 @@ async fn main() {
     let (url, token, product) = (args[1].clone(), args[2].clone(), args[3].clone());
     let subscribers: usize = args[4].parse().unwrap();
     let movements: usize = args[5].parse().unwrap();
-    let ws_url = url.replace("http://", "ws://") + "/graphql/ws";
+    let target = match std::env::var("FANOUT_TARGET").as_deref() {
+        Ok("postgraphile") => &POSTGRAPHILE,
+        Ok("stockroom") | Err(_) => &STOCKROOM,
+        Ok(other) => panic!("FANOUT_TARGET is stockroom or postgraphile, not {other}"),
+    };
+    let ws_url = url.replace("http://", "ws://") + target.ws_path;
 
     // Every subscriber reports (movement id, when it arrived).
     let (tx, mut rx) = mpsc::unbounded_channel::<(String, Instant)>();
@@ -59,29 +112,40 @@ async fn main() {
                     }
                 }
             };
-            let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+            let payload = if target.authorized {
+                json!({ "Authorization": format!("Bearer {token}") })
+            } else {
+                json!({})
+            };
+            let init = json!({ "type": "connection_init", "payload": payload });
             ws.send(Message::Text(init.to_string().into()))
                 .await
                 .unwrap();
-            let sub = json!({ "id": "1", "type": "subscribe", "payload": { "query": QUERY } });
-            ws.send(Message::Text(sub.to_string().into()))
-                .await
-                .unwrap();
             let mut acked = false;
-            while let Some(Ok(msg)) = ws.next().await {
+            while let Some(msg) = ws.next().await {
+                let msg = match msg {
+                    Ok(msg) => msg,
+                    Err(e) => panic!("subscriber {i}: {e}"),
+                };
+                if let Message::Close(frame) = &msg {
+                    assert!(acked, "subscriber {i} closed before its ack: {frame:?}");
+                }
                 let Message::Text(text) = msg else { continue };
                 let v: Value = serde_json::from_str(&text).unwrap();
                 match v["type"].as_str() {
                     Some("connection_ack") if !acked => {
+                        // Subscribing before the ack is a protocol error
+                        // (graphql-ws closes with 4401).
                         acked = true;
+                        let sub = json!({ "id": "1", "type": "subscribe", "payload": { "query": target.subscription } });
+                        ws.send(Message::Text(sub.to_string().into()))
+                            .await
+                            .unwrap();
                         ready.wait().await;
                     }
                     Some("next") => {
                         let at = Instant::now();
-                        let id = v["payload"]["data"]["stockChanged"]["movement"]["id"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string();
+                        let id = (target.event_id)(&v["payload"]["data"]).unwrap_or_default();
                         if tx.send((id, at)).is_err() {
                             break;
                         }
@@ -111,14 +175,13 @@ async fn main() {
     let client = reqwest::Client::new();
     let mut sent: HashMap<String, (Instant, Instant)> = HashMap::new();
     for _ in 0..movements {
-        let body = json!({
-            "query": "mutation($i: StockMovementInput!) { recordStockMovement(input: $i) { id } }",
-            "variables": { "i": { "productId": product, "kind": "OUTBOUND", "quantity": 1 } }
-        });
+        let body = json!({ "query": target.mutation, "variables": { "p": product } });
         let t0 = Instant::now();
-        let resp: Value = client
-            .post(format!("{url}/graphql"))
-            .bearer_auth(&token)
+        let mut request = client.post(format!("{url}/graphql"));
+        if target.authorized {
+            request = request.bearer_auth(&token);
+        }
+        let resp: Value = request
             .json(&body)
             .send()
             .await
@@ -127,10 +190,8 @@ async fn main() {
             .await
             .unwrap();
         let t1 = Instant::now();
-        let id = resp["data"]["recordStockMovement"]["id"]
-            .as_str()
-            .expect("movement recorded")
-            .to_string();
+        let id = (target.recorded_id)(&resp["data"])
+            .unwrap_or_else(|| panic!("movement not recorded: {resp}"));
         sent.insert(id, (t0, t1));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # Subscription fan-out benchmark of the release build.
-# Usage: benches/fanout.sh [sqlite|postgres] [subscribers] [movements]
+# Usage: benches/fanout.sh [sqlite|postgres|postgraphile] [subscribers] [movements]
 #   (defaults: sqlite 2000 50; PG_ADMIN_URL as in benches/run.sh)
+# `postgraphile` measures the peer the same way, on PostgreSQL: PostGraphile 4
+# with @graphile/pg-pubsub and --simple-subscriptions (npm, installed when
+# missing, see benches/common.sh), subscribers on `listen(topic: "movements")`
+# over graphql-transport-ws, movements recorded by its `createStockMovement`
+# into a table whose trigger updates the product's stock and NOTIFYs the
+# topic (what Stockroom's own movement does, less its checks and audit).
 # Prints the delay from each mutation's response to each subscriber's
 # delivery (p50/p99), the server's resident memory before and with the
 # subscribers connected, and what one idle subscriber costs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DB_KIND="${1:-sqlite}"
+TARGET=stockroom
+if [ "$DB_KIND" = postgraphile ]; then TARGET=postgraphile DB_KIND=postgres; fi
 SUBSCRIBERS="${2:-2000}"
 MOVEMENTS="${3:-50}"
 PORT="${BENCH_PORT:-4198}"
@@ -29,14 +37,66 @@ BIN="${BENCH_BIN:-target/release/stockroom}"
 BENCH_DB=stockroom_fanout
 # shellcheck source=benches/common.sh
 . benches/common.sh
-bench_start WS_MAX_CONNECTIONS_PER_IP=1000000
-
-PRODUCT=$(gql '{"query":"mutation { createProduct(input: {sku: \"FAN-1\", name: \"Fan-out\", initialStock: 1000000}) { id } }"}' \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["createProduct"]["id"])')
+if [ "$TARGET" = postgraphile ]; then
+  ensure_postgraphile
+  bench_database
+  PRODUCT=$(psql "$DATABASE_URL" -qAtX -v ON_ERROR_STOP=1 <<'SQL'
+SET client_min_messages = warning;
+CREATE SCHEMA peer;
+CREATE TABLE peer.products (
+  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  sku text NOT NULL UNIQUE,
+  stock integer NOT NULL CHECK (stock >= 0),
+  version integer NOT NULL DEFAULT 1
+);
+CREATE TABLE peer.stock_movements (
+  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  product_id uuid NOT NULL REFERENCES peer.products,
+  quantity integer NOT NULL,
+  balance_after integer,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON peer.stock_movements (product_id);
+CREATE FUNCTION peer.apply_movement() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  UPDATE peer.products SET stock = stock + NEW.quantity, version = version + 1
+    WHERE id = NEW.product_id RETURNING stock INTO NEW.balance_after;
+  PERFORM pg_notify('postgraphile:movements',
+    json_build_object('__node__', json_build_array('stock_movements', NEW.id))::text);
+  RETURN NEW;
+END $$;
+CREATE TRIGGER apply_movement BEFORE INSERT ON peer.stock_movements
+  FOR EACH ROW EXECUTE FUNCTION peer.apply_movement();
+INSERT INTO peer.products (sku, stock) VALUES ('FAN-1', 1000000) RETURNING id;
+SQL
+)
+  trap bench_cleanup EXIT
+  # --plugins first: the plugin's own options (--simple-subscriptions) exist
+  # only once it is loaded.
+  NODE_ENV=production "$POSTGRAPHILE" --plugins @graphile/pg-pubsub -c "$DATABASE_URL" \
+    --schema peer --host 127.0.0.1 --port "$PORT" --subscriptions --simple-subscriptions \
+    --disable-graphiql --disable-query-log >"$WORK/server.log" 2>&1 &
+  SERVER=$!
+  up=
+  for _ in $(seq 1 600); do
+    curl -fsS "http://127.0.0.1:$PORT/graphql" -H 'content-type: application/json' \
+      -d '{"query":"{ __typename }"}' >/dev/null 2>&1 && { up=1; break; }
+    kill -0 "$SERVER" 2>/dev/null || break
+    sleep 0.1
+  done
+  [ -n "$up" ] || { tail -n 30 "$WORK/server.log" >&2; echo "PostGraphile did not answer on port $PORT" >&2; exit 1; }
+  TOKEN=none
+  export FANOUT_TARGET=postgraphile
+else
+  bench_start WS_MAX_CONNECTIONS_PER_IP=1000000
+  PRODUCT=$(gql '{"query":"mutation { createProduct(input: {sku: \"FAN-1\", name: \"Fan-out\", initialStock: 1000000}) { id } }"}' \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["createProduct"]["id"])')
+  export FANOUT_TARGET=stockroom
+fi
 
 sleep 1
 before=$(rss_kb)
-echo "database: $DB_KIND; server RSS before subscribers: $((before / 1024)) MB"
+echo "server: $TARGET; database: $DB_KIND; server RSS before subscribers: $((before / 1024)) MB"
 
 mkfifo "$WORK/go"
 "$CLIENT" "http://127.0.0.1:$PORT" "$TOKEN" "$PRODUCT" "$SUBSCRIBERS" "$MOVEMENTS" <"$WORK/go" >"$WORK/client.out" 2>&1 &
