@@ -808,3 +808,45 @@ async fn a_deactivated_subscriber_leaves_the_rest_of_its_group_running() {
     assert_eq!(e["data"]["stockChanged"]["movement"]["balanceAfter"], 6);
     assert_eq!(groups_and_renders(&app).0, 1);
 }
+
+/// A change no event told of (here made behind the service's back) is found
+/// when the listener comes back: every subscriber's user is read again, and
+/// only the one no longer allowed ends.
+#[tokio::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "PostgreSQL only: set STOCKROOM_TEST_POSTGRES_URL"
+)]
+async fn after_a_listener_reconnect_every_subscriber_is_checked_again() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (gone_id, gone) = app.user_with_role(&admin, "VIEWER").await;
+    let (_, kept) = app.user_with_role(&admin, "VIEWER").await;
+    let product = app.create_product(&admin, "RECHECK-1", 10).await;
+    let mut gone_ws = app.ws(&gone).await;
+    let mut kept_ws = app.ws(&kept).await;
+    // A product's stream goes on across a reconnect (it catches up).
+    gone_ws
+        .subscribe("s", STOCK_CHANGED, json!({ "p": product }))
+        .await;
+    kept_ws
+        .subscribe("s", STOCK_CHANGED, json!({ "p": product }))
+        .await;
+    app.wait_for_subscriptions(2).await;
+    app.wait_for_listeners(1).await;
+
+    app.exec(&format!(
+        "UPDATE users SET is_active = false WHERE {}",
+        crate::helpers::uuid_eq("id", &gone_id)
+    ))
+    .await;
+    assert_eq!(app.kill_listeners().await, 1);
+    let ended = gone_ws.next().await;
+    assert_eq!(code(&ended["payload"]), Some("UNAUTHENTICATED"), "{ended}");
+    assert_eq!(gone_ws.next().await["type"], "complete");
+
+    app.wait_for_listener_up().await;
+    movement(&app, &admin, &product, "OUTBOUND", 3).await;
+    let e = kept_ws.event("s").await;
+    assert_eq!(e["data"]["stockChanged"]["movement"]["balanceAfter"], 7);
+}
