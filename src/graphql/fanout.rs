@@ -163,7 +163,7 @@ pub struct Subscriber {
 
 impl Fanout {
     pub fn new(state: AppState) -> Self {
-        let users = Arc::new(UserWatch::default());
+        let users = Arc::new(UserWatch::new(&state));
         state.services.bus().observe(users.clone());
         Self {
             groups: Arc::default(),
@@ -363,7 +363,6 @@ impl Joined {
             watched,
             cursor: None,
             field: subscriber.field,
-            token,
             state: state.clone(),
             standing,
             expiry: Box::pin(tokio::time::sleep(left)),
@@ -452,7 +451,6 @@ struct Member {
     /// The position of the last answer sent.
     cursor: Option<String>,
     field: String,
-    token: String,
     state: AppState,
     standing: Standing,
     expiry: std::pin::Pin<Box<tokio::time::Sleep>>,
@@ -482,11 +480,9 @@ impl Member {
                         Ok(()) => continue,
                         Err(error) => error,
                     },
-                    // Changes may have gone unheard: read the user again.
-                    Some(Change::Unknown) => match self.recheck().await {
-                        Ok(()) => continue,
-                        Err(error) => error,
-                    },
+                    // Changes may have gone unheard and the user could not
+                    // be read again: the client resumes from its cursor.
+                    Some(Change::Unknown) => AppError::EventsMissed { cursor: self.cursor.clone() },
                     None => AppError::internal(anyhow::anyhow!("the user watch ended")),
                 },
                 received = self.rx.recv() => match received {
@@ -502,16 +498,6 @@ impl Member {
             let response = refusal(ending, &self.field);
             return Some((response, self));
         }
-    }
-
-    /// The user read again: still active, with a role that may watch.
-    async fn recheck(&self) -> Result<(), AppError> {
-        let (user, _) = self
-            .state
-            .auth
-            .authenticate_fresh(&self.state.services, &self.token)
-            .await?;
-        self.watched.check(user.role, true)
     }
 
     fn deliver(&mut self, answer: &Rendered) -> Response {
@@ -551,24 +537,57 @@ enum Change {
         role: Role,
         active: bool,
     },
-    /// The listener was lost or a notification unreadable: a change may
-    /// have gone unheard.
+    /// Events may have been missed and the user could not be read again:
+    /// its standing is unknown, so the member ends (fail closed).
     Unknown,
 }
 
 /// Told of every published event (an [`Observer`]): passes a user's change
-/// to the members that watch that user.
-#[derive(Default)]
-struct UserWatch {
-    users: Mutex<HashMap<Uuid, watch::Sender<Option<Change>>>>,
+/// to the members that watch that user. When changes may have gone unheard
+/// (the listener reconnected, a notification was unreadable), it reads every
+/// watched user again, in a few queries for all members rather than one per
+/// member, and passes on what it read.
+struct UserWatch(Arc<WatchInner>);
+
+struct WatchInner {
+    users: Mutex<HashMap<Uuid, WatchedUser>>,
+    conn: sea_orm::DatabaseConnection,
+    tasks: tokio_util::task::TaskTracker,
+    /// A re-read is running; `again` asks it for one more round.
+    reading: std::sync::atomic::AtomicBool,
+    again: std::sync::atomic::AtomicBool,
 }
 
+/// One watched user: its members' channel, and how many changes events
+/// brought (a re-read that began before the latest one is older than it).
+struct WatchedUser {
+    tx: watch::Sender<Option<Change>>,
+    heard: u64,
+}
+
+/// Users read again per query.
+const REREAD_CHUNK: usize = 500;
+
 impl UserWatch {
-    fn watch(self: &Arc<Self>, user_id: Uuid) -> Standing {
-        let rx = match self.users.lock() {
+    fn new(state: &AppState) -> Self {
+        Self(Arc::new(WatchInner {
+            users: Mutex::default(),
+            conn: state.services.conn().clone(),
+            tasks: state.tasks.clone(),
+            reading: Default::default(),
+            again: Default::default(),
+        }))
+    }
+
+    fn watch(&self, user_id: Uuid) -> Standing {
+        let rx = match self.0.users.lock() {
             Ok(mut users) => users
                 .entry(user_id)
-                .or_insert_with(|| watch::channel(None).0)
+                .or_insert_with(|| WatchedUser {
+                    tx: watch::channel(None).0,
+                    heard: 0,
+                })
+                .tx
                 .subscribe(),
             // A poisoned map: the watch reports at once, and the member
             // ends (a check that cannot be made is a refusal).
@@ -577,14 +596,82 @@ impl UserWatch {
         Standing {
             rx: Some(rx),
             user_id,
-            watch: Arc::clone(self),
+            watch: Arc::clone(&self.0),
         }
     }
 
-    fn tell_all(&self, change: Change) {
-        if let Ok(users) = self.users.lock() {
-            for tx in users.values() {
-                tx.send_replace(Some(change));
+    /// Reads every watched user again, on a task of its own (one at a time;
+    /// a request while one runs makes it run once more).
+    fn reread(&self) {
+        use std::sync::atomic::Ordering::AcqRel;
+        self.0.again.store(true, Ordering::Release);
+        if self.0.reading.swap(true, AcqRel) {
+            return;
+        }
+        let inner = Arc::clone(&self.0);
+        self.0.tasks.spawn(async move {
+            loop {
+                while inner.again.swap(false, AcqRel) {
+                    inner.reread().await;
+                }
+                inner.reading.store(false, Ordering::Release);
+                // A request that came after the last round, and left
+                // because this one was still marked as reading, is taken up.
+                if !inner.again.load(Ordering::Acquire) || inner.reading.swap(true, AcqRel) {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+impl WatchInner {
+    async fn reread(&self) {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+        let watched: Vec<(Uuid, u64)> = match self.users.lock() {
+            Ok(users) => users.iter().map(|(id, w)| (*id, w.heard)).collect(),
+            Err(_) => return,
+        };
+        for chunk in watched.chunks(REREAD_CHUNK) {
+            let ids: Vec<Uuid> = chunk.iter().map(|(id, _)| *id).collect();
+            let read = crate::entity::user::Entity::find()
+                .select_only()
+                .columns([
+                    crate::entity::user::Column::Id,
+                    crate::entity::user::Column::Role,
+                    crate::entity::user::Column::IsActive,
+                ])
+                .filter(crate::entity::user::Column::Id.is_in(ids))
+                .into_tuple::<(Uuid, Role, bool)>()
+                .all(&self.conn)
+                .await;
+            let found: Option<HashMap<Uuid, (Role, bool)>> = match read {
+                Ok(rows) => Some(rows.into_iter().map(|(id, r, a)| (id, (r, a))).collect()),
+                Err(err) => {
+                    tracing::warn!(error = %err, "reading subscribers' users again failed; their streams end");
+                    None
+                }
+            };
+            let Ok(users) = self.users.lock() else { return };
+            for (id, heard) in chunk {
+                let Some(entry) = users.get(id) else { continue };
+                // An event heard since the read began is newer than it.
+                if entry.heard != *heard {
+                    continue;
+                }
+                let change = match found.as_ref().map(|found| found.get(id)) {
+                    Some(Some((role, active))) => Change::User {
+                        role: *role,
+                        active: *active,
+                    },
+                    // Gone: no longer a user who may watch anything.
+                    Some(None) => Change::User {
+                        role: Role::Viewer,
+                        active: false,
+                    },
+                    None => Change::Unknown,
+                };
+                entry.tx.send_replace(Some(change));
             }
         }
     }
@@ -598,22 +685,26 @@ impl Observer for UserWatch {
                 role,
                 active,
             } => {
-                if let Ok(users) = self.users.lock()
-                    && let Some(tx) = users.get(user_id)
+                if let Ok(mut users) = self.0.users.lock()
+                    && let Some(entry) = users.get_mut(user_id)
                 {
-                    tx.send_replace(Some(Change::User {
+                    entry.heard += 1;
+                    entry.tx.send_replace(Some(Change::User {
                         role: *role,
                         active: *active,
                     }));
                 }
             }
-            DomainEvent::EventsMissed => self.tell_all(Change::Unknown),
+            DomainEvent::EventsMissed => self.reread(),
             _ => {}
         }
     }
 
-    fn listener_changed(&self, _up: bool) {
-        self.tell_all(Change::Unknown);
+    fn listener_changed(&self, up: bool) {
+        // What went unheard while it was down is read once it is back.
+        if up {
+            self.reread();
+        }
     }
 }
 
@@ -621,7 +712,7 @@ impl Observer for UserWatch {
 struct Standing {
     rx: Option<watch::Receiver<Option<Change>>>,
     user_id: Uuid,
-    watch: Arc<UserWatch>,
+    watch: Arc<WatchInner>,
 }
 
 impl Standing {
@@ -629,8 +720,7 @@ impl Standing {
     async fn changed(&mut self) -> Option<Change> {
         let rx = self.rx.as_mut()?;
         rx.changed().await.ok()?;
-        let change = *rx.borrow_and_update();
-        Some(change.unwrap_or(Change::Unknown))
+        *rx.borrow_and_update()
     }
 }
 
@@ -640,7 +730,7 @@ impl Drop for Standing {
         if let Ok(mut users) = self.watch.users.lock()
             && users
                 .get(&self.user_id)
-                .is_some_and(|tx| tx.receiver_count() == 0)
+                .is_some_and(|w| w.tx.receiver_count() == 0)
         {
             users.remove(&self.user_id);
         }
