@@ -34,6 +34,25 @@ ensure_postgraphile() {
   fi
 }
 
+# postgraphile_start PORT LOG ARGS...: starts PostGraphile (NODE_ENV=production)
+# on 127.0.0.1:PORT with ARGS, its output in LOG; sets POSTGRAPHILE_PID and
+# waits up to 60 s for it to answer (status 1 if it does not).
+postgraphile_start() {
+  local port=$1 log=$2
+  shift 2
+  NODE_ENV=production "$POSTGRAPHILE" "$@" --host 127.0.0.1 --port "$port" >"$log" 2>&1 &
+  POSTGRAPHILE_PID=$!
+  for _ in $(seq 1 600); do
+    curl -fsS "http://127.0.0.1:$port/graphql" -H 'content-type: application/json' \
+      -d '{"query":"{ __typename }"}' >/dev/null 2>&1 && return 0
+    kill -0 "$POSTGRAPHILE_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  tail -n 30 "$log" >&2
+  echo "PostGraphile did not answer on port $port within 60 s" >&2
+  return 1
+}
+
 bench_cleanup() {
   kill "$SERVER" 2>/dev/null || true
   wait "$SERVER" 2>/dev/null || true

@@ -49,7 +49,7 @@ DB_KIND=postgres
 BENCH_DB=stockroom_bench
 PGBENCH_DB=pgbench_bench
 PGBENCH_URL="${PG_ADMIN_URL%/*}/$PGBENCH_DB"
-PEER_FLAGS=(--schema peer --host 127.0.0.1 --port "$PEER_PORT" --max-pool-size "$POOL"
+PEER_FLAGS=(--schema peer --max-pool-size "$POOL"
   --disable-graphiql --no-setof-functions-contain-nulls --disable-query-log)
 case "$SEED" in upload|sql) ;; *) echo "BENCH_SEED is upload or sql" >&2; exit 2 ;; esac
 
@@ -240,16 +240,10 @@ SQL
 }
 
 start_peer() {
-  NODE_ENV=production "$POSTGRAPHILE" -c "$DATABASE_URL" "${PEER_FLAGS[@]}" >"$WORK/peer.log" 2>&1 &
-  PEER=$!
-  local up=
-  for _ in $(seq 1 600); do
-    curl -fsS "http://127.0.0.1:$PEER_PORT/graphql" -H 'content-type: application/json' \
-      -d '{"query":"{ __typename }"}' >/dev/null 2>&1 && { up=1; break; }
-    kill -0 "$PEER" 2>/dev/null || break
-    sleep 0.1
-  done
-  [ -n "$up" ] || { tail -n 30 "$WORK/peer.log" >&2; die "PostGraphile did not answer on port $PEER_PORT within 60 s"; }
+  local ok=1
+  postgraphile_start "$PEER_PORT" "$WORK/peer.log" -c "$DATABASE_URL" "${PEER_FLAGS[@]}" || ok=
+  PEER=$POSTGRAPHILE_PID
+  [ -n "$ok" ] || die "PostGraphile did not start"
 }
 
 peer_gql() {

@@ -73,18 +73,12 @@ SQL
   trap bench_cleanup EXIT
   # --plugins first: the plugin's own options (--simple-subscriptions) exist
   # only once it is loaded.
-  NODE_ENV=production "$POSTGRAPHILE" --plugins @graphile/pg-pubsub -c "$DATABASE_URL" \
-    --schema peer --host 127.0.0.1 --port "$PORT" --subscriptions --simple-subscriptions \
-    --disable-graphiql --disable-query-log >"$WORK/server.log" 2>&1 &
-  SERVER=$!
-  up=
-  for _ in $(seq 1 600); do
-    curl -fsS "http://127.0.0.1:$PORT/graphql" -H 'content-type: application/json' \
-      -d '{"query":"{ __typename }"}' >/dev/null 2>&1 && { up=1; break; }
-    kill -0 "$SERVER" 2>/dev/null || break
-    sleep 0.1
-  done
-  [ -n "$up" ] || { tail -n 30 "$WORK/server.log" >&2; echo "PostGraphile did not answer on port $PORT" >&2; exit 1; }
+  if ! postgraphile_start "$PORT" "$WORK/server.log" --plugins @graphile/pg-pubsub -c "$DATABASE_URL" \
+    --schema peer --subscriptions --simple-subscriptions --disable-graphiql --disable-query-log; then
+    SERVER=$POSTGRAPHILE_PID
+    exit 1
+  fi
+  SERVER=$POSTGRAPHILE_PID
   TOKEN=none
   export FANOUT_TARGET=postgraphile
 else
