@@ -12,7 +12,7 @@
 //!   nobody mapped. It is `INTERNAL`, logged with its message (inside the
 //!   request's span, so with its request id) and shown as "internal error".
 
-use async_graphql::{ServerError, Value};
+use async_graphql::{ErrorExtensions, PathSegment, Response, ServerError, Value};
 
 /// What kind of error a codeless one is (see the module docs).
 fn default_code(err: &ServerError) -> &'static str {
@@ -51,6 +51,23 @@ pub fn ensure(errors: &mut [ServerError]) {
 /// The `extensions.code` an error has or will get.
 pub fn of(err: &ServerError) -> &str {
     existing_code(err).unwrap_or_else(|| default_code(err))
+}
+
+/// A service error as a GraphQL response of one coded error, `data` null;
+/// `field` is its path when it ends a field's stream.
+pub fn error_response(error: crate::error::AppError, field: Option<&str>) -> Response {
+    let error = error.extend();
+    let mut errors = vec![ServerError {
+        message: error.message,
+        source: None,
+        locations: Vec::new(),
+        path: field
+            .map(|f| vec![PathSegment::Field(f.to_string())])
+            .unwrap_or_default(),
+        extensions: error.extensions,
+    }];
+    ensure(&mut errors);
+    Response::from_errors(errors)
 }
 
 #[cfg(test)]

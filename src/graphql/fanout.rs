@@ -28,14 +28,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
-use async_graphql::{Data, ErrorExtensions, PathSegment, Response, ServerError};
+use async_graphql::{Data, Response};
 use futures_util::stream::{self, BoxStream, StreamExt};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::codes;
-use super::context::RequestContext;
 use crate::entity::user::Role;
 use crate::error::AppError;
 use crate::events::{DomainEvent, Observer};
@@ -155,7 +154,9 @@ pub struct Fanout {
 /// A subscriber, as the pipeline prepared it.
 pub struct Subscriber {
     pub caller: Caller,
-    /// The connection's data: its token and its subscription count.
+    /// The connection's token.
+    pub bearer: String,
+    /// The connection's data: its subscription count.
     pub session: Arc<Data>,
     /// The root field, for the path of an error that ends the stream.
     pub field: String,
@@ -192,12 +193,20 @@ impl Fanout {
             match Joined::join(&groups, &state, key, execute).await {
                 Some(joined) => match joined.admit(&users, &state, subscriber).await {
                     Ok(member) => stream::unfold(member, Member::next).boxed(),
-                    Err(error) => stream::once(std::future::ready(refusal(error, &field))).boxed(),
+                    Err(error) => stream::once(std::future::ready(codes::error_response(
+                        error,
+                        Some(&field),
+                    )))
+                    .boxed(),
                 },
                 None => {
                     let error =
                         AppError::internal(anyhow::anyhow!("no subscription group to join"));
-                    stream::once(std::future::ready(refusal(error, &field))).boxed()
+                    stream::once(std::future::ready(codes::error_response(
+                        error,
+                        Some(&field),
+                    )))
+                    .boxed()
                 }
             }
         })
@@ -209,7 +218,7 @@ impl Fanout {
 /// The group of `key` when it takes members, else a new one (registered
 /// under `key`, when there is one) running `execute`, if it is still here.
 /// True when new.
-fn join<F>(
+fn join_or_start<F>(
     groups: &Arc<Registry>,
     state: &AppState,
     key: Option<&GroupKey>,
@@ -290,7 +299,8 @@ impl Joined {
         F: FnOnce(Opening) -> BoxStream<'static, Rendered> + Send + 'static,
     {
         let mut execute = Some(execute);
-        let (mut group, mut rx, mut leader) = join(groups, state, Some(&key), &mut execute)?;
+        let (mut group, mut rx, mut leader) =
+            join_or_start(groups, state, Some(&key), &mut execute)?;
         let mut early = None;
         loop {
             let mut setup = group.setup.clone();
@@ -301,7 +311,7 @@ impl Joined {
                     if private && !leader {
                         // Joined before it said it starts from a position
                         // of its own: start ours.
-                        (group, rx, leader) = join(groups, state, None, &mut execute)?;
+                        (group, rx, leader) = join_or_start(groups, state, None, &mut execute)?;
                         continue;
                     }
                 }
@@ -330,15 +340,9 @@ impl Joined {
         let user = subscriber.caller.user()?;
         let standing = users.watch(user.id);
         let session = &subscriber.session;
-        let token = session
-            .get(&TypeId::of::<RequestContext>())
-            .and_then(|data| data.downcast_ref::<RequestContext>())
-            .and_then(RequestContext::bearer)
-            .unwrap_or_default()
-            .to_string();
         let (fresh, expires) = state
             .auth
-            .authenticate_fresh(&state.services, &token)
+            .authenticate_fresh(&state.services, &subscriber.bearer)
             .await?;
         let watched = Watched {
             required: self.required,
@@ -495,7 +499,7 @@ impl Member {
                 },
             };
             self.done = true;
-            let response = refusal(ending, &self.field);
+            let response = codes::error_response(ending, Some(&self.field));
             return Some((response, self));
         }
     }
@@ -514,20 +518,6 @@ impl Member {
         response.extensions.clone_from(&answer.response.extensions);
         response
     }
-}
-
-/// The error item that ends a member's stream.
-fn refusal(error: AppError, field: &str) -> Response {
-    let error = error.extend();
-    let mut errors = vec![ServerError {
-        message: error.message,
-        source: None,
-        locations: Vec::new(),
-        path: vec![PathSegment::Field(field.to_string())],
-        extensions: error.extensions,
-    }];
-    codes::ensure(&mut errors);
-    Response::from_errors(errors)
 }
 
 /// What a member hears of its user.

@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use async_graphql::futures_util::stream::BoxStream;
 use async_graphql::parser::types::OperationType;
-use async_graphql::{Data, ErrorExtensions, Executor, Request, Response, ServerError, Value};
+use async_graphql::{Data, Executor, Request, Response, Value};
 use axum::http::StatusCode;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
@@ -201,7 +201,7 @@ impl Pipeline {
 
     /// The answer to a refused operation, recorded.
     fn refused(&self, refusal: Refusal, start: Instant) -> Answer {
-        let response = refusal_response(refusal.error);
+        let response = codes::error_response(refusal.error, None);
         if self.0.state.config.metrics_enabled {
             let series = refusal
                 .series
@@ -431,16 +431,18 @@ fn persisted_hash(request: &Request) -> Result<Option<[u8; 32]>, AppError> {
         .ok_or_else(|| bad("sha256Hash must be 64 hexadecimal digits"))
 }
 
-/// A refusal as a GraphQL response: one coded error, `data` null.
-fn refusal_response(error: AppError) -> Response {
-    let error = error.extend();
-    Response::from_errors(vec![ServerError {
-        message: error.message,
-        source: None,
-        locations: Vec::new(),
-        path: Vec::new(),
-        extensions: error.extensions,
-    }])
+/// An answer streamed over the socket: coded, and counted by its series.
+fn finished(
+    mut response: Response,
+    series: Option<&crate::metrics::OperationSeries>,
+    kind: &'static str,
+    start: Instant,
+) -> Response {
+    codes::ensure(&mut response.errors);
+    if let Some(series) = series {
+        observe::finished(series, kind, start.elapsed(), &response.errors);
+    }
+    response
 }
 
 /// Refused by the schema before execution (validation, variables): no
@@ -491,16 +493,8 @@ impl Executor for Pipeline {
                         let request = request.data(opening).data(clock.clone());
                         schema
                             .execute_stream(request)
-                            .map(move |mut response| {
-                                codes::ensure(&mut response.errors);
-                                if let Some(series) = &series {
-                                    observe::finished(
-                                        series,
-                                        kind,
-                                        start.elapsed(),
-                                        &response.errors,
-                                    );
-                                }
+                            .map(move |response| {
+                                let response = finished(response, series.as_deref(), kind, start);
                                 let (published, cursor) = clock.take();
                                 Rendered {
                                     response,
@@ -512,6 +506,7 @@ impl Executor for Pipeline {
                     };
                     let subscriber = Subscriber {
                         caller,
+                        bearer: bearer.unwrap_or_default(),
                         session,
                         field,
                     };
@@ -522,13 +517,7 @@ impl Executor for Pipeline {
                     this.0
                         .schema
                         .execute_stream_with_session_data(ready.request, session)
-                        .map(move |mut response| {
-                            codes::ensure(&mut response.errors);
-                            if let Some(series) = &series {
-                                observe::finished(series, kind, start.elapsed(), &response.errors);
-                            }
-                            response
-                        })
+                        .map(move |response| finished(response, series.as_deref(), kind, start))
                         .boxed()
                 }
                 Err(refusal) => {

@@ -4,7 +4,9 @@
 //! which also ends one subscriber's stream when its token expires, its user
 //! is deactivated or loses the role the resolver names, or it falls behind).
 //! A resolver's stream ends, after one error item saying why, when it lagged
-//! behind the bus; it ends silently at shutdown. When events from other instances may have been missed (the
+//! behind the bus; it ends silently at shutdown.
+//!
+//! When events from other instances may have been missed (the
 //! listener reconnected), a stream that knows its position in the ledger
 //! (`stockChanged(productId:)`) catches up from the database and goes on;
 //! the others end with `EVENTS_MISSED`.
