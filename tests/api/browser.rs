@@ -1,175 +1,186 @@
-//! The GraphiQL page as an admin uses it, in a real headless Chromium driven
-//! over the DevTools protocol: sign in, run a query, watch a subscription,
-//! and check that the page loads nothing from any other host.
+//! Browser tests in a real headless Chromium (Debian's `chromium`), driven
+//! over WebDriver by fantoccini through Debian's `chromedriver`: the GraphiQL
+//! page here, the admin console in `console.rs`. [`Browser`] is shared.
 //!
-//! Needs Debian's `chromium`. `.ci/run` installs it; elsewhere the test says
-//! it is skipped unless `CI` is set, where a missing browser fails it.
+//! `.ci/run` installs both packages; elsewhere a test without them says it
+//! is skipped unless `CI` is set, where a missing browser fails it.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use fantoccini::wd::WebDriverCompatibleCommand;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, spawn_app, spawn_app_with};
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-fn chromium() -> Option<PathBuf> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .find_map(|name| {
-            std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|dir| dir.join(name))
-                    .find(|p| p.is_file())
-            })
+fn on_path(names: &[&str]) -> Option<PathBuf> {
+    names.iter().find_map(|name| {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(name))
+                .find(|p| p.is_file())
         })
+    })
 }
 
-/// A headless browser with one page, spoken to over the DevTools protocol.
-struct Browser {
-    child: Child,
+/// Chromium's `browser` log (console messages, exceptions, failed loads),
+/// which chromedriver keeps under `goog:loggingPrefs`.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
+        (
+            axum::http::Method::POST,
+            Some(json!({ "type": "browser" }).to_string()),
+        )
+    }
+}
+
+/// A headless Chromium session: chromedriver on a port of its own, and a
+/// fresh profile. Screenshots go to `target/browser/<prefix>-<name>-<db>.png`.
+pub struct Browser {
+    pub client: fantoccini::Client,
+    driver: Child,
     _profile: tempfile::TempDir,
-    page: Socket,
-    next_id: u64,
-    /// Every event received so far.
-    events: Vec<Value>,
+    prefix: &'static str,
+    /// Every browser log entry read so far.
+    log: Vec<Value>,
 }
 
 impl Browser {
-    async fn launch(binary: &PathBuf) -> Self {
-        let profile = tempfile::tempdir().unwrap();
-        let child = Command::new(binary)
-            .args([
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                "--no-default-browser-check",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--window-size=1400,900",
-                "--remote-debugging-port=0",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("about:blank")
+    /// Starts a browser whose preferred language is `language`; `None`
+    /// (the test is skipped) when chromium or chromedriver is missing
+    /// outside CI.
+    pub async fn launch(prefix: &'static str, language: &str) -> Option<Self> {
+        let (Some(chromium), Some(chromedriver)) = (
+            on_path(&["chromium", "chromium-browser", "google-chrome"]),
+            on_path(&["chromedriver"]),
+        ) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI needs Debian's chromium and chromium-driver for the browser tests (.ci/run installs them)"
+            );
+            eprintln!(
+                "skipped: no chromium or chromedriver on PATH (apt-get install chromium chromium-driver)"
+            );
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("chromium starts");
-        // Chromium writes the port it chose into the profile.
-        let port_file = profile.path().join("DevToolsActivePort");
+            .expect("chromedriver starts");
+        let webdriver = format!("http://127.0.0.1:{port}/");
         let deadline = Instant::now() + Duration::from_secs(30);
-        let port = loop {
-            if let Ok(text) = std::fs::read_to_string(&port_file)
-                && let Some(port) = text.lines().next().and_then(|l| l.parse::<u16>().ok())
-            {
-                break port;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "chromium did not open its DevTools port"
-            );
+        while reqwest::get(format!("{webdriver}status")).await.is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not answer");
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let capabilities = json!({
+            "browserName": "chrome",
+            "goog:loggingPrefs": { "browser": "ALL" },
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--no-first-run",
+                    "--no-default-browser-check",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--window-size=1400,1000",
+                    format!("--lang={language}"),
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+                "prefs": { "intl.accept_languages": language },
+            },
+        });
+        let Value::Object(capabilities) = capabilities else {
+            unreachable!()
         };
-        let targets: Value = reqwest::get(format!("http://127.0.0.1:{port}/json/list"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let url = targets
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["type"] == "page")
-            .and_then(|t| t["webSocketDebuggerUrl"].as_str())
-            .expect("a page target")
-            .to_string();
-        let (page, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        let mut browser = Self {
-            child,
+        let client = fantoccini::ClientBuilder::new(
+            hyper_util::client::legacy::connect::HttpConnector::new(),
+        )
+        .capabilities(capabilities)
+        .connect(&webdriver)
+        .await
+        .expect("a WebDriver session");
+        Some(Self {
+            client,
+            driver,
             _profile: profile,
-            page,
-            next_id: 0,
-            events: Vec::new(),
-        };
-        for domain in ["Page.enable", "Network.enable", "Runtime.enable"] {
-            browser.call(domain, json!({})).await;
-        }
-        browser
+            prefix,
+            log: Vec::new(),
+        })
     }
 
-    /// Sends a command and waits for its answer, keeping the events that
-    /// arrive meanwhile.
-    async fn call(&mut self, method: &str, params: Value) -> Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        self.page
-            .send(Message::text(
-                json!({ "id": id, "method": method, "params": params }).to_string(),
-            ))
+    pub async fn goto(&self, url: &str) {
+        self.client.goto(url).await.expect("navigation");
+    }
+
+    /// Evaluates a JavaScript expression in the page (a promise is
+    /// awaited) and returns its value.
+    pub async fn eval(&self, expression: &str) -> Value {
+        self.client
+            .execute(&format!("return ({expression});"), Vec::new())
             .await
-            .unwrap();
-        loop {
-            let msg = tokio::time::timeout(Duration::from_secs(30), self.page.next())
-                .await
-                .unwrap_or_else(|_| panic!("no answer to {method}"))
-                .unwrap()
-                .unwrap();
-            let Message::Text(text) = msg else { continue };
-            let v: Value = serde_json::from_str(&text).unwrap();
-            if v["id"] == id {
-                assert!(v["error"].is_null(), "{method}: {v}");
-                return v["result"].clone();
-            }
-            self.events.push(v);
-        }
-    }
-
-    /// Evaluates JavaScript in the page and returns its value.
-    async fn eval(&mut self, expression: &str) -> Value {
-        let r = self
-            .call(
-                "Runtime.evaluate",
-                json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
-            )
-            .await;
-        assert!(r["exceptionDetails"].is_null(), "{expression}: {r}");
-        r["result"]["value"].clone()
+            .unwrap_or_else(|e| panic!("{expression}: {e}"))
     }
 
     /// Waits until `expression` is true in the page.
-    async fn wait_for(&mut self, what: &str, expression: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+    pub async fn wait_for(&mut self, what: &str, expression: &str) {
+        self.wait_for_within(what, expression, Duration::from_secs(30))
+            .await;
+    }
+
+    pub async fn wait_for_within(&mut self, what: &str, expression: &str, within: Duration) {
+        let deadline = Instant::now() + within;
         loop {
-            if self.eval(expression).await == json!(true) {
+            if self
+                .client
+                .execute(&format!("return !!({expression});"), Vec::new())
+                .await
+                .ok()
+                == Some(json!(true))
+            {
                 return;
             }
             if Instant::now() > deadline {
                 let text = self.eval("document.body.innerText").await;
                 self.screenshot("failure").await;
-                panic!("timed out waiting for {what}; the page shows:\n{text}");
+                let log = self.read_log().await;
+                panic!("timed out waiting for {what}; the page shows:\n{text}\nlog: {log:?}");
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// Saves a PNG under target/browser/ (a CI artifact).
-    async fn screenshot(&mut self, name: &str) -> PathBuf {
-        use base64::Engine;
-        let shot = self
-            .call("Page.captureScreenshot", json!({ "format": "png" }))
-            .await;
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(shot["data"].as_str().unwrap())
-            .unwrap();
+    pub async fn screenshot(&self, name: &str) -> PathBuf {
+        let png = self.client.screenshot().await.expect("a screenshot");
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser");
         std::fs::create_dir_all(&dir).unwrap();
         let db = if crate::helpers::is_postgres() {
@@ -177,42 +188,54 @@ impl Browser {
         } else {
             "sqlite"
         };
-        let path = dir.join(format!("graphiql-{name}-{db}.png"));
+        let path = dir.join(format!("{}-{name}-{db}.png", self.prefix));
         std::fs::write(&path, png).unwrap();
         path
     }
 
-    /// Every URL the page requested.
-    fn requested(&self) -> Vec<String> {
-        self.events
+    /// Every URL the current page loaded (the page and its resources).
+    pub async fn requested(&self) -> Vec<String> {
+        let urls = self
+            .eval("[location.href, ...performance.getEntriesByType('resource').map(e => e.name)]")
+            .await;
+        serde_json::from_value(urls).unwrap()
+    }
+
+    /// The browser log entries since the last read, kept for
+    /// [`Browser::console_errors`].
+    async fn read_log(&mut self) -> Vec<Value> {
+        let entries = self
+            .client
+            .issue_cmd(BrowserLog)
+            .await
+            .expect("chromedriver's browser log");
+        let entries: Vec<Value> = serde_json::from_value(entries).unwrap_or_default();
+        self.log.extend(entries.iter().cloned());
+        entries
+    }
+
+    /// Errors the pages printed or threw, and loads that failed, so far.
+    pub async fn console_errors(&mut self) -> Vec<String> {
+        self.read_log().await;
+        self.log
             .iter()
-            .filter(|e| e["method"] == "Network.requestWillBeSent")
-            .filter_map(|e| e["params"]["request"]["url"].as_str().map(String::from))
-            .chain(
-                self.events
-                    .iter()
-                    .filter(|e| e["method"] == "Network.webSocketCreated")
-                    .filter_map(|e| e["params"]["url"].as_str().map(String::from)),
-            )
+            .filter(|e| e["level"] == "SEVERE")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_string())
             .collect()
     }
 
-    fn console_errors(&self) -> Vec<String> {
-        self.events
-            .iter()
-            .filter(|e| {
-                e["method"] == "Runtime.exceptionThrown"
-                    || (e["method"] == "Runtime.consoleAPICalled" && e["params"]["type"] == "error")
-            })
-            .map(|e| e["params"].to_string())
-            .collect()
+    pub async fn close(mut self) {
+        let client = self.client.clone();
+        let _ = client.close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
     }
 }
 
@@ -230,12 +253,7 @@ const RUN: &str =
 
 #[tokio::test]
 async fn an_admin_signs_in_queries_and_watches_a_subscription_in_graphiql_offline() {
-    let Some(binary) = chromium() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI needs Debian's chromium for the GraphiQL browser test (.ci/run installs it)"
-        );
-        eprintln!("skipped: no chromium on PATH (apt-get install chromium)");
+    let Some(mut browser) = Browser::launch("graphiql", "en").await else {
         return;
     };
     // Short-lived access tokens, so that the page's refresh shows.
@@ -245,9 +263,7 @@ async fn an_admin_signs_in_queries_and_watches_a_subscription_in_graphiql_offlin
     // The admin has two-factor login on: the form asks for the code.
     let (secret, recovery) = crate::security::enroll(&app, &admin).await;
 
-    let mut browser = Browser::launch(&binary).await;
-    let page = format!("{}/graphql", app.address);
-    browser.call("Page.navigate", json!({ "url": page })).await;
+    browser.goto(&format!("{}/graphql", app.address)).await;
     browser
         .wait_for(
             "GraphiQL to render",
@@ -369,33 +385,28 @@ async fn an_admin_signs_in_queries_and_watches_a_subscription_in_graphiql_offlin
         )
         .await;
 
-    // Everything came from this server.
-    let requested = browser.requested();
-    let host = app.address.trim_start_matches("http://").to_string();
+    // Everything came from this server (the subscription above came over
+    // its WebSocket; the page's policy allows no other host to connect to).
+    let requested = browser.requested().await;
     assert!(
         requested
             .iter()
             .any(|u| u.contains("/graphql/assets/graphiql.min.js"))
     );
-    assert!(
-        requested
-            .iter()
-            .any(|u| u.starts_with("ws://") && u.contains("/graphql/ws"))
-    );
+    assert_only_from(&app.address, &requested);
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    browser.close().await;
+    app.shutdown().await.unwrap();
+}
+
+/// Every URL is this server's (or a `data:` URL).
+pub fn assert_only_from(address: &str, requested: &[String]) {
     let foreign: Vec<&String> = requested
         .iter()
-        .filter(|u| {
-            !(u.starts_with("data:")
-                || u.starts_with("about:")
-                || u.starts_with(&format!("http://{host}/"))
-                || u.starts_with(&format!("ws://{host}/")))
-        })
+        .filter(|u| !(u.starts_with("data:") || u.starts_with(&format!("{address}/"))))
         .collect();
     assert!(foreign.is_empty(), "requests to other hosts: {foreign:?}");
-    let errors = browser.console_errors();
-    assert!(errors.is_empty(), "console errors: {errors:?}");
-    drop(browser);
-    app.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -435,7 +446,7 @@ async fn graphiql_assets_are_served_from_the_binary_with_a_strict_policy() {
     let licences = app.get("/graphql/assets/LICENSES").await;
     assert_eq!(licences.status(), 200);
     assert!(licences.text().await.unwrap().contains("MIT"));
-    assert_eq!(app.get("/graphql/assets/fetch.sh").await.status(), 404);
+    assert_eq!(app.get("/graphql/assets/packages").await.status(), 404);
     assert_eq!(
         app.get("/graphql/assets/..%2FCargo.toml").await.status(),
         404
