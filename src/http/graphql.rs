@@ -198,7 +198,7 @@ fn get_request(query_string: &str) -> Result<async_graphql::Request, AppError> {
 
 /// A browser navigating to the page: `text/html` (or any type) accepted at
 /// least as well as the JSON types it names.
-fn wants_html(headers: &HeaderMap) -> bool {
+pub(super) fn wants_html(headers: &HeaderMap) -> bool {
     let accept = accepted(headers);
     if accept.is_empty() {
         return true;
@@ -345,24 +345,14 @@ impl ResponseMedia {
 /// the page works without internet access.
 #[derive(rust_embed::RustEmbed)]
 #[folder = "assets/graphiql/"]
-#[exclude = "fetch.sh"]
+#[exclude = "packages"]
 #[exclude = "README.md"]
 struct GraphiqlAssets;
 
 /// The GraphiQL page for admins: served from the binary, it loads nothing
 /// from any other host.
 pub async fn graphiql() -> Response {
-    match GraphiqlAssets::get("index.html") {
-        Some(page) => (
-            [(
-                header::CONTENT_SECURITY_POLICY,
-                axum::http::HeaderValue::from_static(super::GRAPHIQL_CSP),
-            )],
-            Html(page.data.into_owned()),
-        )
-            .into_response(),
-        None => AppError::not_found("the GraphiQL page is not in this build").into_response(),
-    }
+    embedded_page::<GraphiqlAssets>(super::GRAPHIQL_CSP)
 }
 
 /// One file of the page (`/graphql/assets/{file}`), revalidated by ETag.
@@ -370,7 +360,39 @@ pub async fn graphiql_asset(
     axum::extract::Path(file): axum::extract::Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(asset) = GraphiqlAssets::get(&file).filter(|_| file != "index.html") else {
+    embedded_asset::<GraphiqlAssets>(&file, &headers)
+}
+
+/// The `index.html` of a page compiled into the binary, under its content
+/// policy.
+pub(super) fn embedded_page<E: rust_embed::RustEmbed>(csp: &'static str) -> Response {
+    match E::get("index.html") {
+        Some(page) => (
+            [
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    axum::http::HeaderValue::from_static(csp),
+                ),
+                (
+                    header::CACHE_CONTROL,
+                    axum::http::HeaderValue::from_static("no-cache"),
+                ),
+            ],
+            Html(page.data.into_owned()),
+        )
+            .into_response(),
+        None => AppError::not_found("this page is not in this build").into_response(),
+    }
+}
+
+/// Another file of a page compiled into the binary, with an ETag of its
+/// contents and `Cache-Control: no-cache`, so a browser revalidates it and
+/// an upgrade never serves a stale script. `LICENSES` is plain text.
+pub(super) fn embedded_asset<E: rust_embed::RustEmbed>(
+    file: &str,
+    headers: &HeaderMap,
+) -> Response {
+    let Some(asset) = E::get(file).filter(|_| file != "index.html") else {
         return AppError::not_found(format!("no asset {file}")).into_response();
     };
     let etag = format!(
@@ -378,7 +400,7 @@ pub async fn graphiql_asset(
         crate::digest::hex(&asset.metadata.sha256_hash()[..16])
     );
     let mut response =
-        if header_str(&headers, header::IF_NONE_MATCH).as_deref() == Some(etag.as_str()) {
+        if header_str(headers, header::IF_NONE_MATCH).as_deref() == Some(etag.as_str()) {
             axum::http::StatusCode::NOT_MODIFIED.into_response()
         } else {
             let content_type = if file == "LICENSES" {

@@ -186,7 +186,8 @@ fn install() -> PathBuf {
     dir
 }
 
-async fn npm_clients() -> PathBuf {
+/// The directory the pinned npm packages are installed in (see [`install`]).
+pub(crate) async fn npm_clients() -> PathBuf {
     tokio::task::spawn_blocking(install).await.unwrap()
 }
 

@@ -14,6 +14,7 @@ mod browser;
 mod cache;
 mod cli;
 mod clients;
+mod console;
 mod constraints;
 mod contract;
 mod graphql_http;
