@@ -11,6 +11,7 @@ mod m20261127_000002_create_upload_jobs;
 mod m20261127_000003_account_security;
 mod m20261203_000001_bot_name;
 mod m20261205_000001_products_fillfactor;
+mod m20261205_000002_products_name_index;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000003_account_security::Migration),
             Box::new(m20261203_000001_bot_name::Migration),
             Box::new(m20261205_000001_products_fillfactor::Migration),
+            Box::new(m20261205_000002_products_name_index::Migration),
         ]
     }
 }

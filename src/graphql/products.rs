@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use async_graphql::{Context, ID, InputObject, Object};
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 
 use super::context::{actor, gql, state};
 use super::guards::RoleGuard;
@@ -38,6 +38,58 @@ pub struct ProductFilter {
     pub include_archived: Option<bool>,
 }
 
+/// The order of `products`.
+#[derive(InputObject)]
+pub struct ProductOrder {
+    pub field: ProductOrderField,
+    #[graphql(default)]
+    pub direction: SortDirection,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Default)]
+pub enum ProductOrderField {
+    /// Creation order (the default).
+    #[default]
+    CreatedAt,
+    /// Case-insensitive.
+    Sku,
+    Name,
+    Stock,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Default)]
+pub enum SortDirection {
+    #[default]
+    Asc,
+    Desc,
+}
+
+impl From<ProductOrder> for products::ProductOrder {
+    fn from(o: ProductOrder) -> Self {
+        Self {
+            key: match o.field {
+                ProductOrderField::CreatedAt => products::ProductSortKey::Created,
+                ProductOrderField::Sku => products::ProductSortKey::Sku,
+                ProductOrderField::Name => products::ProductSortKey::Name,
+                ProductOrderField::Stock => products::ProductSortKey::Stock,
+            },
+            descending: o.direction == SortDirection::Desc,
+        }
+    }
+}
+
+/// The catalogue's totals, archived products aside.
+#[derive(SimpleObject)]
+pub struct StockSummary {
+    pub products: i64,
+    /// Products at or below their low-stock threshold.
+    pub low_stock: i64,
+    /// Products with no stock.
+    pub out_of_stock: i64,
+    /// The units on hand, all products together.
+    pub units_on_hand: i64,
+}
+
 /// Who may read products.
 pub const PRODUCT_READER: Role = Role::Viewer;
 
@@ -55,6 +107,22 @@ impl ProductsQuery {
         Ok(found.map(Product::from))
     }
 
+    /// How many products there are, how many are low or out of stock, and
+    /// the units on hand: one scan of the catalogue (archived products
+    /// aside), for dashboards.
+    #[graphql(guard = "RoleGuard(PRODUCT_READER)")]
+    async fn stock_summary(&self, ctx: &Context<'_>) -> async_graphql::Result<StockSummary> {
+        let s = products::summary(state(ctx)?.services.conn())
+            .await
+            .map_err(gql)?;
+        Ok(StockSummary {
+            products: s.products,
+            low_stock: s.low_stock,
+            out_of_stock: s.out_of_stock,
+            units_on_hand: s.units,
+        })
+    }
+
     /// Case-insensitive.
     #[graphql(guard = "RoleGuard(PRODUCT_READER)")]
     async fn product_by_sku(
@@ -69,7 +137,9 @@ impl ProductsQuery {
         Ok(found.map(|p| Product::from(Arc::unwrap_or_clone(p))))
     }
 
-    /// Oldest first; archived products only with `includeArchived`.
+    /// Oldest first unless `orderBy` says otherwise (ties by creation);
+    /// archived products only with `includeArchived`. The cursor of a page
+    /// holds only for the order it was read in.
     #[graphql(
         guard = "RoleGuard(PRODUCT_READER)",
         complexity = "super::types::page_cost(first, child_complexity)"
@@ -80,6 +150,7 @@ impl ProductsQuery {
         first: Option<i64>,
         after: Option<String>,
         filter: Option<ProductFilter>,
+        order_by: Option<ProductOrder>,
     ) -> async_graphql::Result<Conn<Product>> {
         let page = connection_page(ctx, first, after)?;
         let f = filter.unwrap_or_default();
@@ -89,7 +160,8 @@ impl ProductsQuery {
             low_stock_only: f.low_stock_only.unwrap_or(false),
             include_archived: f.include_archived.unwrap_or(false),
         };
-        let rows = products::list_cached(&state(ctx)?.services, &filter, page)
+        let order = order_by.map(Into::into).unwrap_or_default();
+        let rows = products::list_cached(&state(ctx)?.services, &filter, order, page)
             .await
             .map_err(gql)?;
         Ok(connection(rows, |p| p.id, Product::from))

@@ -9,7 +9,7 @@ use sea_orm::Order;
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QuerySelect, Select,
+    QueryFilter, QueryOrder, QuerySelect, Select,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -88,6 +88,39 @@ pub struct ProductFilter {
     pub category: Option<String>,
     pub low_stock_only: bool,
     pub include_archived: bool,
+}
+
+/// The order of a product list; ties go by id.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProductOrder {
+    pub key: ProductSortKey,
+    pub descending: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProductSortKey {
+    /// Creation order (ids are time-ordered).
+    #[default]
+    Created,
+    /// Case-insensitive (the unique `lower(sku)` index).
+    Sku,
+    /// The `(name, id)` index.
+    Name,
+    /// No index (a movement rewrites the row; an index on stock would cost
+    /// every movement more than this sort saves): a scan and a top-N sort.
+    Stock,
+}
+
+impl ProductSortKey {
+    /// The sort expression, with `table.` before the columns.
+    fn expression(self, table: &str) -> Option<String> {
+        match self {
+            Self::Created => None,
+            Self::Sku => Some(format!("lower({table}\"sku\")")),
+            Self::Name => Some(format!("{table}\"name\"")),
+            Self::Stock => Some(format!("{table}\"stock\"")),
+        }
+    }
 }
 
 /// What `search` matches against: SKU and name, lowercased with Unicode rules.
@@ -491,6 +524,7 @@ pub async fn get_by_sku_cached(
 pub async fn list_cached(
     db: &Services,
     filter: &ProductFilter,
+    order: ProductOrder,
     page: PageRequest,
 ) -> AppResult<Page<product::Model>> {
     let unfiltered = filter.search.as_deref().is_none_or(|s| s.trim().is_empty())
@@ -502,7 +536,7 @@ pub async fn list_cached(
         && !filter.include_archived;
     let cache = db.product_cache().filter(|_| unfiltered && page.with_total);
     let Some(cache) = cache else {
-        return list(db.conn(), filter, page).await;
+        return list(db.conn(), filter, order, page).await;
     };
     let (generation, known) = cache.count_ticket();
     let rows_only = PageRequest {
@@ -510,11 +544,12 @@ pub async fn list_cached(
         ..page
     };
     let (rows, total) = match known {
-        Some(total) => (list(db.conn(), filter, rows_only).await?, total),
+        Some(total) => (list(db.conn(), filter, order, rows_only).await?, total),
         None => {
-            let (rows, total) = tokio::try_join!(list(db.conn(), filter, rows_only), async {
-                Ok::<u64, AppError>(filtered(filter).count(db.conn()).await?)
-            })?;
+            let (rows, total) =
+                tokio::try_join!(list(db.conn(), filter, order, rows_only), async {
+                    Ok::<u64, AppError>(filtered(filter).count(db.conn()).await?)
+                })?;
             cache.put_count(generation, total);
             (rows, total)
         }
@@ -552,18 +587,91 @@ fn filtered(filter: &ProductFilter) -> Select<product::Entity> {
     q
 }
 
-/// Oldest first (ids are time-ordered), so pages stay stable while rows are added.
+/// The catalogue's totals, archived products aside.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StockSummary {
+    pub products: i64,
+    /// At or below their threshold (the rule of [`product::low_stock_condition`]).
+    pub low_stock: i64,
+    pub out_of_stock: i64,
+    pub units: i64,
+}
+
+/// One scan of the live products.
+pub async fn summary(conn: &impl ConnectionTrait) -> AppResult<StockSummary> {
+    let count_where = |condition: sea_orm::sea_query::SimpleExpr| {
+        Func::coalesce([
+            Expr::case(condition, 1).finally(0).sum(),
+            Expr::val(0),
+        ])
+        .cast_as("BIGINT")
+    };
+    let totals = product::Entity::find()
+        .filter(product::Column::ArchivedAt.is_null())
+        .select_only()
+        .column_as(Expr::col(product::Column::Id).count(), "products")
+        .column_as(count_where(product::low_stock_condition()), "low_stock")
+        .column_as(
+            count_where(Expr::col(product::Column::Stock).lte(0)),
+            "out_of_stock",
+        )
+        .column_as(
+            Func::coalesce([Expr::col(product::Column::Stock).sum(), Expr::val(0)])
+                .cast_as("BIGINT"),
+            "units",
+        )
+        .into_tuple::<(i64, i64, i64, i64)>()
+        .one(conn)
+        .await?
+        .unwrap_or_default();
+    Ok(StockSummary {
+        products: totals.0,
+        low_stock: totals.1,
+        out_of_stock: totals.2,
+        units: totals.3,
+    })
+}
+
+/// One page in `order`; by default oldest first (ids are time-ordered), so
+/// pages stay stable while rows are added. Any order is keyset-paginated:
+/// the cursor is the last row's id, and the next page starts after that
+/// row's (sort key, id), read from the row itself.
 pub async fn list(
     conn: &impl ConnectionTrait,
     filter: &ProductFilter,
+    order: ProductOrder,
     page: PageRequest,
 ) -> AppResult<Page<product::Model>> {
-    paginate(
-        conn,
-        filtered(filter),
-        product::Column::Id,
-        Order::Asc,
-        page,
-    )
-    .await
+    let direction = if order.descending {
+        Order::Desc
+    } else {
+        Order::Asc
+    };
+    let Some(key) = order.key.expression("") else {
+        return paginate(conn, filtered(filter), product::Column::Id, direction, page).await;
+    };
+    let total = page.total(filtered(filter).count(conn)).await?;
+    let mut q = filtered(filter);
+    if let Some(after) = page.after {
+        let placeholder = match conn.get_database_backend() {
+            sea_orm::DbBackend::Postgres => "$1",
+            _ => "?",
+        };
+        let inner = order.key.expression("\"after\".").unwrap_or_default();
+        let beyond = if order.descending { "<" } else { ">" };
+        q = q.filter(Expr::cust_with_values(
+            format!(
+                "({key}, \"products\".\"id\") {beyond} (SELECT {inner}, \"after\".\"id\" \
+                 FROM \"products\" AS \"after\" WHERE \"after\".\"id\" = {placeholder})"
+            ),
+            [after],
+        ));
+    }
+    let rows = q
+        .order_by(Expr::cust(key), direction.clone())
+        .order_by(product::Column::Id, direction)
+        .limit(page.first + 1)
+        .all(conn)
+        .await?;
+    Ok(Page::from_rows(rows, page, total))
 }

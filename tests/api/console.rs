@@ -241,6 +241,17 @@ fn every_console_string_is_in_both_catalogues() {
         ("upload", enum_values(&schema, "UploadStatus")),
         ("uploads.kind", enum_values(&schema, "UploadKind")),
         ("error", [codes, vec!["NETWORK".into()]].concat()),
+        (
+            "products.order",
+            enum_values(&schema, "ProductOrderField")
+                .iter()
+                .flat_map(|f| {
+                    enum_values(&schema, "SortDirection")
+                        .into_iter()
+                        .map(move |d| format!("{f}.{d}"))
+                })
+                .collect(),
+        ),
     ]);
 
     let mut missing = Vec::new();
@@ -654,6 +665,40 @@ async fn an_admin_walks_the_post_deploy_checklist_in_the_console() {
         )
         .await;
     assert_eq!(csv_product.data()["productBySku"]["stock"], 10);
+    // A dry run shows a bad row by its number and column, and applies nothing.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "sku,name,category,low_stock_threshold,initial_stock\nCSV-3,Csv three,tools,2,4\nCSV-4,Csv four,tools,-1,4\n",
+    )
+    .unwrap();
+    click(&b, "#up-dry").await;
+    b.client
+        .find(Locator::Css("#up-file"))
+        .await
+        .unwrap()
+        .send_keys(&bad.display().to_string())
+        .await
+        .unwrap();
+    b.wait_for("the chosen file", &body_has("bad.csv")).await;
+    click(&b, "#upload-submit").await;
+    b.wait_for(
+        "the dry run's row errors",
+        "!!document.querySelector('#upload-job[data-status=COMPLETED] #upload-errors')",
+    )
+    .await;
+    assert!(b.eval(&body_has("low_stock_threshold")).await == json!(true));
+    let untouched = app
+        .gql(
+            Some(&admin),
+            "{ productBySku(sku: \"CSV-3\") { id } }",
+            json!({}),
+        )
+        .await;
+    assert!(
+        untouched.data()["productBySku"].is_null(),
+        "a dry run applies nothing"
+    );
     b.screenshot("uploads-en").await;
     violations.extend(accessibility_violations(&b, &axe).await);
 
@@ -723,11 +768,54 @@ async fn an_admin_walks_the_post_deploy_checklist_in_the_console() {
     )
     .await;
     b.screenshot("audit-en").await;
+    b.eval("(() => { const s = document.getElementById('au-action'); s.value = 'STOCK_INBOUND'; s.dispatchEvent(new Event('change', { bubbles: true })); return true; })()")
+        .await;
+    b.wait_for(
+        "the action filter",
+        "(() => { const rows = [...document.querySelectorAll('#audit tbody tr')]; return rows.length > 0 && rows.every(r => r.dataset.action === 'STOCK_INBOUND'); })()",
+    )
+    .await;
     violations.extend(accessibility_violations(&b, &axe).await);
 
     // The remaining pages render.
     open(&mut b, "#/users", "#security-report").await;
     b.wait_for("the user list", &body_has(ADMIN_EMAIL)).await;
+    fill(&b, "#nu-email", "clerk@test.local").await;
+    fill(&b, "#nu-name", "Clerk").await;
+    fill(&b, "#nu-password", "clerk-password-123").await;
+    click(&b, "#create-user button[type=submit]").await;
+    b.wait_for(
+        "the new user",
+        "!!document.querySelector('#users tr[data-email=\"clerk@test.local\"]')",
+    )
+    .await;
+    b.eval("(() => { const s = document.querySelector('#users tr[data-email=\"clerk@test.local\"] select'); s.value = 'MANAGER'; s.dispatchEvent(new Event('change', { bubbles: true })); return true; })()")
+        .await;
+    b.wait_for("the role change", &body_has("Role of Clerk changed."))
+        .await;
+    click(
+        &b,
+        "#users tr[data-email=\"clerk@test.local\"] button.danger",
+    )
+    .await;
+    b.wait_for("the deactivation", &body_has("Clerk deactivated."))
+        .await;
+    let clerk = app
+        .gql(
+            Some(&admin),
+            "{ users(first: 10) { nodes { email role isActive } } }",
+            json!({}),
+        )
+        .await;
+    let clerk = clerk.data()["users"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == "clerk@test.local")
+        .cloned()
+        .unwrap();
+    assert_eq!(clerk["role"], "MANAGER");
+    assert_eq!(clerk["isActive"], false);
     b.screenshot("users-en").await;
     violations.extend(accessibility_violations(&b, &axe).await);
     open(&mut b, "#/movements", "#find-product").await;
@@ -742,9 +830,45 @@ async fn an_admin_walks_the_post_deploy_checklist_in_the_console() {
     violations.extend(accessibility_violations(&b, &axe).await);
     open(&mut b, "#/dashboard", "#health").await;
     b.wait_for("the low-stock list", &body_has("CSV-2")).await;
+    // CON-1 is archived: CSV-1 (10) and CSV-2 (5, at or below 10) remain.
+    b.wait_for("the totals", &text_is("#count-products", "2"))
+        .await;
+    assert!(b.eval(&body_has("15 units on hand")).await == json!(true));
+    assert!(b.eval(&text_is("#count-low", "1")).await == json!(true));
+    // Another client empties CSV-1: the totals follow.
+    let csv_one = app
+        .gql(
+            Some(&admin),
+            "{ productBySku(sku: \"CSV-1\") { id } }",
+            json!({}),
+        )
+        .await;
+    app.record_movement(
+        &admin,
+        json!({ "productId": csv_one.data()["productBySku"]["id"], "kind": "OUTBOUND", "quantity": 10 }),
+    )
+    .await
+    .data();
+    b.wait_for(
+        "the totals after a movement",
+        &text_is("#count-out", "1 out of stock"),
+    )
+    .await;
+    assert!(b.eval(&text_is("#count-low", "2")).await == json!(true));
+    assert!(b.eval(&body_has("5 units on hand")).await == json!(true));
     b.screenshot("dashboard-en").await;
     violations.extend(accessibility_violations(&b, &axe).await);
     open(&mut b, "#/products", "#products").await;
+    fill(&b, "#search", "csv").await;
+    b.wait_for("the search", &text_is("#products-count", "2 products"))
+        .await;
+    b.eval("(() => { const s = document.getElementById('order'); s.value = 'STOCK.DESC'; s.dispatchEvent(new Event('change', { bubbles: true })); return true; })()")
+        .await;
+    b.wait_for(
+        "the order by stock",
+        "[...document.querySelectorAll('#products tbody tr')].map(r => r.dataset.sku).join() === 'CSV-2,CSV-1'",
+    )
+    .await;
     b.screenshot("products-en").await;
 
     // The same pages in Korean, picked in the header.

@@ -417,3 +417,178 @@ async fn concurrent_reads_by_sku_batched_together_each_get_their_own_product() {
     }
     app.shutdown().await.unwrap();
 }
+
+/// Every order the console offers, page by page in both directions: the
+/// pages join into the whole list sorted by the key, ties by creation,
+/// with no row twice or missing, also under a filter.
+#[tokio::test]
+async fn products_sort_by_sku_name_and_stock_page_by_page_both_ways() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    // (sku, name, stock), created in this order; stock ties on purpose.
+    let rows = [
+        ("b-2", "pear", 5),
+        ("A-3", "apple", 9),
+        ("c-1", "melon", 5),
+        ("a-1", "kiwi", 0),
+        ("B-1", "banana", 9),
+        ("d-9", "cherry", 5),
+        ("C-7", "grape", 2),
+    ];
+    let mut ids = Vec::new();
+    for (sku, name, stock) in rows {
+        let r = app
+            .gql(
+                Some(&admin),
+                "mutation($i: CreateProductInput!) { createProduct(input: $i) { id } }",
+                json!({ "i": { "sku": sku, "name": name, "initialStock": stock, "category": if stock == 5 { "five" } else { "other" } } }),
+            )
+            .await;
+        ids.push(
+            r.data()["createProduct"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let page_through = |order: serde_json::Value, filter: serde_json::Value| {
+        let app = &app;
+        let admin = &admin;
+        async move {
+            let mut seen = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let r = app
+                    .gql(
+                        Some(admin),
+                        "query($after: String, $o: ProductOrder, $f: ProductFilter) {
+                           products(first: 2, after: $after, orderBy: $o, filter: $f) {
+                             totalCount pageInfo { hasNextPage endCursor } nodes { sku } } }",
+                        json!({ "after": after, "o": order, "f": filter }),
+                    )
+                    .await;
+                let page = &r.data()["products"];
+                for n in page["nodes"].as_array().unwrap() {
+                    seen.push(n["sku"].as_str().unwrap().to_string());
+                }
+                if page["pageInfo"]["hasNextPage"] != true {
+                    break;
+                }
+                after = page["pageInfo"]["endCursor"].as_str().map(String::from);
+            }
+            seen
+        }
+    };
+    // The expected order: by key, then by creation.
+    let expected =
+        |key: &dyn Fn(usize) -> String, descending: bool, only: &dyn Fn(usize) -> bool| {
+            let mut order: Vec<usize> = (0..rows.len()).filter(|i| only(*i)).collect();
+            order.sort_by(|a, b| {
+                let by_key = key(*a).cmp(&key(*b)).then(a.cmp(b));
+                if descending { by_key.reverse() } else { by_key }
+            });
+            order
+                .iter()
+                .map(|i| rows[*i].0.to_string())
+                .collect::<Vec<_>>()
+        };
+    let all = |_: usize| true;
+    let sku = |i: usize| rows[i].0.to_lowercase();
+    let name = |i: usize| rows[i].1.to_string();
+    let stock = |i: usize| format!("{:05}", rows[i].2);
+    let created = |_: usize| String::new();
+    for (field, key) in [
+        ("CREATED_AT", &created as &dyn Fn(usize) -> String),
+        ("SKU", &sku),
+        ("NAME", &name),
+        ("STOCK", &stock),
+    ] {
+        for (direction, descending) in [("ASC", false), ("DESC", true)] {
+            let got = page_through(
+                json!({ "field": field, "direction": direction }),
+                json!(null),
+            )
+            .await;
+            assert_eq!(got, expected(key, descending, &all), "{field} {direction}");
+        }
+    }
+    // The default direction is ascending; a filter keeps the order.
+    let five = |i: usize| rows[i].2 == 5;
+    assert_eq!(
+        page_through(json!({ "field": "STOCK" }), json!({ "category": "five" })).await,
+        expected(&stock, false, &five)
+    );
+    assert_eq!(
+        page_through(
+            json!({ "field": "NAME", "direction": "DESC" }),
+            json!({ "category": "five" })
+        )
+        .await,
+        expected(&name, true, &five)
+    );
+    // An unknown order is refused with a code, not ignored.
+    app.gql(
+        Some(&admin),
+        "{ products(orderBy: { field: PRICE }) { totalCount } }",
+        json!({}),
+    )
+    .await
+    .expect_code("BAD_USER_INPUT");
+    assert_eq!(ids.len(), rows.len());
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn stock_summary_counts_live_products_low_and_empty_ones_and_units() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    const SUMMARY: &str = "{ stockSummary { products lowStock outOfStock unitsOnHand } }";
+    let empty = app.gql(Some(&admin), SUMMARY, json!({})).await;
+    assert_eq!(
+        empty.data()["stockSummary"],
+        json!({ "products": 0, "lowStock": 0, "outOfStock": 0, "unitsOnHand": 0 })
+    );
+    // (sku, threshold, stock): empty and low; low; fine; then one archived.
+    for (sku, threshold, stock) in [
+        ("S-0", 0, 0),
+        ("S-3", 5, 3),
+        ("S-10", 2, 10),
+        ("S-ARCH", 1, 7),
+    ] {
+        let r = app
+            .gql(
+                Some(&admin),
+                "mutation($i: CreateProductInput!) { createProduct(input: $i) { id } }",
+                json!({ "i": { "sku": sku, "name": sku, "lowStockThreshold": threshold, "initialStock": stock } }),
+            )
+            .await;
+        if sku == "S-ARCH" {
+            let id = r.data()["createProduct"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            app.gql(
+                Some(&admin),
+                "mutation($id: ID!) { deleteProduct(id: $id) { id } }",
+                json!({ "id": id }),
+            )
+            .await
+            .data();
+        }
+    }
+    let summary = app.gql(Some(&admin), SUMMARY, json!({})).await;
+    assert_eq!(
+        summary.data()["stockSummary"],
+        json!({ "products": 3, "lowStock": 2, "outOfStock": 1, "unitsOnHand": 13 })
+    );
+    // Anyone who may read products may read it; nobody else.
+    let (_, viewer) = app.user_with_role(&admin, "VIEWER").await;
+    assert_eq!(
+        app.gql(Some(&viewer), SUMMARY, json!({})).await.data()["stockSummary"]["products"],
+        3
+    );
+    app.gql(None, SUMMARY, json!({}))
+        .await
+        .expect_code("UNAUTHENTICATED");
+    app.shutdown().await.unwrap();
+}

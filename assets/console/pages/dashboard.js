@@ -1,17 +1,20 @@
-// Dashboard: counts, the low-stock list and recent movements (both live
-// over stockChanged), the alert and upload queues, the instance's health.
+// Dashboard: the catalogue's totals, the low-stock list and recent movements (both live
+// over stockChanged; the totals are read again after movements), the alert
+// and upload queues, the instance's health.
 
-import { html, useEffect, useState } from '../preact-htm.js';
+import { html, useEffect, useRef, useState } from '../preact-htm.js';
 import { gql, live } from '../api.js';
 import { dateTime, number, t } from '../i18n.js';
 import { ErrorLine, Loading, useLoad } from '../ui.js';
 
 const MOVEMENT = 'id kind quantity balanceAfter createdAt reference product { id sku name stock lowStockThreshold isLowStock }';
 const RECENT = 10;
+const SUMMARY = 'products lowStock outOfStock unitsOnHand';
+const SUMMARY_EVERY_MS = 1000;
 
 const QUERY = `{
-  all: products(first: 1) { totalCount }
-  low: products(first: 50, filter: { lowStockOnly: true }) { totalCount nodes { id sku name stock lowStockThreshold } }
+  summary: stockSummary { ${SUMMARY} }
+  low: products(first: 50, filter: { lowStockOnly: true }, orderBy: { field: STOCK }) { nodes { id sku name stock lowStockThreshold } }
   recent: stockMovements(first: ${RECENT}) { nodes { ${MOVEMENT} } }
   health { status version uptimeSeconds
     database { status latencyMs }
@@ -23,25 +26,41 @@ const QUERY = `{
 export function Dashboard() {
   const { data, error, loading, setData } = useLoad(() => gql(QUERY), []);
   const [liveError, setLiveError] = useState(null);
+  // The totals are read again (one scan) at most once a second while
+  // movements arrive: a movement alone cannot tell whether its product is new.
+  const pending = useRef(null);
+  const summaryLater = () => {
+    if (pending.current) return;
+    pending.current = setTimeout(() => {
+      pending.current = null;
+      gql(`{ stockSummary { ${SUMMARY} } }`).then(
+        (r) => setData((d) => (d ? { ...d, summary: r.stockSummary } : d)),
+        setLiveError,
+      );
+    }, SUMMARY_EVERY_MS);
+  };
+  useEffect(() => () => clearTimeout(pending.current), []);
   useEffect(
     () =>
       live(
         `subscription { stockChanged { movement { ${MOVEMENT} } } }`,
         {},
-        ({ stockChanged: { movement } }) =>
+        ({ stockChanged: { movement } }) => {
+          summaryLater();
           setData((d) => {
             if (!d) return d;
             const p = movement.product;
             const others = d.low.nodes.filter((n) => n.id !== p.id);
-            const wasLow = others.length !== d.low.nodes.length;
-            const low = p.isLowStock ? [{ id: p.id, sku: p.sku, name: p.name, stock: p.stock, lowStockThreshold: p.lowStockThreshold }, ...others] : others;
-            const lowCount = d.low.totalCount + (p.isLowStock && !wasLow ? 1 : 0) - (!p.isLowStock && wasLow ? 1 : 0);
+            const low = p.isLowStock
+              ? [...others, { id: p.id, sku: p.sku, name: p.name, stock: p.stock, lowStockThreshold: p.lowStockThreshold }].sort((a, b) => a.stock - b.stock)
+              : others;
             return {
               ...d,
-              low: { totalCount: lowCount, nodes: low },
+              low: { nodes: low },
               recent: { nodes: [movement, ...d.recent.nodes.filter((m) => m.id !== movement.id)].slice(0, RECENT) },
             };
-          }),
+          });
+        },
         { onError: setLiveError },
       ),
     [],
@@ -52,8 +71,10 @@ export function Dashboard() {
     <${ErrorLine} error=${error || liveError} />
     ${data
       ? html`<div class="tiles">
-            <div class="tile"><span>${t('dashboard.products')}</span><strong id="count-products">${number(data.all.totalCount)}</strong></div>
-            <div class="tile"><span>${t('dashboard.lowStock')}</span><strong id="count-low">${number(data.low.totalCount)}</strong></div>
+            <div class="tile"><span>${t('dashboard.products')}</span><strong id="count-products">${number(data.summary.products)}</strong>
+              <small>${t('dashboard.units', { n: number(data.summary.unitsOnHand) })}</small></div>
+            <div class="tile"><span>${t('dashboard.lowStock')}</span><strong id="count-low">${number(data.summary.lowStock)}</strong>
+              <small id="count-out">${t('dashboard.outOfStock', { n: number(data.summary.outOfStock) })}</small></div>
             <div class="tile"><span>${t('dashboard.alerts')}</span><strong>${number(data.health.notifier.pending + data.health.notifier.retrying)}</strong>
               <small>${t('dashboard.dead', { n: number(data.health.notifier.dead) })}</small></div>
             <div class="tile"><span>${t('dashboard.uploads')}</span><strong>${number(data.health.uploads.queued)}</strong>

@@ -7,10 +7,12 @@ import { number, t } from '../i18n.js';
 import { ErrorLine, Field, Loading, Notice, can, useAction, useLoad } from '../ui.js';
 
 const PAGE = 25;
+/** The orders offered: `field.direction`, as the API takes them. */
+const ORDERS = ['CREATED_AT.ASC', 'CREATED_AT.DESC', 'SKU.ASC', 'SKU.DESC', 'NAME.ASC', 'NAME.DESC', 'STOCK.ASC', 'STOCK.DESC'];
 export const PRODUCT_FIELDS = 'id sku name description category unit stock lowStockThreshold version archivedAt createdAt updatedAt isLowStock';
 
-const QUERY = `query ($first: Int, $after: String, $filter: ProductFilter) {
-  products(first: $first, after: $after, filter: $filter) {
+const QUERY = `query ($first: Int, $after: String, $filter: ProductFilter, $order: ProductOrder) {
+  products(first: $first, after: $after, filter: $filter, orderBy: $order) {
     totalCount pageInfo { hasNextPage endCursor }
     nodes { ${PRODUCT_FIELDS} }
   }
@@ -22,6 +24,7 @@ export function Products({ user }) {
   const [category, setCategory] = useState('');
   const [lowOnly, setLowOnly] = useState(false);
   const [archived, setArchived] = useState(false);
+  const [order, setOrder] = useState(ORDERS[0]);
   // The cursors of the pages before this one, to go back.
   const [cursors, setCursors] = useState([null]);
   const [creating, setCreating] = useState(false);
@@ -31,9 +34,10 @@ export function Products({ user }) {
   }, [search]);
   const filter = { search: query || null, category: category.trim() || null, lowStockOnly: lowOnly, includeArchived: archived };
   const after = cursors[cursors.length - 1];
+  const [field, direction] = order.split('.');
   const { data, error, loading, reload } = useLoad(
-    () => gql(QUERY, { first: PAGE, after, filter }).then((d) => d.products),
-    [query, category, lowOnly, archived, after],
+    () => gql(QUERY, { first: PAGE, after, filter, order: { field, direction } }).then((d) => d.products),
+    [query, category, lowOnly, archived, order, after],
   );
   const restart = (fn) => (e) => {
     fn(e);
@@ -51,6 +55,11 @@ export function Products({ user }) {
       <//>
       <${Field} id="category" label=${t('product.category')}>
         <input id="category" value=${category} onChange=${restart((e) => setCategory(e.target.value))} />
+      <//>
+      <${Field} id="order" label=${t('products.order')}>
+        <select id="order" value=${order} onChange=${restart((e) => setOrder(e.target.value))}>
+          ${ORDERS.map((o) => html`<option value=${o} selected=${o === order}>${t(`products.order.${o}`)}</option>`)}
+        </select>
       <//>
       <label class="check"><input type="checkbox" id="low-only" checked=${lowOnly} onChange=${restart((e) => setLowOnly(e.target.checked))} /> ${t('products.lowOnly')}</label>
       <label class="check"><input type="checkbox" id="archived" checked=${archived} onChange=${restart((e) => setArchived(e.target.checked))} /> ${t('products.archived')}</label>
