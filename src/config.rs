@@ -130,6 +130,10 @@ pub struct Settings {
     #[arg(long, env = "PORT", default_value = "4000", value_parser = number::<u16, 0, 65_535>, help_heading = "Application")]
     pub port: u16,
 
+    /// ISO 4217 code of the currency products' unit costs are kept in, in its smallest unit (won, cents)
+    #[arg(long, env = "CURRENCY", default_value = "KRW", value_parser = currency, help_heading = "Application")]
+    pub currency: String,
+
     /// sqlite://FILE?mode=rwc or postgres://USER:PASS@HOST:PORT/DB
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://stockroom.db?mode=rwc", value_parser = database_url, hide_env_values = true, help_heading = "Database")]
     pub database_url: Secret,
@@ -1000,6 +1004,15 @@ fn email(raw: &str) -> Result<String, String> {
     crate::validate::check_email(&email)
         .map(|_| email)
         .map_err(|_| "not an email address".to_string())
+}
+
+fn currency(raw: &str) -> Result<String, String> {
+    let code = raw.trim().to_ascii_uppercase();
+    if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(code)
+    } else {
+        Err("expected a three-letter ISO 4217 code such as KRW or USD".to_string())
+    }
 }
 
 fn base_url(raw: &str) -> Result<String, String> {

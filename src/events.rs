@@ -653,6 +653,7 @@ mod tests {
             created_at: now,
             updated_at: now,
             search_key: "sku-1\nwidget".into(),
+            unit_cost: None,
         }
     }
 

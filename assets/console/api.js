@@ -43,6 +43,7 @@ export function onSession(fn) {
 
 function setSession(next) {
   const tokenChanged = (session && session.accessToken) !== (next && next.accessToken);
+  if (!next) currencyCode = null;
   session = next;
   if (next) sessionStorage.setItem(KEY, JSON.stringify(next));
   else sessionStorage.removeItem(KEY);
@@ -219,6 +220,14 @@ export async function reloadUser(flags = {}) {
 }
 
 export const USER_FIELDS = USER;
+
+let currencyCode = null;
+
+/** The currency unit costs are kept in (read once per sign-in). */
+export function currency() {
+  if (!currencyCode) currencyCode = gql('{ currency }').then((d) => d.currency, (e) => { currencyCode = null; throw e; });
+  return currencyCode;
+}
 
 function client() {
   if (!socket) {

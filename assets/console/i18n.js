@@ -76,3 +76,28 @@ export function dateTime(value) {
   if (!value) return '';
   return new Intl.DateTimeFormat(locale(), { dateStyle: 'medium', timeStyle: 'medium' }).format(new Date(value));
 }
+
+/** Digits after the point of a currency (KRW 0, USD 2). */
+function digits(currency) {
+  return new Intl.NumberFormat('en', { style: 'currency', currency }).resolvedOptions().maximumFractionDigits;
+}
+
+/** An amount kept in the currency's smallest unit, in the browser's locale. */
+export function money(minor, currency) {
+  if (minor === null || minor === undefined || !currency) return '';
+  return new Intl.NumberFormat(locale(), { style: 'currency', currency }).format(minor / 10 ** digits(currency));
+}
+
+/** What a form holds (whole won, dollars and cents) to the smallest unit, and back. */
+export function toMinor(major, currency) {
+  return Math.round(Number(major) * 10 ** digits(currency));
+}
+
+export function toMajor(minor, currency) {
+  return minor === null || minor === undefined ? '' : String(minor / 10 ** digits(currency));
+}
+
+/** The step of a money input: the currency's smallest unit. */
+export function moneyStep(currency) {
+  return String(1 / 10 ** digits(currency));
+}

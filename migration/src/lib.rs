@@ -12,6 +12,7 @@ mod m20261127_000003_account_security;
 mod m20261203_000001_bot_name;
 mod m20261205_000001_products_fillfactor;
 mod m20261205_000002_products_name_index;
+mod m20261205_000003_products_unit_cost;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000001_bot_name::Migration),
             Box::new(m20261205_000001_products_fillfactor::Migration),
             Box::new(m20261205_000002_products_name_index::Migration),
+            Box::new(m20261205_000003_products_unit_cost::Migration),
         ]
     }
 }

@@ -12,6 +12,8 @@ pub struct Model {
     pub unit: String,
     pub stock: i32,
     pub low_stock_threshold: i32,
+    /// In the smallest unit of CURRENCY; null when not known.
+    pub unit_cost: Option<i64>,
     pub version: i32,
     pub archived_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object, SimpleObject};
 
 use super::context::{actor, gql, state};
 use super::guards::RoleGuard;
@@ -16,6 +16,8 @@ pub struct CreateProductInput {
     pub category: Option<String>,
     pub unit: Option<String>,
     pub low_stock_threshold: Option<i64>,
+    /// In the smallest unit of the currency (`currency`).
+    pub unit_cost: Option<i64>,
     /// Recorded as an INBOUND movement, not written raw.
     pub initial_stock: Option<i64>,
 }
@@ -27,6 +29,8 @@ pub struct UpdateProductInput {
     pub category: Option<String>,
     pub unit: Option<String>,
     pub low_stock_threshold: Option<i64>,
+    /// In the smallest unit of the currency; null clears it.
+    pub unit_cost: MaybeUndefined<i64>,
 }
 
 #[derive(InputObject, Default)]
@@ -88,6 +92,11 @@ pub struct StockSummary {
     pub out_of_stock: i64,
     /// The units on hand, all products together.
     pub units_on_hand: i64,
+    /// Products with a unit cost.
+    pub costed_products: i64,
+    /// Their stock at their unit cost, in the smallest unit of the
+    /// currency (`currency`); products without a cost count as nothing.
+    pub stock_value: f64,
 }
 
 /// Who may read products.
@@ -107,12 +116,13 @@ impl ProductsQuery {
         Ok(found.map(Product::from))
     }
 
-    /// How many products there are, how many are low or out of stock, and
-    /// the units on hand: one scan of the catalogue (archived products
+    /// How many products there are, how many are low or out of stock, the
+    /// units on hand and their value at unit cost: one scan of the catalogue (archived products
     /// aside), for dashboards.
     #[graphql(guard = "RoleGuard(PRODUCT_READER)")]
     async fn stock_summary(&self, ctx: &Context<'_>) -> async_graphql::Result<StockSummary> {
-        let s = products::summary(state(ctx)?.services.conn())
+        let state = state(ctx)?;
+        let s = products::summary(state.services.conn())
             .await
             .map_err(gql)?;
         Ok(StockSummary {
@@ -120,7 +130,16 @@ impl ProductsQuery {
             low_stock: s.low_stock,
             out_of_stock: s.out_of_stock,
             units_on_hand: s.units,
+            costed_products: s.costed,
+            stock_value: s.value,
         })
+    }
+
+    /// The ISO 4217 code of the currency unit costs are kept in (the
+    /// CURRENCY setting), in its smallest unit: KRW in won, USD in cents.
+    #[graphql(guard = "RoleGuard(PRODUCT_READER)")]
+    async fn currency(&self, ctx: &Context<'_>) -> async_graphql::Result<String> {
+        Ok(state(ctx)?.config.currency.clone())
     }
 
     /// Case-insensitive.
@@ -190,6 +209,7 @@ impl ProductsMutation {
                 category: input.category,
                 unit: input.unit,
                 low_stock_threshold: input.low_stock_threshold,
+                unit_cost: input.unit_cost,
                 initial_stock: input.initial_stock,
             },
         )
@@ -219,6 +239,11 @@ impl ProductsMutation {
                 category: input.category,
                 unit: input.unit,
                 low_stock_threshold: input.low_stock_threshold,
+                unit_cost: match input.unit_cost {
+                    MaybeUndefined::Undefined => None,
+                    MaybeUndefined::Null => Some(None),
+                    MaybeUndefined::Value(v) => Some(Some(v)),
+                },
             },
             expected_version,
         )

@@ -186,6 +186,9 @@ pub struct Product {
     pub stock: i32,
     /// LOW_STOCK alert when stock falls to or below it.
     pub low_stock_threshold: i32,
+    /// What one unit cost, in the smallest unit of the currency
+    /// (`currency`: won, cents); null when not known.
+    pub unit_cost: Option<i64>,
     /// Optimistic concurrency token, +1 on every change.
     pub version: i32,
     pub archived_at: Option<DateTime<Utc>>,
@@ -210,6 +213,7 @@ impl From<product::Model> for Product {
             unit: p.unit,
             stock: p.stock,
             low_stock_threshold: p.low_stock_threshold,
+            unit_cost: p.unit_cost,
             version: p.version,
             archived_at: p.archived_at,
             created_at: p.created_at,

@@ -364,20 +364,14 @@ pub async fn graphiql_asset(
 }
 
 /// The `index.html` of a page compiled into the binary, under its content
-/// policy.
+/// policy (and, like every answer, `Cache-Control: no-store`).
 pub(super) fn embedded_page<E: rust_embed::RustEmbed>(csp: &'static str) -> Response {
     match E::get("index.html") {
         Some(page) => (
-            [
-                (
-                    header::CONTENT_SECURITY_POLICY,
-                    axum::http::HeaderValue::from_static(csp),
-                ),
-                (
-                    header::CACHE_CONTROL,
-                    axum::http::HeaderValue::from_static("no-cache"),
-                ),
-            ],
+            [(
+                header::CONTENT_SECURITY_POLICY,
+                axum::http::HeaderValue::from_static(csp),
+            )],
             Html(page.data.into_owned()),
         )
             .into_response(),

@@ -70,6 +70,7 @@ pub struct NewProduct {
     pub category: Option<String>,
     pub unit: Option<String>,
     pub low_stock_threshold: Option<i64>,
+    pub unit_cost: Option<i64>,
     pub initial_stock: Option<i64>,
 }
 
@@ -80,6 +81,22 @@ pub struct ProductPatch {
     pub category: Option<String>,
     pub unit: Option<String>,
     pub low_stock_threshold: Option<i64>,
+    /// `Some(None)` clears it.
+    pub unit_cost: Option<Option<i64>>,
+}
+
+/// The highest unit cost taken, in the currency's smallest unit: a
+/// catalogue's value then stays far inside what a sum can hold.
+pub const MAX_UNIT_COST: i64 = 1_000_000_000_000;
+
+fn unit_cost(value: Option<i64>) -> AppResult<Option<i64>> {
+    match value {
+        Some(v) if !(0..=MAX_UNIT_COST).contains(&v) => Err(AppError::bad_input(
+            "unitCost",
+            format!("unitCost must be between 0 and {MAX_UNIT_COST}"),
+        )),
+        v => Ok(v),
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -138,6 +155,7 @@ fn snapshot(p: &product::Model) -> Value {
         "unit": p.unit,
         "stock": p.stock,
         "lowStockThreshold": p.low_stock_threshold,
+        "unitCost": p.unit_cost,
         "version": p.version,
         "archivedAt": p.archived_at,
     })
@@ -168,6 +186,7 @@ pub struct ValidNewProduct {
     pub category: Option<String>,
     pub unit: String,
     pub low_stock_threshold: i32,
+    pub unit_cost: Option<i64>,
     pub initial_stock: Option<i64>,
 }
 
@@ -181,6 +200,7 @@ pub fn validate_new(input: &NewProduct) -> AppResult<ValidNewProduct> {
         Some(u) => required_text("unit", u, MAX_UNIT)?,
     };
     let low_stock_threshold = threshold(input.low_stock_threshold)?.unwrap_or(0);
+    let unit_cost = unit_cost(input.unit_cost)?;
     let initial_stock = match input.initial_stock {
         None | Some(0) => None,
         Some(n) if n < 0 || n > i64::from(i32::MAX) => {
@@ -198,6 +218,7 @@ pub fn validate_new(input: &NewProduct) -> AppResult<ValidNewProduct> {
         category,
         unit,
         low_stock_threshold,
+        unit_cost,
         initial_stock,
     })
 }
@@ -253,6 +274,7 @@ pub async fn create_all(
             unit: input.unit.clone(),
             stock: 0,
             low_stock_threshold: input.low_stock_threshold,
+            unit_cost: input.unit_cost,
             version: 1,
             archived_at: None,
             created_at: now,
@@ -327,6 +349,7 @@ pub struct ValidPatch {
     pub category: Option<Option<String>>,
     pub unit: Option<String>,
     pub low_stock_threshold: Option<i32>,
+    pub unit_cost: Option<Option<i64>>,
 }
 
 pub fn validate_patch(patch: &ProductPatch) -> AppResult<ValidPatch> {
@@ -348,6 +371,10 @@ pub fn validate_patch(patch: &ProductPatch) -> AppResult<ValidPatch> {
             None => None,
         },
         low_stock_threshold: threshold(patch.low_stock_threshold)?,
+        unit_cost: match patch.unit_cost {
+            Some(v) => Some(unit_cost(v)?),
+            None => None,
+        },
     })
 }
 
@@ -398,7 +425,8 @@ pub async fn update_in(
         && patch.unit.as_ref().is_none_or(|v| *v == before.unit)
         && patch
             .low_stock_threshold
-            .is_none_or(|v| v == before.low_stock_threshold);
+            .is_none_or(|v| v == before.low_stock_threshold)
+        && patch.unit_cost.is_none_or(|v| v == before.unit_cost);
     if unchanged {
         // Nothing to write: the version stays, so other clients' expectedVersion stays valid.
         return Ok(before);
@@ -419,6 +447,9 @@ pub async fn update_in(
     }
     if let Some(v) = patch.low_stock_threshold {
         active.low_stock_threshold = Set(v);
+    }
+    if let Some(v) = patch.unit_cost {
+        active.unit_cost = Set(v);
     }
     active.version = Set(before.version + 1);
     active.updated_at = Set(Utc::now());
@@ -588,23 +619,23 @@ fn filtered(filter: &ProductFilter) -> Select<product::Entity> {
 }
 
 /// The catalogue's totals, archived products aside.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct StockSummary {
     pub products: i64,
     /// At or below their threshold (the rule of [`product::low_stock_condition`]).
     pub low_stock: i64,
     pub out_of_stock: i64,
     pub units: i64,
+    /// Products with a unit cost, and their stock at it (in the smallest
+    /// unit of the currency; a double, exact to 2^53).
+    pub costed: i64,
+    pub value: f64,
 }
 
 /// One scan of the live products.
 pub async fn summary(conn: &impl ConnectionTrait) -> AppResult<StockSummary> {
     let count_where = |condition: sea_orm::sea_query::SimpleExpr| {
-        Func::coalesce([
-            Expr::case(condition, 1).finally(0).sum(),
-            Expr::val(0),
-        ])
-        .cast_as("BIGINT")
+        Func::coalesce([Expr::case(condition, 1).finally(0).sum(), Expr::val(0)]).cast_as("BIGINT")
     };
     let totals = product::Entity::find()
         .filter(product::Column::ArchivedAt.is_null())
@@ -620,7 +651,17 @@ pub async fn summary(conn: &impl ConnectionTrait) -> AppResult<StockSummary> {
                 .cast_as("BIGINT"),
             "units",
         )
-        .into_tuple::<(i64, i64, i64, i64)>()
+        .column_as(
+            Expr::col(product::Column::UnitCost).count(),
+            "costed",
+        )
+        .column_as(
+            Expr::cust(
+                "CAST(COALESCE(SUM(CAST(\"stock\" AS DOUBLE PRECISION) * \"unit_cost\"), 0) AS DOUBLE PRECISION)",
+            ),
+            "value",
+        )
+        .into_tuple::<(i64, i64, i64, i64, i64, f64)>()
         .one(conn)
         .await?
         .unwrap_or_default();
@@ -629,6 +670,8 @@ pub async fn summary(conn: &impl ConnectionTrait) -> AppResult<StockSummary> {
         low_stock: totals.1,
         out_of_stock: totals.2,
         units: totals.3,
+        costed: totals.4,
+        value: totals.5,
     })
 }
 

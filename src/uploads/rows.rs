@@ -35,6 +35,7 @@ pub struct ProductRow {
     pub category: Option<String>,
     pub unit: Option<String>,
     pub low_stock_threshold: Option<i64>,
+    pub unit_cost: Option<i64>,
     pub initial_stock: Option<i64>,
 }
 
@@ -81,6 +82,7 @@ pub fn columns(kind: UploadKind) -> (&'static [&'static str], &'static [&'static
                 "category",
                 "unit",
                 "low_stock_threshold",
+                "unit_cost",
                 "initial_stock",
             ],
         ),
@@ -224,6 +226,7 @@ impl RowTyper {
                     category: text("category"),
                     unit: text("unit"),
                     low_stock_threshold: self.whole(raw, "low_stock_threshold")?,
+                    unit_cost: self.whole(raw, "unit_cost")?,
                     initial_stock: self.whole(raw, "initial_stock")?,
                     sku,
                 };

@@ -923,6 +923,7 @@ fn new_product(p: &ProductRow) -> AppResult<NewProduct> {
         category: p.category.clone(),
         unit: p.unit.clone(),
         low_stock_threshold: p.low_stock_threshold,
+        unit_cost: p.unit_cost,
         initial_stock: p.initial_stock,
     })
 }
@@ -936,12 +937,15 @@ fn patch_of(p: &ProductRow) -> AppResult<Option<products::ValidPatch>> {
         category: p.category.clone(),
         unit: p.unit.clone(),
         low_stock_threshold: p.low_stock_threshold,
+        // An empty cell leaves the cost as it is.
+        unit_cost: p.unit_cost.map(Some),
     };
     if patch.name.is_none()
         && patch.description.is_none()
         && patch.category.is_none()
         && patch.unit.is_none()
         && patch.low_stock_threshold.is_none()
+        && patch.unit_cost.is_none()
     {
         return Ok(None);
     }

@@ -469,6 +469,7 @@ async fn an_admin_walks_the_post_deploy_checklist_in_the_console() {
     fill(&b, "#np-sku", "CON-1").await;
     fill(&b, "#np-name", "Console widget").await;
     fill(&b, "#np-threshold", "5").await;
+    fill(&b, "#np-cost", "1500").await;
     fill(&b, "#np-initial", "20").await;
     click(&b, "#create-product button[type=submit]").await;
     b.wait_for("the new product's page", &text_is("#product-stock", "20"))
@@ -636,7 +637,7 @@ async fn an_admin_walks_the_post_deploy_checklist_in_the_console() {
     let csv = dir.path().join("products.csv");
     std::fs::write(
         &csv,
-        "sku,name,category,low_stock_threshold,initial_stock\nCSV-1,Csv one,tools,2,10\nCSV-2,Csv two,tools,10,7\n",
+        "sku,name,category,low_stock_threshold,unit_cost,initial_stock\nCSV-1,Csv one,tools,2,250,10\nCSV-2,Csv two,tools,10,,7\n",
     )
     .unwrap();
     b.client
@@ -834,6 +835,9 @@ async fn an_admin_walks_the_post_deploy_checklist_in_the_console() {
     b.wait_for("the totals", &text_is("#count-products", "2"))
         .await;
     assert!(b.eval(&body_has("15 units on hand")).await == json!(true));
+    // The value at unit cost: CSV-1's 10 at 250 won; CSV-2 has no cost.
+    assert!(b.eval(&text_is("#stock-value", "₩2,500")).await == json!(true));
+    assert!(b.eval(&body_has("1 of 2 products costed")).await == json!(true));
     assert!(b.eval(&text_is("#count-low", "1")).await == json!(true));
     // Another client empties CSV-1: the totals follow.
     let csv_one = app

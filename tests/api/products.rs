@@ -542,24 +542,26 @@ async fn products_sort_by_sku_name_and_stock_page_by_page_both_ways() {
 async fn stock_summary_counts_live_products_low_and_empty_ones_and_units() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
-    const SUMMARY: &str = "{ stockSummary { products lowStock outOfStock unitsOnHand } }";
+    const SUMMARY: &str = "{ stockSummary { products lowStock outOfStock unitsOnHand costedProducts stockValue } currency }";
     let empty = app.gql(Some(&admin), SUMMARY, json!({})).await;
     assert_eq!(
         empty.data()["stockSummary"],
-        json!({ "products": 0, "lowStock": 0, "outOfStock": 0, "unitsOnHand": 0 })
+        json!({ "products": 0, "lowStock": 0, "outOfStock": 0, "unitsOnHand": 0, "costedProducts": 0, "stockValue": 0.0 })
     );
-    // (sku, threshold, stock): empty and low; low; fine; then one archived.
-    for (sku, threshold, stock) in [
-        ("S-0", 0, 0),
-        ("S-3", 5, 3),
-        ("S-10", 2, 10),
-        ("S-ARCH", 1, 7),
+    assert_eq!(empty.data()["currency"], "KRW");
+    // (sku, threshold, stock, unit cost): empty and low; low; fine; then
+    // one archived.
+    for (sku, threshold, stock, cost) in [
+        ("S-0", 0, 0, Some(100)),
+        ("S-3", 5, 3, Some(1_500)),
+        ("S-10", 2, 10, None),
+        ("S-ARCH", 1, 7, Some(9)),
     ] {
         let r = app
             .gql(
                 Some(&admin),
                 "mutation($i: CreateProductInput!) { createProduct(input: $i) { id } }",
-                json!({ "i": { "sku": sku, "name": sku, "lowStockThreshold": threshold, "initialStock": stock } }),
+                json!({ "i": { "sku": sku, "name": sku, "lowStockThreshold": threshold, "initialStock": stock, "unitCost": cost } }),
             )
             .await;
         if sku == "S-ARCH" {
@@ -579,7 +581,53 @@ async fn stock_summary_counts_live_products_low_and_empty_ones_and_units() {
     let summary = app.gql(Some(&admin), SUMMARY, json!({})).await;
     assert_eq!(
         summary.data()["stockSummary"],
-        json!({ "products": 3, "lowStock": 2, "outOfStock": 1, "unitsOnHand": 13 })
+        json!({ "products": 3, "lowStock": 2, "outOfStock": 1, "unitsOnHand": 13, "costedProducts": 2, "stockValue": 4500.0 })
+    );
+    // A cost is changed, cleared, or refused when negative (nothing written).
+    let s3 = app
+        .gql(
+            Some(&admin),
+            "{ productBySku(sku: \"S-3\") { id version } }",
+            json!({}),
+        )
+        .await;
+    let s3_id = s3.data()["productBySku"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let update = "mutation($id: ID!, $c: Int) { updateProduct(id: $id, input: { unitCost: $c }) { unitCost version } }";
+    let refused = app
+        .gql(Some(&admin), update, json!({ "id": s3_id, "c": -1 }))
+        .await;
+    assert_eq!(
+        refused.expect_code("BAD_USER_INPUT")["extensions"]["field"],
+        "unitCost"
+    );
+    let changed = app
+        .gql(Some(&admin), update, json!({ "id": s3_id, "c": 2_000 }))
+        .await;
+    assert_eq!(changed.data()["updateProduct"]["unitCost"], 2_000);
+    let cleared = app
+        .gql(Some(&admin), update, json!({ "id": s3_id, "c": null }))
+        .await;
+    assert!(cleared.data()["updateProduct"]["unitCost"].is_null());
+    let after = app.gql(Some(&admin), SUMMARY, json!({})).await;
+    assert_eq!(after.data()["stockSummary"]["costedProducts"], 1);
+    assert_eq!(
+        after.data()["stockSummary"]["stockValue"],
+        0.0,
+        "S-0 has no stock"
+    );
+    let audited = app
+        .gql(
+            Some(&admin),
+            "query($id: String) { auditLogs(first: 5, filter: { entityId: $id, action: UPDATE }) { nodes { changes } } }",
+            json!({ "id": s3_id }),
+        )
+        .await;
+    assert_eq!(
+        audited.data()["auditLogs"]["nodes"][0]["changes"],
+        json!({ "before": { "unitCost": 2000, "version": 3 }, "after": { "unitCost": null, "version": 4 } })
     );
     // Anyone who may read products may read it; nobody else.
     let (_, viewer) = app.user_with_role(&admin, "VIEWER").await;

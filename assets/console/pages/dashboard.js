@@ -4,15 +4,16 @@
 
 import { html, useEffect, useRef, useState } from '../preact-htm.js';
 import { gql, live } from '../api.js';
-import { dateTime, number, t } from '../i18n.js';
+import { dateTime, money, number, t } from '../i18n.js';
 import { ErrorLine, Loading, useLoad } from '../ui.js';
 
 const MOVEMENT = 'id kind quantity balanceAfter createdAt reference product { id sku name stock lowStockThreshold isLowStock }';
 const RECENT = 10;
-const SUMMARY = 'products lowStock outOfStock unitsOnHand';
+const SUMMARY = 'products lowStock outOfStock unitsOnHand costedProducts stockValue';
 const SUMMARY_EVERY_MS = 1000;
 
 const QUERY = `{
+  currency
   summary: stockSummary { ${SUMMARY} }
   low: products(first: 50, filter: { lowStockOnly: true }, orderBy: { field: STOCK }) { nodes { id sku name stock lowStockThreshold } }
   recent: stockMovements(first: ${RECENT}) { nodes { ${MOVEMENT} } }
@@ -73,6 +74,8 @@ export function Dashboard() {
       ? html`<div class="tiles">
             <div class="tile"><span>${t('dashboard.products')}</span><strong id="count-products">${number(data.summary.products)}</strong>
               <small>${t('dashboard.units', { n: number(data.summary.unitsOnHand) })}</small></div>
+            <div class="tile"><span>${t('dashboard.value')}</span><strong id="stock-value">${money(data.summary.stockValue, data.currency)}</strong>
+              <small>${t('dashboard.costed', { n: number(data.summary.costedProducts), of: number(data.summary.products) })}</small></div>
             <div class="tile"><span>${t('dashboard.lowStock')}</span><strong id="count-low">${number(data.summary.lowStock)}</strong>
               <small id="count-out">${t('dashboard.outOfStock', { n: number(data.summary.outOfStock) })}</small></div>
             <div class="tile"><span>${t('dashboard.alerts')}</span><strong>${number(data.health.notifier.pending + data.health.notifier.retrying)}</strong>

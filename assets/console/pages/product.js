@@ -4,8 +4,8 @@
 // version the query answered, so no movement in between is missed.
 
 import { html, useEffect, useState } from '../preact-htm.js';
-import { gql, live } from '../api.js';
-import { dateTime, number, t } from '../i18n.js';
+import { currency, gql, live } from '../api.js';
+import { dateTime, money, moneyStep, number, t, toMajor, toMinor } from '../i18n.js';
 import { ErrorLine, Field, Loading, Notice, can, useAction, useLoad } from '../ui.js';
 import { PRODUCT_FIELDS } from './products.js';
 import { MovementTable } from './dashboard.js';
@@ -65,7 +65,9 @@ export function ProductPage({ id, user }) {
 }
 
 function Details({ product }) {
+  const code = useLoad(currency, []).data;
   return html`<dl class="details">
+    <dt>${t('product.unitCost')}</dt><dd>${money(product.unitCost, code)}</dd>
     <dt>${t('product.category')}</dt><dd>${product.category || ''}</dd>
     <dt>${t('product.unit')}</dt><dd>${product.unit}</dd>
     <dt>${t('product.description')}</dt><dd>${product.description || ''}</dd>
@@ -95,13 +97,26 @@ function More({ id, after }) {
     ${more ? html`<button type="button" onClick=${load} disabled=${action.busy}>${t('common.older')}</button>` : null}`;
 }
 
-const EDITABLE = ['name', 'category', 'unit', 'lowStockThreshold', 'description'];
+const EDITABLE = ['name', 'category', 'unit', 'lowStockThreshold', 'unitCost', 'description'];
 
-function formOf(product) {
-  return Object.fromEntries(EDITABLE.map((k) => [k, product[k] === null || product[k] === undefined ? '' : String(product[k])]));
+/** The form's text of each field; the unit cost in whole currency units. */
+function formOfIn(product, code) {
+  return Object.fromEntries(
+    EDITABLE.map((k) => {
+      const v = product[k];
+      if (k === 'unitCost') return [k, code ? toMajor(v, code) : ''];
+      return [k, v === null || v === undefined ? '' : String(v)];
+    }),
+  );
 }
 
 function EditProduct({ product, onSaved }) {
+  const code = useLoad(currency, []).data;
+  return code ? html`<${EditForm} product=${product} onSaved=${onSaved} code=${code} />` : html`<${Loading} when=${true} />`;
+}
+
+function EditForm({ product, onSaved, code }) {
+  const formOf = (p) => formOfIn(p, code);
   const [form, setForm] = useState(formOf(product));
   // The version and the values the form was read at.
   const [base, setBase] = useState({ version: product.version, values: formOf(product) });
@@ -116,6 +131,7 @@ function EditProduct({ product, onSaved }) {
       unit: form.unit,
       description: form.description || null,
       lowStockThreshold: Number(form.lowStockThreshold || 0),
+      unitCost: form.unitCost === '' ? null : toMinor(form.unitCost, code),
     };
     const saved = await action.run(
       () =>
@@ -161,6 +177,7 @@ function EditProduct({ product, onSaved }) {
       <${Field} id="ep-category" label=${t('product.category')}><input id="ep-category" value=${form.category} onInput=${set('category')} /><//>
       <${Field} id="ep-unit" label=${t('product.unit')}><input id="ep-unit" required value=${form.unit} onInput=${set('unit')} /><//>
       <${Field} id="ep-threshold" label=${t('product.threshold')}><input id="ep-threshold" type="number" min="0" value=${form.lowStockThreshold} onInput=${set('lowStockThreshold')} /><//>
+      <${Field} id="ep-cost" label=${t('product.unitCostIn', { currency: code })}><input id="ep-cost" type="number" min="0" step=${moneyStep(code)} value=${form.unitCost} onInput=${set('unitCost')} /><//>
     </div>
     <${Field} id="ep-description" label=${t('product.description')}><textarea id="ep-description" value=${form.description} onInput=${set('description')}></textarea><//>
     <${ErrorLine} error=${action.error} />
@@ -169,7 +186,7 @@ function EditProduct({ product, onSaved }) {
       ? html`<div class="conflict" id="conflict" role="alert">
           <p>${t('product.conflict', { v: theirs.version })}</p>
           <table><thead><tr><th scope="col"></th><th scope="col">${t('product.mine')}</th><th scope="col">${t('product.theirs')}</th></tr></thead>
-            <tbody>${EDITABLE.map((k) => html`<tr><th scope="row">${t(`product.field.${k}`)}</th><td>${form[k]}</td><td>${theirs[k] === null ? '' : String(theirs[k])}</td></tr>`)}</tbody></table>
+            <tbody>${EDITABLE.map((k) => html`<tr><th scope="row">${t(`product.field.${k}`)}</th><td>${form[k]}</td><td>${formOf(theirs)[k]}</td></tr>`)}</tbody></table>
           <button type="button" id="keep-mine" onClick=${() => { setBase({ version: theirs.version, values: formOf(theirs) }); save(theirs.version); }}>${t('product.keepMine')}</button>
           <button type="button" id="take-theirs" onClick=${() => { setForm(formOf(theirs)); setBase({ version: theirs.version, values: formOf(theirs) }); setTheirs(null); onSaved(theirs); }}>${t('product.takeTheirs')}</button>
         </div>`

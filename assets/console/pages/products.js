@@ -2,14 +2,14 @@
 // name, category, low stock, archived), and the create form (MANAGER).
 
 import { html, useEffect, useState } from '../preact-htm.js';
-import { gql } from '../api.js';
-import { number, t } from '../i18n.js';
+import { currency, gql } from '../api.js';
+import { moneyStep, number, t, toMinor } from '../i18n.js';
 import { ErrorLine, Field, Loading, Notice, can, useAction, useLoad } from '../ui.js';
 
 const PAGE = 25;
 /** The orders offered: `field.direction`, as the API takes them. */
 const ORDERS = ['CREATED_AT.ASC', 'CREATED_AT.DESC', 'SKU.ASC', 'SKU.DESC', 'NAME.ASC', 'NAME.DESC', 'STOCK.ASC', 'STOCK.DESC'];
-export const PRODUCT_FIELDS = 'id sku name description category unit stock lowStockThreshold version archivedAt createdAt updatedAt isLowStock';
+export const PRODUCT_FIELDS = 'id sku name description category unit stock lowStockThreshold unitCost version archivedAt createdAt updatedAt isLowStock';
 
 const QUERY = `query ($first: Int, $after: String, $filter: ProductFilter, $order: ProductOrder) {
   products(first: $first, after: $after, filter: $filter, orderBy: $order) {
@@ -92,7 +92,8 @@ export function Products({ user }) {
 }
 
 function CreateProduct({ onCreated }) {
-  const [form, setForm] = useState({ sku: '', name: '', category: '', unit: 'ea', lowStockThreshold: '0', initialStock: '0', description: '' });
+  const [form, setForm] = useState({ sku: '', name: '', category: '', unit: 'ea', lowStockThreshold: '0', unitCost: '', initialStock: '0', description: '' });
+  const code = useLoad(currency, []).data;
   const action = useAction();
   const set = (key) => (e) => setForm({ ...form, [key]: e.target.value });
   const submit = async (e) => {
@@ -104,6 +105,7 @@ function CreateProduct({ onCreated }) {
       unit: form.unit || null,
       description: form.description || null,
       lowStockThreshold: Number(form.lowStockThreshold || 0),
+      unitCost: form.unitCost === '' ? null : toMinor(form.unitCost, code),
       initialStock: Number(form.initialStock || 0),
     };
     const created = await action.run(() =>
@@ -119,6 +121,7 @@ function CreateProduct({ onCreated }) {
       <${Field} id="np-category" label=${t('product.category')}><input id="np-category" value=${form.category} onInput=${set('category')} /><//>
       <${Field} id="np-unit" label=${t('product.unit')}><input id="np-unit" value=${form.unit} onInput=${set('unit')} /><//>
       <${Field} id="np-threshold" label=${t('product.threshold')}><input id="np-threshold" type="number" min="0" value=${form.lowStockThreshold} onInput=${set('lowStockThreshold')} /><//>
+      <${Field} id="np-cost" label=${t('product.unitCostIn', { currency: code || '' })}><input id="np-cost" type="number" min="0" step=${code ? moneyStep(code) : 'any'} value=${form.unitCost} onInput=${set('unitCost')} /><//>
       <${Field} id="np-initial" label=${t('product.initialStock')}><input id="np-initial" type="number" min="0" value=${form.initialStock} onInput=${set('initialStock')} /><//>
     </div>
     <${Field} id="np-description" label=${t('product.description')}><textarea id="np-description" value=${form.description} onInput=${set('description')}></textarea><//>
