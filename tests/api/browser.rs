@@ -400,6 +400,27 @@ async fn an_admin_signs_in_queries_and_watches_a_subscription_in_graphiql_offlin
     app.shutdown().await.unwrap();
 }
 
+/// A page served from the binary: its scripts and connections are this
+/// server's only, and it names no other host and has no inline script.
+/// Returns its content policy.
+pub async fn page_policy(app: &crate::helpers::TestApp, path: &str) -> String {
+    let page = app.get(path).await;
+    assert_eq!(page.status(), 200, "{path}");
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(csp.contains("connect-src 'self'"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(
+        !html.contains("https://") && !html.contains("http://"),
+        "no external URL in {path}"
+    );
+    assert!(!html.contains("<script>"), "no inline script in {path}");
+    csp
+}
+
 /// Every URL is this server's (or a `data:` URL).
 pub fn assert_only_from(address: &str, requested: &[String]) {
     let foreign: Vec<&String> = requested
@@ -412,20 +433,11 @@ pub fn assert_only_from(address: &str, requested: &[String]) {
 #[tokio::test]
 async fn graphiql_assets_are_served_from_the_binary_with_a_strict_policy() {
     let app = spawn_app().await;
-    let page = app.get("/graphql").await;
-    assert_eq!(page.status(), 200);
-    let csp = page.headers()["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(csp.contains("script-src 'self'"), "{csp}");
+    let csp = page_policy(&app, "/graphql").await;
     assert!(
         !csp.contains("unpkg") && !csp.contains("unsafe-eval"),
         "{csp}"
     );
-    let html = page.text().await.unwrap();
-    assert!(!html.contains("https://"), "no external URL in the page");
-    assert!(!html.contains("<script>"), "no inline script");
     let js = app.get("/graphql/assets/graphiql.min.js").await;
     assert_eq!(js.status(), 200);
     assert!(

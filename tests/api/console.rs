@@ -75,18 +75,8 @@ async fn the_console_is_served_from_the_binary_gzipped_under_a_strict_policy() {
         "curl and probes are not browsers"
     );
 
-    let page = app.get("/console").await;
-    assert_eq!(page.status(), 200);
-    let csp = page.headers()["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(csp.contains("script-src 'self'"), "{csp}");
-    assert!(csp.contains("connect-src 'self'"), "{csp}");
+    let csp = crate::browser::page_policy(&app, "/console").await;
     assert!(!csp.contains("unsafe"), "{csp}");
-    let html = page.text().await.unwrap();
-    assert!(!html.contains("https://") && !html.contains("http://"));
-    assert!(!html.contains("<script>"), "no inline script");
 
     // Every file of the first load, gzipped, within the budget.
     let mut weight = 0;
@@ -343,6 +333,19 @@ async fn fill(browser: &Browser, selector: &str, text: &str) {
         .unwrap_or_else(|e| panic!("{selector}: {e}"));
     input.clear().await.unwrap();
     input.send_keys(text).await.unwrap();
+}
+
+/// Picks an option of a `<select>`, as a user would.
+async fn choose(browser: &Browser, selector: &str, value: &str) {
+    browser
+        .client
+        .wait()
+        .for_element(Locator::Css(selector))
+        .await
+        .unwrap_or_else(|e| panic!("{selector}: {e}"))
+        .select_by_value(value)
+        .await
+        .unwrap_or_else(|e| panic!("choose {value} in {selector}: {e}"));
 }
 
 async fn click(browser: &Browser, selector: &str) {
@@ -769,8 +772,7 @@ async fn an_admin_walks_the_post_deploy_checklist_in_the_console() {
     )
     .await;
     b.screenshot("audit-en").await;
-    b.eval("(() => { const s = document.getElementById('au-action'); s.value = 'STOCK_INBOUND'; s.dispatchEvent(new Event('change', { bubbles: true })); return true; })()")
-        .await;
+    choose(&b, "#au-action", "STOCK_INBOUND").await;
     b.wait_for(
         "the action filter",
         "(() => { const rows = [...document.querySelectorAll('#audit tbody tr')]; return rows.length > 0 && rows.every(r => r.dataset.action === 'STOCK_INBOUND'); })()",
@@ -790,8 +792,12 @@ async fn an_admin_walks_the_post_deploy_checklist_in_the_console() {
         "!!document.querySelector('#users tr[data-email=\"clerk@test.local\"]')",
     )
     .await;
-    b.eval("(() => { const s = document.querySelector('#users tr[data-email=\"clerk@test.local\"] select'); s.value = 'MANAGER'; s.dispatchEvent(new Event('change', { bubbles: true })); return true; })()")
-        .await;
+    choose(
+        &b,
+        "#users tr[data-email=\"clerk@test.local\"] select",
+        "MANAGER",
+    )
+    .await;
     b.wait_for("the role change", &body_has("Role of Clerk changed."))
         .await;
     click(
@@ -866,8 +872,7 @@ async fn an_admin_walks_the_post_deploy_checklist_in_the_console() {
     fill(&b, "#search", "csv").await;
     b.wait_for("the search", &text_is("#products-count", "2 products"))
         .await;
-    b.eval("(() => { const s = document.getElementById('order'); s.value = 'STOCK.DESC'; s.dispatchEvent(new Event('change', { bubbles: true })); return true; })()")
-        .await;
+    choose(&b, "#order", "STOCK.DESC").await;
     b.wait_for(
         "the order by stock",
         "[...document.querySelectorAll('#products tbody tr')].map(r => r.dataset.sku).join() === 'CSV-2,CSV-1'",
@@ -876,8 +881,7 @@ async fn an_admin_walks_the_post_deploy_checklist_in_the_console() {
     b.screenshot("products-en").await;
 
     // The same pages in Korean, picked in the header.
-    b.eval("(() => { const s = document.querySelector('.lang select'); s.value = 'ko'; s.dispatchEvent(new Event('change', { bubbles: true })); return true; })()")
-        .await;
+    choose(&b, ".lang select", "ko").await;
     b.wait_for("Korean", &body_has("대시보드")).await;
     assert_eq!(b.eval("document.documentElement.lang").await, json!("ko"));
     for (hash, ready, name) in [

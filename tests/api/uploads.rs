@@ -1151,3 +1151,64 @@ async fn uploads_health(app: &TestApp) -> Value {
         .unwrap()["services"]["uploads"]
         .clone()
 }
+
+/// After a large import, PostgreSQL's planner statistics are refreshed at
+/// once (a catalogue that grew from nothing is otherwise planned as empty
+/// until autovacuum's next round); a small one or a dry run leaves them.
+#[tokio::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "PostgreSQL only: set STOCKROOM_TEST_POSTGRES_URL"
+)]
+async fn a_large_import_refreshes_the_planner_statistics_on_postgres() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let analyzed = "SELECT COUNT(*) FROM pg_stat_user_tables \
+                    WHERE relname IN ('products', 'stock_movements') AND last_analyze IS NOT NULL";
+    let file = |n: usize, prefix: &str| {
+        let mut csv = String::from("sku,name,initial_stock\n");
+        for i in 0..n {
+            csv.push_str(&format!("{prefix}-{i:05},Item {i},3\n"));
+        }
+        csv.into_bytes()
+    };
+    for (rows, dry_run) in [(999, false), (1500, true)] {
+        let job = app
+            .upload(
+                &admin,
+                "PRODUCTS",
+                "small.csv",
+                file(rows, &format!("S{rows}")),
+                dry_run,
+            )
+            .await;
+        let done = app
+            .finished_job(&admin, &id_of(&job["data"]["createUploadJob"]))
+            .await;
+        assert_eq!(done["status"], "COMPLETED", "{done}");
+        // Long enough for a statistics report to show, had there been one.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        assert_eq!(
+            app.count(analyzed).await,
+            0,
+            "{rows} rows, dry run {dry_run}"
+        );
+    }
+    let job = app
+        .upload(&admin, "PRODUCTS", "large.csv", file(1000, "L"), false)
+        .await;
+    let done = app
+        .finished_job(&admin, &id_of(&job["data"]["createUploadJob"]))
+        .await;
+    assert_eq!(done["succeededRows"], 1000, "{done}");
+    // The statistics are read after the job's commit: wait for them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.count(analyzed).await < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ANALYZE after the import"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    app.shutdown().await.unwrap();
+}
