@@ -879,6 +879,7 @@ async fn an_admin_walks_the_post_deploy_checklist_in_the_console() {
     )
     .await;
     b.screenshot("products-en").await;
+    violations.extend(accessibility_violations(&b, &axe).await);
 
     // The same pages in Korean, picked in the header.
     choose(&b, ".lang select", "ko").await;
