@@ -319,6 +319,12 @@ async fn accessibility_violations(browser: &Browser, axe: &str) -> Vec<String> {
     serde_json::from_value(found).unwrap()
 }
 
+/// A screenshot of the page as it stands, and its axe-core violations.
+async fn check_page(browser: &Browser, name: &str, axe: &str, violations: &mut Vec<String>) {
+    browser.screenshot(name).await;
+    violations.extend(accessibility_violations(browser, axe).await);
+}
+
 async fn axe_source() -> String {
     let dir = crate::clients::npm_clients().await;
     std::fs::read_to_string(dir.join("node_modules/axe-core/axe.min.js")).unwrap()
@@ -445,8 +451,7 @@ async fn an_admin_walks_the_post_deploy_checklist_in_the_console() {
     println!("console: interactive at {interactive} ms; first load {weight} bytes transferred");
     assert!(weight.as_f64().unwrap() <= 150.0 * 1024.0, "{weight}");
     assert_eq!(b.eval("document.documentElement.lang").await, json!("en"));
-    b.screenshot("signin-en").await;
-    violations.extend(accessibility_violations(&b, &axe).await);
+    check_page(&b, "signin-en", &axe, &mut violations).await;
 
     // Sign in as the seeded admin with a two-factor code.
     sign_in(
@@ -592,8 +597,7 @@ async fn an_admin_walks_the_post_deploy_checklist_in_the_console() {
     )
     .await;
     assert_eq!(app.product(&admin, &product).await["stock"], 25);
-    b.screenshot("product-en").await;
-    violations.extend(accessibility_violations(&b, &axe).await);
+    check_page(&b, "product-en", &axe, &mut violations).await;
 
     b.client
         .switch_to_window(second.handle.clone())
@@ -703,8 +707,7 @@ async fn an_admin_walks_the_post_deploy_checklist_in_the_console() {
         untouched.data()["productBySku"].is_null(),
         "a dry run applies nothing"
     );
-    b.screenshot("uploads-en").await;
-    violations.extend(accessibility_violations(&b, &axe).await);
+    check_page(&b, "uploads-en", &axe, &mut violations).await;
 
     // Telegram: the token (write-only) and a chat, then the test send of
     // the checklist reaches the fake Bot API and shows SENT.
@@ -730,8 +733,7 @@ async fn an_admin_walks_the_post_deploy_checklist_in_the_console() {
         "!!document.querySelector('#alerts tr[data-status=SENT]')",
     )
     .await;
-    b.screenshot("alerts-en").await;
-    violations.extend(accessibility_violations(&b, &axe).await);
+    check_page(&b, "alerts-en", &axe, &mut violations).await;
 
     // The audit rows of all of it, and a new one live.
     open(&mut b, "#/audit", "#audit").await;
@@ -823,8 +825,7 @@ async fn an_admin_walks_the_post_deploy_checklist_in_the_console() {
         .unwrap();
     assert_eq!(clerk["role"], "MANAGER");
     assert_eq!(clerk["isActive"], false);
-    b.screenshot("users-en").await;
-    violations.extend(accessibility_violations(&b, &axe).await);
+    check_page(&b, "users-en", &axe, &mut violations).await;
     open(&mut b, "#/movements", "#find-product").await;
     fill(&b, "#mv-sku", "CSV-1").await;
     click(&b, "#find-product button[type=submit]").await;
@@ -833,8 +834,7 @@ async fn an_admin_walks_the_post_deploy_checklist_in_the_console() {
         "!!document.getElementById('movement-form')",
     )
     .await;
-    b.screenshot("movements-en").await;
-    violations.extend(accessibility_violations(&b, &axe).await);
+    check_page(&b, "movements-en", &axe, &mut violations).await;
     open(&mut b, "#/dashboard", "#health").await;
     b.wait_for("the low-stock list", &body_has("CSV-2")).await;
     // CON-1 is archived: CSV-1 (10) and CSV-2 (5, at or below 10) remain.
@@ -866,8 +866,7 @@ async fn an_admin_walks_the_post_deploy_checklist_in_the_console() {
     .await;
     assert!(b.eval(&text_is("#count-low", "2")).await == json!(true));
     assert!(b.eval(&body_has("5 units on hand")).await == json!(true));
-    b.screenshot("dashboard-en").await;
-    violations.extend(accessibility_violations(&b, &axe).await);
+    check_page(&b, "dashboard-en", &axe, &mut violations).await;
     open(&mut b, "#/products", "#products").await;
     fill(&b, "#search", "csv").await;
     b.wait_for("the search", &text_is("#products-count", "2 products"))
@@ -878,8 +877,7 @@ async fn an_admin_walks_the_post_deploy_checklist_in_the_console() {
         "[...document.querySelectorAll('#products tbody tr')].map(r => r.dataset.sku).join() === 'CSV-2,CSV-1'",
     )
     .await;
-    b.screenshot("products-en").await;
-    violations.extend(accessibility_violations(&b, &axe).await);
+    check_page(&b, "products-en", &axe, &mut violations).await;
 
     // The same pages in Korean, picked in the header.
     choose(&b, ".lang select", "ko").await;
