@@ -50,6 +50,12 @@ function LanguageSwitch() {
   </label>`;
 }
 
+/** The skip link moves the focus to the content; the address (the route) stays. */
+function skipToContent(e) {
+  e.preventDefault();
+  document.getElementById('main').focus();
+}
+
 function Shell({ session }) {
   const { path, rest } = useRoute();
   const user = session.user;
@@ -64,7 +70,7 @@ function Shell({ session }) {
       : html`<section><h1>${t('app.notFound')}</h1><p><a href="#/dashboard">${t('nav.dashboard')}</a></p></section>`;
   }
   return html`
-    <a class="skip" href="#main">${t('app.skip')}</a>
+    <a class="skip" href="#main" onClick=${skipToContent}>${t('app.skip')}</a>
     <header class="top">
       <strong class="brand">${t('app.title')}</strong>
       <nav aria-label=${t('app.navigation')}>

@@ -926,7 +926,53 @@ async fn a_viewer_is_offered_no_write_control_and_korean_shows_when_the_browser_
     b.goto(&format!("{}/console", app.address)).await;
     b.wait_for("the Korean sign-in", &body_has("로그인")).await;
     assert_eq!(b.eval("document.documentElement.lang").await, json!("ko"));
-    sign_in(&mut b, email, "viewer-password-123", None).await;
+    // By keyboard alone: type, Tab to the password, Enter to sign in.
+    const TAB: &str = "\u{E004}";
+    const ENTER: &str = "\u{E007}";
+    click(&b, "#email").await;
+    b.client
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys(&format!("{email}{TAB}"))
+        .await
+        .unwrap();
+    assert_eq!(b.eval("document.activeElement.id").await, json!("password"));
+    b.client
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys(&format!("viewer-password-123{ENTER}"))
+        .await
+        .unwrap();
+    b.wait_for(
+        "the navigation",
+        "!!document.querySelector('header.top nav')",
+    )
+    .await;
+    // The first Tab on a page reaches the skip link, which leads to the content.
+    b.eval("(document.activeElement.blur(), true)").await;
+    b.client
+        .find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .send_keys(TAB)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.eval("document.activeElement.getAttribute('href')").await,
+        json!("#main")
+    );
+    let route = b.eval("location.hash").await;
+    b.client
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys(ENTER)
+        .await
+        .unwrap();
+    assert_eq!(b.eval("document.activeElement.id").await, json!("main"));
+    assert_eq!(b.eval("location.hash").await, route, "the page stays");
 
     let nav = b
         .eval("[...document.querySelectorAll('header.top nav a')].map(a => a.getAttribute('href'))")
