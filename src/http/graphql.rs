@@ -9,10 +9,11 @@ use axum::Extension;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{HeaderMap, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 
+use super::negotiate::{GRAPHQL_RESPONSE_JSON, accepted, header_str, quality, wants_html};
 use super::{ClientIp, HttpState, REQUEST_ID};
 use crate::error::{AppError, set_retry_after};
 use crate::graphql::context::RequestContext;
@@ -21,13 +22,6 @@ use crate::graphql::pipeline::{Answer, Pipeline, Transport};
 use crate::limits::ConnectionSlot;
 use crate::service::RequestMeta;
 use crate::state::AppState;
-
-fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(String::from)
-}
 
 /// The token of an `Authorization: Bearer ...` header.
 pub(super) fn bearer_token(headers: &HeaderMap) -> Option<String> {
@@ -149,7 +143,7 @@ pub async fn graphql_get(
     let carries_operation = url::form_urlencoded::parse(query.as_bytes())
         .any(|(key, _)| key == "query" || key == "extensions");
     if !carries_operation && wants_html(&headers) {
-        return graphiql().await;
+        return super::pages::index::<super::pages::Graphiql>().await;
     }
     let media = match ResponseMedia::negotiate(&headers) {
         Ok(media) => media,
@@ -196,51 +190,6 @@ fn get_request(query_string: &str) -> Result<async_graphql::Request, AppError> {
     Ok(request)
 }
 
-/// A browser navigating to the page: `text/html` (or any type) accepted at
-/// least as well as the JSON types it names.
-pub(super) fn wants_html(headers: &HeaderMap) -> bool {
-    let accept = accepted(headers);
-    if accept.is_empty() {
-        return true;
-    }
-    let html = quality(&accept, "text/html", &["text/*", "*/*"]);
-    let json =
-        quality(&accept, "application/json", &[]).max(quality(&accept, GRAPHQL_RESPONSE_JSON, &[]));
-    html > 0.0 && html >= json
-}
-
-/// The quality `accept` gives `media`: its own entry's, else the best of
-/// the `wildcards` that are listed.
-fn quality(accept: &[(String, f32)], media: &str, wildcards: &[&str]) -> f32 {
-    let exact = accept.iter().find(|(m, _)| m == media).map(|(_, q)| *q);
-    exact.unwrap_or_else(|| {
-        accept
-            .iter()
-            .filter(|(m, _)| wildcards.contains(&m.as_str()))
-            .map(|(_, q)| *q)
-            .fold(0.0, f32::max)
-    })
-}
-
-/// The media types of the `Accept` header with their quality, lowercased.
-fn accepted(headers: &HeaderMap) -> Vec<(String, f32)> {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|item| {
-            let mut parts = item.split(';');
-            let media = parts.next()?.trim().to_ascii_lowercase();
-            let q = parts
-                .filter_map(|p| p.trim().strip_prefix("q="))
-                .find_map(|q| q.trim().parse::<f32>().ok())
-                .unwrap_or(1.0);
-            (!media.is_empty()).then_some((media, q))
-        })
-        .collect()
-}
-
 /// The media type of a GraphQL answer, as the client's `Accept` asks
 /// (GraphQL over HTTP): `application/graphql-response+json`, whose request
 /// errors are 4xx without `data`, or the older `application/json`, whose
@@ -250,8 +199,6 @@ enum ResponseMedia {
     GraphqlResponseJson,
     Json,
 }
-
-const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 
 impl ResponseMedia {
     fn negotiate(headers: &HeaderMap) -> Result<Self, AppError> {
@@ -338,85 +285,6 @@ impl ResponseMedia {
         }
         http
     }
-}
-
-/// GraphiQL's code, styles and the sign-in page, pinned npm builds vendored
-/// in `assets/graphiql/` (see its README) and compiled into the binary, so
-/// the page works without internet access.
-#[derive(rust_embed::RustEmbed)]
-#[folder = "assets/graphiql/"]
-#[exclude = "packages"]
-#[exclude = "README.md"]
-struct GraphiqlAssets;
-
-/// The GraphiQL page for admins: served from the binary, it loads nothing
-/// from any other host.
-pub async fn graphiql() -> Response {
-    embedded_page::<GraphiqlAssets>(super::GRAPHIQL_CSP)
-}
-
-/// One file of the page (`/graphql/assets/{file}`), revalidated by ETag.
-pub async fn graphiql_asset(
-    axum::extract::Path(file): axum::extract::Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    embedded_asset::<GraphiqlAssets>(&file, &headers)
-}
-
-/// The `index.html` of a page compiled into the binary, under its content
-/// policy (and, like every answer, `Cache-Control: no-store`).
-pub(super) fn embedded_page<E: rust_embed::RustEmbed>(csp: &'static str) -> Response {
-    match E::get("index.html") {
-        Some(page) => (
-            [(
-                header::CONTENT_SECURITY_POLICY,
-                axum::http::HeaderValue::from_static(csp),
-            )],
-            Html(page.data.into_owned()),
-        )
-            .into_response(),
-        None => AppError::not_found("this page is not in this build").into_response(),
-    }
-}
-
-/// Another file of a page compiled into the binary, with an ETag of its
-/// contents and `Cache-Control: no-cache`, so a browser revalidates it and
-/// an upgrade never serves a stale script. `LICENSES` is plain text.
-pub(super) fn embedded_asset<E: rust_embed::RustEmbed>(
-    file: &str,
-    headers: &HeaderMap,
-) -> Response {
-    let Some(asset) = E::get(file).filter(|_| file != "index.html") else {
-        return AppError::not_found(format!("no asset {file}")).into_response();
-    };
-    let etag = format!(
-        "\"{}\"",
-        crate::digest::hex(&asset.metadata.sha256_hash()[..16])
-    );
-    let mut response =
-        if header_str(headers, header::IF_NONE_MATCH).as_deref() == Some(etag.as_str()) {
-            axum::http::StatusCode::NOT_MODIFIED.into_response()
-        } else {
-            let content_type = if file == "LICENSES" {
-                "text/plain; charset=utf-8".to_string()
-            } else {
-                asset.metadata.mimetype().to_string()
-            };
-            (
-                [(header::CONTENT_TYPE, content_type)],
-                asset.data.into_owned(),
-            )
-                .into_response()
-        };
-    let h = response.headers_mut();
-    if let Ok(v) = axum::http::HeaderValue::from_str(&etag) {
-        h.insert(header::ETAG, v);
-    }
-    h.insert(
-        header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-cache"),
-    );
-    response
 }
 
 /// WebSocket subscriptions (graphql-transport-ws and the legacy graphql-ws).

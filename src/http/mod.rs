@@ -1,10 +1,11 @@
 //! HTTP surface: the GraphQL endpoints, REST health, and the middleware stack.
 
 mod alerts;
-mod console;
 mod graphql;
 mod health;
 mod middleware;
+mod negotiate;
+mod pages;
 mod uploads;
 
 use axum::Router;
@@ -41,7 +42,7 @@ pub fn router(app: AppState, pipeline: Pipeline) -> Router {
             get(graphql::graphql_get).post(graphql::graphql_post),
         )
         .route("/graphql/ws", get(graphql::graphql_ws))
-        .merge(pages())
+        .merge(pages::router())
         .route("/api/v1/health", get(health::health))
         .route("/api/v1/health/live", get(health::live))
         .route(
@@ -85,20 +86,6 @@ pub fn router(app: AppState, pipeline: Pipeline) -> Router {
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
     security_headers(router).with_state(state)
-}
-
-/// The browser pages compiled into the binary (GraphiQL, the console) and
-/// their files, sent gzipped to a browser that takes it. API answers are not
-/// compressed: they are small, and a compressed answer beside a token is what
-/// BREACH-style attacks read.
-fn pages() -> Router<HttpState> {
-    Router::new()
-        .route("/graphql/assets/{file}", get(graphql::graphiql_asset))
-        .route("/", get(console::root))
-        .route("/console", get(console::page))
-        .route("/console/", get(console::page))
-        .route("/console/{*file}", get(console::asset))
-        .layer(tower_http::compression::CompressionLayer::new().gzip(true))
 }
 
 /// Prometheus metrics in the text format.
@@ -167,19 +154,6 @@ fn security_headers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Rout
 
 /// The content policy of API answers.
 const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'";
-
-/// The content policy of the GraphiQL page: its code and styles come from
-/// this server only (no inline script), it talks to this origin over HTTP and
-/// WebSocket, and nothing may frame it.
-pub const GRAPHIQL_CSP: &str = "default-src 'none'; script-src 'self'; \
-style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; \
-connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
-
-/// The content policy of the admin console: like GraphiQL's, without inline
-/// styles or fonts (its QR code is an `data:` image).
-pub const CONSOLE_CSP: &str = "default-src 'none'; script-src 'self'; \
-style-src 'self'; img-src 'self' data:; connect-src 'self'; \
-frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 fn cors(origins: &[String]) -> CorsLayer {
     if origins.is_empty() {
