@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use sea_orm::Order;
-use sea_orm::sea_query::{Expr, ExprTrait, Func};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, IntoIden, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect, Select,
@@ -129,13 +129,15 @@ pub enum ProductSortKey {
 }
 
 impl ProductSortKey {
-    /// The sort expression, with `table.` before the columns.
-    fn expression(self, table: &str) -> Option<String> {
+    /// The sort expression over the columns of `table`; none for creation
+    /// order, which is the id's.
+    fn expression<T: IntoIden + Clone>(self, table: T) -> Option<Expr> {
+        let column = |c: product::Column| Expr::col((table.clone(), c));
         match self {
             Self::Created => None,
-            Self::Sku => Some(format!("lower({table}\"sku\")")),
-            Self::Name => Some(format!("{table}\"name\"")),
-            Self::Stock => Some(format!("{table}\"stock\"")),
+            Self::Sku => Some(Func::lower(column(product::Column::Sku)).into()),
+            Self::Name => Some(column(product::Column::Name)),
+            Self::Stock => Some(column(product::Column::Stock)),
         }
     }
 }
@@ -651,14 +653,16 @@ pub async fn summary(conn: &impl ConnectionTrait) -> AppResult<StockSummary> {
                 .cast_as("BIGINT"),
             "units",
         )
+        .column_as(Expr::col(product::Column::UnitCost).count(), "costed")
         .column_as(
-            Expr::col(product::Column::UnitCost).count(),
-            "costed",
-        )
-        .column_as(
-            Expr::cust(
-                "CAST(COALESCE(SUM(CAST(\"stock\" AS DOUBLE PRECISION) * \"unit_cost\"), 0) AS DOUBLE PRECISION)",
-            ),
+            Func::coalesce([
+                Expr::col(product::Column::Stock)
+                    .cast_as("DOUBLE PRECISION")
+                    .mul(Expr::col(product::Column::UnitCost))
+                    .sum(),
+                Expr::val(0.0),
+            ])
+            .cast_as("DOUBLE PRECISION"),
             "value",
         )
         .into_tuple::<(i64, i64, i64, i64, i64, f64)>()
@@ -690,28 +694,37 @@ pub async fn list(
     } else {
         Order::Asc
     };
-    let Some(key) = order.key.expression("") else {
+    // The cursor row, read in the same statement, under an alias of its own.
+    let row = Alias::new("after");
+    let (Some(key), Some(cursor_key)) = (
+        order.key.expression(product::Entity),
+        order.key.expression(row.clone()),
+    ) else {
         return paginate(conn, filtered(filter), product::Column::Id, direction, page).await;
     };
     let total = page.total(filtered(filter).count(conn)).await?;
     let mut q = filtered(filter);
     if let Some(after) = page.after {
-        let placeholder = match conn.get_database_backend() {
-            sea_orm::DbBackend::Postgres => "$1",
-            _ => "?",
-        };
-        let inner = order.key.expression("\"after\".").unwrap_or_default();
-        let beyond = if order.descending { "<" } else { ">" };
-        q = q.filter(Expr::cust_with_values(
-            format!(
-                "({key}, \"products\".\"id\") {beyond} (SELECT {inner}, \"after\".\"id\" \
-                 FROM \"products\" AS \"after\" WHERE \"after\".\"id\" = {placeholder})"
-            ),
-            [after],
-        ));
+        // (key, id) beyond the cursor row's own (key, id).
+        let bound = Query::select()
+            .expr(cursor_key)
+            .column((row.clone(), product::Column::Id))
+            .from_as(product::Entity, row.clone())
+            .and_where(Expr::col((row, product::Column::Id)).eq(after))
+            .to_owned();
+        let ours = Expr::tuple([
+            key.clone(),
+            Expr::col((product::Entity, product::Column::Id)),
+        ]);
+        let theirs = Expr::from(bound);
+        q = q.filter(if order.descending {
+            ours.lt(theirs)
+        } else {
+            ours.gt(theirs)
+        });
     }
     let rows = q
-        .order_by(Expr::cust(key), direction.clone())
+        .order_by(key, direction.clone())
         .order_by(product::Column::Id, direction)
         .limit(page.first + 1)
         .all(conn)
