@@ -3,7 +3,7 @@
 # Needs: DB_KIND (sqlite|postgres), BENCH_DB (PostgreSQL database name), PORT,
 # PG_ADMIN_URL, WORK (a temporary directory), BIN; BENCH_DB_PARAMS (optional,
 # appended to the PostgreSQL URL, e.g. ?sslmode=disable). Sets DATABASE_URL, SERVER,
-# TOKEN and BENCH_START_RSS_KB (before the login); defines gql and rss_kb;
+# TOKEN and BENCH_START_RSS_KB (before the login); defines gql, upload and rss_kb;
 # removes everything on exit (BENCH_TRAP names another exit handler).
 
 bench_database() {
@@ -65,6 +65,20 @@ bench_cleanup() {
 gql() {
   curl -fsS "http://127.0.0.1:$PORT/graphql" -H 'content-type: application/json' \
     ${TOKEN:+-H "authorization: Bearer $TOKEN"} -d "$1"
+}
+
+# upload FILE KIND: uploads FILE through POST /api/v1/uploads, waits for the
+# job to end, and prints the finished job (JSON).
+upload() {
+  local id job
+  id=$(curl -fsS -X POST "http://127.0.0.1:$PORT/api/v1/uploads?kind=$2&filename=$(basename "$1")" \
+    -H "authorization: Bearer $TOKEN" --data-binary "@$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  while :; do
+    job=$(curl -fsS "http://127.0.0.1:$PORT/api/v1/uploads/$id" -H "authorization: Bearer $TOKEN")
+    case "$job" in *'"status":"COMPLETED"'*|*'"status":"FAILED"'*|*'"status":"CANCELLED"'*) break ;; esac
+    sleep 0.05
+  done
+  printf '%s\n' "$job"
 }
 
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$SERVER/status"; }

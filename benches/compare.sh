@@ -150,7 +150,7 @@ PY
 # 100 with 1,000,000 in stock (the write load), the last one (the hot spot)
 # with 1,000,000,000, the others 1,000.
 seed_upload() {
-  local n=$1 id job status deadline
+  local n=$1 job status
   python3 - "$WORK/products.csv" "$n" <<'PY'
 import sys
 path, n = sys.argv[1], int(sys.argv[2])
@@ -160,20 +160,12 @@ with open(path, "w") as f:
         stock = 1_000_000_000 if i == n - 1 else 1_000_000 if i < 100 else 1000
         f.write(f"BENCH-{i:04d},Bench product {i},cat-{i % 25:02d},{stock},10\n")
 PY
-  id=$(curl -fsS -X POST "http://127.0.0.1:$PORT/api/v1/uploads?kind=PRODUCTS&filename=bench-$n.csv" \
-    -H "authorization: Bearer $TOKEN" --data-binary "@$WORK/products.csv" \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])') || die "the upload was refused"
-  deadline=$((SECONDS + 1800))
-  while :; do
-    job=$(curl -fsS "http://127.0.0.1:$PORT/api/v1/uploads/$id" -H "authorization: Bearer $TOKEN")
-    status=$(python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print(j["status"], j["processedRows"], j["failedRows"])' "$job")
-    case "$status" in
-      COMPLETED*) break ;;
-      FAILED*|CANCELLED*) die "the import ended $status: $(echo "$job" | cut -c1-500)" ;;
-    esac
-    [ "$SECONDS" -lt "$deadline" ] || die "the import did not finish in 30 minutes ($status)"
-    sleep 0.5
-  done
+  job=$(upload "$WORK/products.csv" PRODUCTS) || die "the upload was refused"
+  status=$(python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print(j["status"], j["processedRows"], j["failedRows"])' "$job")
+  case "$status" in
+    COMPLETED*) ;;
+    *) die "the import ended $status: $(echo "$job" | cut -c1-500)" ;;
+  esac
   [ "${status#* }" = "$n 0" ] || die "the import did not take every row: $status"
 }
 

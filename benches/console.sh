@@ -40,17 +40,12 @@ with open(f"{work}/products.csv", "w") as f:
 PY
 
 start=$(date +%s.%N)
-id=$(curl -fsS -X POST "http://127.0.0.1:$PORT/api/v1/uploads?kind=PRODUCTS&filename=products.csv" \
-  -H "authorization: Bearer $TOKEN" --data-binary "@$WORK/products.csv" |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-until curl -fsS "http://127.0.0.1:$PORT/api/v1/uploads/$id" -H "authorization: Bearer $TOKEN" |
-  python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["status"] in ("COMPLETED","FAILED","CANCELLED") else 1)'; do
-  sleep 0.5
-done
+upload "$WORK/products.csv" PRODUCTS >/dev/null
 loaded=$(python3 -c "print(f'{float($(date +%s.%N)) - float($start):.1f}')")
 
-# A product id and a cursor deep in the catalogue (products 50,000 to 50,020).
-deep=$(gql '{"query":"{ productBySku(sku: \"CON-049999\") { id } }"}' |
+# A product id and a cursor in the middle of the catalogue.
+middle=$(printf 'CON-%06d' $((PRODUCTS / 2 - 1)))
+deep=$(gql "{\"query\":\"{ productBySku(sku: \\\"$middle\\\") { id } }\"}" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["productBySku"]["id"])')
 
 PRODUCT_FIELDS='id sku name category unit stock lowStockThreshold unitCost version archivedAt isLowStock'
@@ -63,7 +58,7 @@ page = f"query ($after: String, $f: ProductFilter, $o: ProductOrder) {{ products
 movement = "id kind quantity balanceAfter createdAt reference product { id sku name stock lowStockThreshold isLowStock }"
 cases = [
     ("products page 1 + count", page, {}),
-    ("products page at 50,000 (cursor)", page, {"after": None}),
+    (f"products page at {int(products) // 2:,} (cursor)", page, {"after": None}),
     ("search 'gear valve'", page, {"f": {"search": "gear valve"}}),
     ("search SKU 'CON-0777'", page, {"f": {"search": "CON-0777"}}),
     ("category + low stock", page, {"f": {"category": "cat-7", "lowStockOnly": True}}),

@@ -55,15 +55,9 @@ PY
 
 # import FILE KIND: prints "rows worker_rows_per_s client_rows_per_s failed"
 import() {
-  local start end id job
+  local start end job
   start=$(date +%s.%N)
-  id=$(curl -fsS -X POST "http://127.0.0.1:$PORT/api/v1/uploads?kind=$2&filename=$(basename "$1")" \
-    -H "authorization: Bearer $TOKEN" --data-binary "@$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-  while :; do
-    job=$(curl -fsS "http://127.0.0.1:$PORT/api/v1/uploads/$id" -H "authorization: Bearer $TOKEN")
-    case "$job" in *'"status":"COMPLETED"'*|*'"status":"FAILED"'*|*'"status":"CANCELLED"'*) break ;; esac
-    sleep 0.05
-  done
+  job=$(upload "$1" "$2")
   end=$(date +%s.%N)
   python3 -c '
 import json, sys
