@@ -100,7 +100,7 @@ function More({ id, after }) {
 const EDITABLE = ['name', 'category', 'unit', 'lowStockThreshold', 'unitCost', 'description'];
 
 /** The form's text of each field; the unit cost in whole currency units. */
-function formOfIn(product, code) {
+function formValues(product, code) {
   return Object.fromEntries(
     EDITABLE.map((k) => {
       const v = product[k];
@@ -116,10 +116,9 @@ function EditProduct({ product, onSaved }) {
 }
 
 function EditForm({ product, onSaved, code }) {
-  const formOf = (p) => formOfIn(p, code);
-  const [form, setForm] = useState(formOf(product));
+  const [form, setForm] = useState(formValues(product, code));
   // The version and the values the form was read at.
-  const [base, setBase] = useState({ version: product.version, values: formOf(product) });
+  const [base, setBase] = useState({ version: product.version, values: formValues(product, code) });
   const [theirs, setTheirs] = useState(null);
   const [confirming, setConfirming] = useState(false);
   const action = useAction();
@@ -143,7 +142,7 @@ function EditForm({ product, onSaved, code }) {
       () => t('product.saved'),
     );
     if (saved) {
-      setBase({ version: saved.version, values: formOf(saved) });
+      setBase({ version: saved.version, values: formValues(saved, code) });
       setTheirs(null);
       onSaved(saved);
       return;
@@ -154,7 +153,7 @@ function EditForm({ product, onSaved, code }) {
     const now = await gql(`query ($id: ID!) { product(id: $id) { ${PRODUCT_FIELDS} } }`, { id: product.id }).catch(() => null);
     const stored = now && now.product;
     if (!stored || stored.version === expectedVersion) return;
-    const storedValues = formOf(stored);
+    const storedValues = formValues(stored, code);
     if (!theirs && EDITABLE.every((k) => storedValues[k] === base.values[k])) {
       setBase({ version: stored.version, values: storedValues });
       await save(stored.version);
@@ -186,9 +185,9 @@ function EditForm({ product, onSaved, code }) {
       ? html`<div class="conflict" id="conflict" role="alert">
           <p>${t('product.conflict', { v: theirs.version })}</p>
           <table><thead><tr><th scope="col"></th><th scope="col">${t('product.mine')}</th><th scope="col">${t('product.theirs')}</th></tr></thead>
-            <tbody>${EDITABLE.map((k) => html`<tr><th scope="row">${t(`product.field.${k}`)}</th><td>${form[k]}</td><td>${formOf(theirs)[k]}</td></tr>`)}</tbody></table>
-          <button type="button" id="keep-mine" onClick=${() => { setBase({ version: theirs.version, values: formOf(theirs) }); save(theirs.version); }}>${t('product.keepMine')}</button>
-          <button type="button" id="take-theirs" onClick=${() => { setForm(formOf(theirs)); setBase({ version: theirs.version, values: formOf(theirs) }); setTheirs(null); onSaved(theirs); }}>${t('product.takeTheirs')}</button>
+            <tbody>${EDITABLE.map((k) => html`<tr><th scope="row">${t(`product.field.${k}`)}</th><td>${form[k]}</td><td>${formValues(theirs, code)[k]}</td></tr>`)}</tbody></table>
+          <button type="button" id="keep-mine" onClick=${() => { setBase({ version: theirs.version, values: formValues(theirs, code) }); save(theirs.version); }}>${t('product.keepMine')}</button>
+          <button type="button" id="take-theirs" onClick=${() => { setForm(formValues(theirs, code)); setBase({ version: theirs.version, values: formValues(theirs, code) }); setTheirs(null); onSaved(theirs); }}>${t('product.takeTheirs')}</button>
         </div>`
       : null}
     <div class="actions">
