@@ -271,7 +271,10 @@ pub async fn restore(config: &Config, from: &Path) -> anyhow::Result<ExitCode> {
         db.close().await?;
         sqlite_restore(config, from)
     } else {
-        let r = pg_restore(config, from);
+        let mut r = pg_restore(config, from);
+        if r.is_ok() {
+            r = reposition(&db).await;
+        }
         db.close().await?;
         r
     };
@@ -285,6 +288,29 @@ pub async fn restore(config: &Config, from: &Path) -> anyhow::Result<ExitCode> {
         mask_url(config.database_url.expose())
     );
     checks(config).await
+}
+
+/// Rows restored from another PostgreSQL cluster carry transaction ids of
+/// that cluster (`tx`), which may lie ahead of this one's: they are set to
+/// 0, before every stream position (older backups have no such column;
+/// migrating adds it, 0 everywhere), so that the streams of all products and
+/// of the audit log do not take them for rows still to come. A restore into
+/// the same cluster changes nothing.
+async fn reposition(db: &Db) -> anyhow::Result<()> {
+    for table in ["stock_movements", "audit_logs"] {
+        // A backup older than the column gets it, 0 everywhere, when
+        // migrated.
+        db.execute_unprepared(&format!(
+            "DO $$ BEGIN IF EXISTS (SELECT 1 FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = '{table}' \
+             AND column_name = 'tx') THEN \
+             UPDATE {table} SET tx = 0 WHERE tx >= pg_current_xact_id()::text::bigint; \
+             END IF; END $$"
+        ))
+        .await
+        .with_context(|| format!("resetting the stream positions of {table}"))?;
+    }
+    Ok(())
 }
 
 /// The file a SQLite `DATABASE_URL` names.

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
-    DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    DbErr, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
@@ -99,7 +99,7 @@ where
         let json = serde_json::to_string(rows)
             .map_err(|e| DbErr::Custom(format!("encoding {table} rows: {e}")))?;
         return conn
-            .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            .query_all_raw(Statement::from_sql_and_values(
                 backend,
                 format!(
                     "INSERT INTO \"{table}\" ({columns}) SELECT {columns} \
@@ -139,7 +139,9 @@ pub struct Db {
     conn: DatabaseConnection,
     /// SQLite: the one connection write transactions run on.
     writer: Option<DatabaseConnection>,
-    write_lock: Option<Arc<Mutex<()>>>,
+    /// SQLite: the writer queue. It keeps the number of the last write
+    /// transaction (0 until the first one reads where the tables stand).
+    write_lock: Option<Arc<Mutex<i64>>>,
     /// PostgreSQL: held from commit to publish by transactions that emitted
     /// events about a product, so that one product's events are published in
     /// the order their transactions committed.
@@ -221,7 +223,7 @@ impl Db {
         Ok(Self {
             conn,
             writer,
-            write_lock: sqlite.then(|| Arc::new(Mutex::new(()))),
+            write_lock: sqlite.then(|| Arc::new(Mutex::new(0))),
             order_locks: Arc::new(
                 (0..ORDER_STRIPES)
                     .map(|_| Arc::new(Mutex::new(())))
@@ -275,14 +277,22 @@ impl Db {
         }
         crate::metrics::db_waiting(1.0);
         let waiting = Waiting;
-        let permit = match &self.write_lock {
+        let mut permit = match &self.write_lock {
             Some(lock) => Some(Arc::clone(lock).lock_owned().await),
             None => None,
         };
-        let txn = self
-            .writer
-            .as_ref()
-            .unwrap_or(&self.conn)
+        let conn = self.writer.as_ref().unwrap_or(&self.conn);
+        let tx = tokio::sync::OnceCell::new();
+        if let Some(last) = permit.as_deref_mut() {
+            // SQLite commits one write transaction at a time, in the order
+            // they hold the permit: numbered here, they are in commit order.
+            if *last == 0 {
+                *last = last_sqlite_tx(conn).await?;
+            }
+            *last += 1;
+            let _ = tx.set(*last);
+        }
+        let txn = conn
             .begin_with_options(TransactionOptions {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                 ..Default::default()
@@ -294,6 +304,7 @@ impl Db {
             permit,
             events: StdMutex::new(Vec::new()),
             db: self.clone(),
+            tx,
         })
     }
 
@@ -340,16 +351,57 @@ impl Deref for Db {
     }
 }
 
+/// The highest transaction number the SQLite tables hold (0 when empty).
+async fn last_sqlite_tx(conn: &DatabaseConnection) -> Result<i64, DbErr> {
+    let row = conn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT MAX((SELECT COALESCE(MAX(tx), 0) FROM stock_movements), \
+                        (SELECT COALESCE(MAX(tx), 0) FROM audit_logs)) AS tx",
+        ))
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get::<i64>("", "tx")?,
+        None => 0,
+    })
+}
+
 /// A write transaction; dropping it without `commit` rolls it back and
 /// discards its events.
 pub struct WriteTxn {
     txn: DatabaseTransaction,
-    permit: Option<OwnedMutexGuard<()>>,
+    permit: Option<OwnedMutexGuard<i64>>,
     events: StdMutex<Vec<DomainEvent>>,
     db: Db,
+    tx: tokio::sync::OnceCell<i64>,
 }
 
 impl WriteTxn {
+    /// This transaction's number, which every ledger and audit row it
+    /// writes carries (`tx`) to place it in the streams of all products and
+    /// of the audit log (docs/ARCHITECTURE.md, "Streams of all products and
+    /// of the audit log").
+    /// - SQLite: given at `begin_write`, in commit order.
+    /// - PostgreSQL: the transaction's id, asked for once. Ids are not in
+    ///   commit order; a stream orders by the snapshots that travel with
+    ///   the events (see [`crate::events::Sequenced`]).
+    pub async fn tx(&self) -> Result<i64, DbErr> {
+        self.tx
+            .get_or_try_init(|| async {
+                let row = self
+                    .txn
+                    .query_one_raw(Statement::from_string(
+                        DbBackend::Postgres,
+                        "SELECT pg_current_xact_id()::text::bigint AS tx",
+                    ))
+                    .await?
+                    .ok_or_else(|| DbErr::Custom("no transaction id".into()))?;
+                row.try_get::<i64>("", "tx")
+            })
+            .await
+            .copied()
+    }
+
     /// Queues an event, published only if this transaction commits.
     pub fn emit(&self, event: DomainEvent) {
         if let Ok(mut events) = self.events.lock() {
@@ -399,6 +451,7 @@ impl WriteTxn {
             permit,
             events,
             db,
+            tx,
         } = self;
         let events = events.into_inner().unwrap_or_default();
         if events.is_empty() {
@@ -430,7 +483,10 @@ impl WriteTxn {
                 order.push(Arc::clone(&locks[i]).lock_owned().await);
             }
             txn.commit().await?;
-            bus.publish(events);
+            // SQLite: every transaction before this one has committed, so
+            // its number is also the stream's horizon. PostgreSQL's order
+            // comes through the listener (`events::run_listener`).
+            bus.publish_committed(events, if postgres { None } else { tx.get().copied() });
             drop(order);
             drop(permit);
             Ok::<(), DbErr>(())

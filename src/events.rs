@@ -250,6 +250,10 @@ enum Entry {
 struct Envelope {
     #[serde(rename = "o")]
     origin: Uuid,
+    /// The committing transaction's snapshot horizon (`xmin`), which the
+    /// NOTIFY statement itself writes in (see [`EventBus::notify`]).
+    #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
+    horizon: Option<i64>,
     #[serde(rename = "e", default)]
     entries: Vec<Entry>,
 }
@@ -319,6 +323,25 @@ pub struct BusHealth {
     pub renders: u64,
 }
 
+/// One committed transaction's events, in the order transactions
+/// committed: what the streams of all products and of the audit log read
+/// ([`EventBus::subscribe_in_order`]).
+#[derive(Debug)]
+pub enum Sequenced {
+    Transaction {
+        /// Every transaction numbered below this had ended when this one
+        /// committed, so its events came before these (the `xmin` of the
+        /// committing transaction's snapshot on PostgreSQL; its own number
+        /// on SQLite, whose writer commits one transaction at a time).
+        horizon: i64,
+        events: Vec<DomainEvent>,
+        at: Instant,
+    },
+    /// Transactions may have been missed (the listener reconnected, or a
+    /// notification could not be read): streams catch up from the database.
+    Missed,
+}
+
 /// An event as the bus carries it, with when it was published here (for
 /// the subscriptions' delivery latency).
 #[derive(Debug)]
@@ -337,6 +360,7 @@ impl std::ops::Deref for Published {
 
 struct Inner {
     tx: broadcast::Sender<Arc<Published>>,
+    in_order: broadcast::Sender<Arc<Sequenced>>,
     instance: Uuid,
     cross_instance: AtomicBool,
     listener_up: AtomicBool,
@@ -374,8 +398,10 @@ impl std::fmt::Debug for EventBus {
 impl EventBus {
     pub fn new(capacity: usize) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(1));
+        let (in_order, _) = broadcast::channel(capacity.max(1));
         Self(Arc::new(Inner {
             tx,
+            in_order,
             instance: Uuid::new_v4(),
             cross_instance: AtomicBool::new(false),
             listener_up: AtomicBool::new(true),
@@ -411,6 +437,43 @@ impl EventBus {
         self.0.tx.subscribe()
     }
 
+    /// Every committed transaction's events, in commit order, from now on
+    /// (see [`Sequenced`]). On PostgreSQL they come through the listener,
+    /// this instance's own included; on SQLite from the committing writer.
+    pub fn subscribe_in_order(&self) -> broadcast::Receiver<Arc<Sequenced>> {
+        self.0.in_order.subscribe()
+    }
+
+    /// Publishes one committed transaction's events; with a `horizon`, also
+    /// to the in-order feed (SQLite, and other instances' transactions
+    /// heard through the listener).
+    pub fn publish_committed(&self, events: Vec<DomainEvent>, horizon: Option<i64>) {
+        match horizon {
+            Some(horizon) if self.0.in_order.receiver_count() > 0 => {
+                self.publish(events.iter().cloned());
+                self.sequence(horizon, events);
+            }
+            _ => self.publish(events),
+        }
+    }
+
+    fn sequence(&self, horizon: i64, events: Vec<DomainEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let _ = self.0.in_order.send(Arc::new(Sequenced::Transaction {
+            horizon,
+            events,
+            at: Instant::now(),
+        }));
+    }
+
+    /// Tells every stream that events may have been missed.
+    fn missed(&self) {
+        self.publish([DomainEvent::EventsMissed]);
+        let _ = self.0.in_order.send(Arc::new(Sequenced::Missed));
+    }
+
     /// Publishes committed events to this instance's subscribers.
     pub fn publish(&self, events: impl IntoIterator<Item = DomainEvent>) {
         let observers = self.observers();
@@ -442,9 +505,13 @@ impl EventBus {
         // so the lines split back exactly, and neither side encodes or
         // parses the payloads again (a JSON array of them did both).
         debug_assert!(payloads.iter().all(|p| !p.contains('\n')));
+        // Each payload gets the snapshot horizon written in as its first
+        // field (`{"x":<xmin>,` + the rest of the object), taken inside
+        // the committing transaction: see [`Sequenced`].
         conn.execute_raw(Statement::from_sql_and_values(
             conn.get_database_backend(),
-            "SELECT pg_notify($1, p) FROM unnest(string_to_array($2, E'\\n')) AS p",
+            "SELECT pg_notify($1, '{\"x\":' || pg_snapshot_xmin(pg_current_snapshot())::text \
+             || ',' || substr(p, 2)) FROM unnest(string_to_array($2, E'\\n')) AS p",
             [Value::from(CHANNEL), Value::from(payloads.join("\n"))],
         ))
         .await?;
@@ -493,40 +560,61 @@ impl EventBus {
         }
     }
 
-    /// Takes an incoming NOTIFY payload: events of other instances are
-    /// published locally, exactly once; our own echo is dropped.
+    /// Takes an incoming NOTIFY payload. Events of other instances are
+    /// published locally, exactly once; our own were published when they
+    /// committed. Both go to the in-order feed, which only the listener
+    /// sees in commit order, and only while someone reads it.
     async fn receive(&self, payload: &str, conn: &impl ConnectionTrait) {
         let envelope: Envelope = match serde_json::from_str(payload) {
             Ok(e) => e,
             Err(err) => {
                 // Whatever it carried is lost: streams are told so.
                 tracing::warn!(error = %err, "events: unreadable notification; events may be missing");
-                self.publish([DomainEvent::EventsMissed]);
+                self.missed();
                 return;
             }
         };
-        if envelope.origin == self.0.instance {
+        let own = envelope.origin == self.0.instance;
+        let in_order = self.0.in_order.receiver_count() > 0;
+        if own && !in_order {
             return;
         }
+        let mut events = Vec::with_capacity(envelope.entries.len());
+        let mut missed = false;
         for entry in envelope.entries {
             match entry {
                 Entry::Whole(raw) => match serde_json::from_str::<DomainEvent>(raw.get()) {
-                    Ok(event) => self.publish([event]),
+                    Ok(event) => events.push(event),
                     Err(err) => {
                         tracing::warn!(error = %err, "events: unreadable event dropped");
-                        self.publish([DomainEvent::EventsMissed]);
+                        missed = true;
                     }
                 },
                 Entry::Ref(reference) => match reference.load(conn).await {
-                    Ok(Loaded::Event(event)) => self.publish([event]),
+                    Ok(Loaded::Event(event)) => events.push(event),
                     Ok(Loaded::Gone) => {}
-                    Ok(Loaded::Moved) => self.publish([DomainEvent::EventsMissed]),
+                    Ok(Loaded::Moved) => missed = true,
                     Err(err) => {
                         tracing::warn!(error = %err, "events: loading a referenced event failed");
-                        self.publish([DomainEvent::EventsMissed]);
+                        missed = true;
                     }
                 },
             }
+        }
+        if !own {
+            self.publish(events.iter().cloned());
+        }
+        if missed {
+            self.missed();
+        }
+        match envelope.horizon {
+            Some(horizon) if in_order => self.sequence(horizon, events),
+            // From an instance that does not send its horizon (an older
+            // release): the order cannot be vouched for.
+            None if in_order => {
+                let _ = self.0.in_order.send(Arc::new(Sequenced::Missed));
+            }
+            _ => {}
         }
     }
 }
@@ -594,7 +682,7 @@ pub async fn run_listener(
         backoff = Duration::from_millis(100);
         if std::mem::take(&mut lost) {
             tracing::info!("events: listener reconnected");
-            bus.publish([DomainEvent::EventsMissed]);
+            bus.missed();
         }
         loop {
             let next = tokio::select! {

@@ -14,6 +14,7 @@ mod m20261205_000001_products_fillfactor;
 mod m20261205_000002_products_name_index;
 mod m20261205_000003_products_unit_cost;
 mod m20261205_000004_products_category_id_index;
+mod m20261205_000005_stream_positions;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000002_products_name_index::Migration),
             Box::new(m20261205_000003_products_unit_cost::Migration),
             Box::new(m20261205_000004_products_category_id_index::Migration),
+            Box::new(m20261205_000005_stream_positions::Migration),
         ]
     }
 }

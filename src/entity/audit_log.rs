@@ -109,6 +109,10 @@ pub struct Model {
     pub request_id: Option<String>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// The writing transaction: the row's place in the audit stream (docs/ARCHITECTURE.md,
+    /// "Streams of all products and of the audit log"). 0 before it was kept.
+    #[serde(default)]
+    pub tx: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

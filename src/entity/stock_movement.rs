@@ -62,6 +62,11 @@ pub struct Model {
     pub request_hash: Option<String>,
     pub created_by: Option<Uuid>,
     pub created_at: DateTimeUtc,
+    /// The writing transaction: the row's place in the stream of all
+    /// products (docs/ARCHITECTURE.md, "Streams of all
+    /// products and of the audit log"). 0 before it was kept.
+    #[serde(default)]
+    pub tx: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -11,6 +11,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::context::Txn;
+use super::positions::{self, Position, Tail};
 use super::{Actor, Page, PageRequest, paginate};
 use crate::entity::audit_log::{self, AuditAction, EntityType};
 use crate::error::AppResult;
@@ -71,11 +72,20 @@ pub fn row(actor: &Actor, entry: AuditEntry) -> audit_log::Model {
         request_id: clip(&actor.meta.request_id, 128),
         ip: clip(&actor.meta.ip, 64),
         user_agent: clip(&actor.meta.user_agent, 512),
+        // Given by `record_all`, from the transaction that writes it.
+        tx: 0,
     }
 }
 
 /// Audit rows at once ([`crate::db::insert_all`]), each heard of once `txn` commits.
-pub async fn record_all(txn: &Txn, rows: Vec<audit_log::Model>) -> AppResult<()> {
+pub async fn record_all(txn: &Txn, mut rows: Vec<audit_log::Model>) -> AppResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let tx = txn.tx().await?;
+    for row in &mut rows {
+        row.tx = tx;
+    }
     crate::db::insert_all::<audit_log::Entity>(&**txn, &rows, "").await?;
     for row in rows {
         txn.emit(DomainEvent::AuditLogAdded {
@@ -83,6 +93,16 @@ pub async fn record_all(txn: &Txn, rows: Vec<audit_log::Model>) -> AppResult<()>
         });
     }
     Ok(())
+}
+
+/// The audit rows a stream at `position` has not been sent, in `(tx, id)`
+/// order ([`positions::after`]).
+pub async fn since(
+    conn: &impl ConnectionTrait,
+    position: &Position,
+    limit: usize,
+) -> AppResult<Tail<audit_log::Model>> {
+    positions::after::<audit_log::Entity, _>(conn, position, limit, |q| q).await
 }
 
 /// The fields of an `AuditLogFilter`, already parsed.

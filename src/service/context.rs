@@ -164,6 +164,11 @@ impl Txn {
         &self.services
     }
 
+    /// See [`WriteTxn::tx`].
+    pub async fn tx(&self) -> Result<i64, DbErr> {
+        self.inner.tx().await
+    }
+
     /// See [`WriteTxn::emit`].
     pub fn emit(&self, event: DomainEvent) {
         self.inner.emit(event);

@@ -11,6 +11,7 @@ pub mod group_commit;
 pub mod health;
 pub mod housekeeping;
 pub mod movement;
+pub mod positions;
 pub mod product_reads;
 pub mod products;
 pub mod secrets;

@@ -4,7 +4,7 @@
 //! stock, a ledger row with the balance after every change and its audit
 //! row in the same transaction, idempotency keys honoured.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
 use super::context::Txn;
+use super::positions::{self, Position, Tail};
 use super::settings_cache::TelegramSettings;
 use super::{Actor, Page, PageRequest, paginate};
 use crate::entity::audit_log::{AuditAction, EntityType};
@@ -122,6 +123,7 @@ pub async fn apply_locked(
     movements: &[(&Actor, &ValidMovement)],
 ) -> AppResult<Vec<AppResult<stock_movement::Model>>> {
     let now = crate::db::now();
+    let tx = txn.tx().await?;
     let settings = txn.services().settings().current(&**txn).await?;
     let mut recorded = recorded_keys(&**txn, movements).await?;
     let mut results = Vec::with_capacity(movements.len());
@@ -155,7 +157,7 @@ pub async fn apply_locked(
         product.stock = (stock_before + movement.delta) as i32;
         product.version += 1;
         product.updated_at = now;
-        let saved = movement_row(product, movement, actor, hash, now);
+        let saved = movement_row(product, movement, actor, hash, now, tx);
         if let Some(key) = &movement.idempotency_key {
             recorded.insert((actor.user_id, key.clone()), saved.clone());
         }
@@ -258,6 +260,7 @@ fn movement_row(
     actor: &Actor,
     request_hash: Option<String>,
     now: DateTime<Utc>,
+    tx: i64,
 ) -> stock_movement::Model {
     stock_movement::Model {
         id: Uuid::now_v7(),
@@ -272,6 +275,7 @@ fn movement_row(
         request_hash,
         created_by: actor.user_id,
         created_at: now,
+        tx,
     }
 }
 
@@ -372,6 +376,99 @@ pub async fn ledger_after(
         movements,
         truncated,
     })
+}
+
+/// The movements of every product a stream at `position` has not been
+/// sent ([`positions::after`]), each with the product as it left it, whole
+/// transactions at a time. A transaction goes after any other that moved
+/// one of its products to an earlier version: PostgreSQL's transaction ids
+/// (the `tx` order) can disagree with the order two transactions committed
+/// in when one waited for the other's lock.
+pub async fn ledger_since(
+    conn: &impl ConnectionTrait,
+    position: &Position,
+    limit: usize,
+) -> AppResult<Tail<(Arc<product::Model>, Arc<stock_movement::Model>)>> {
+    let tail = positions::after::<stock_movement::Entity, _>(conn, position, limit, |q| q).await?;
+    let ids: HashSet<Uuid> = tail.rows.iter().map(|m| m.product_id).collect();
+    let products: HashMap<Uuid, product::Model> = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        product::Entity::find()
+            .filter(product::Column::Id.is_in(ids))
+            .all(conn)
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p))
+            .collect()
+    };
+    let rows = commit_order(tail.rows)
+        .into_iter()
+        .filter_map(|m| {
+            let product = products.get(&m.product_id)?.clone().as_of(&m);
+            Some((Arc::new(product), Arc::new(m)))
+        })
+        .collect();
+    Ok(Tail {
+        horizon: tail.horizon,
+        rows,
+        truncated: tail.truncated,
+    })
+}
+
+/// `rows` (in `(tx, id)` order) as whole transactions, ordered so that
+/// every product's versions rise: by `tx`, except where a product says a
+/// transaction must come later.
+fn commit_order(rows: Vec<stock_movement::Model>) -> Vec<stock_movement::Model> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut by_tx: BTreeMap<i64, Vec<stock_movement::Model>> = BTreeMap::new();
+    for row in rows {
+        by_tx.entry(row.tx).or_default().push(row);
+    }
+    // For each product, its transactions in version order: each must wait
+    // for the one before.
+    let mut versions: HashMap<Uuid, Vec<(i32, i64)>> = HashMap::new();
+    for (tx, rows) in &by_tx {
+        for row in rows {
+            versions
+                .entry(row.product_id)
+                .or_default()
+                .push((row.product_version, *tx));
+        }
+    }
+    let mut waits_for: HashMap<i64, usize> = HashMap::new();
+    let mut then: HashMap<i64, BTreeSet<i64>> = HashMap::new();
+    for list in versions.values_mut() {
+        list.sort_unstable();
+        for pair in list.windows(2) {
+            let (before, after) = (pair[0].1, pair[1].1);
+            if before != after && then.entry(before).or_default().insert(after) {
+                *waits_for.entry(after).or_default() += 1;
+            }
+        }
+    }
+    let mut ready: BTreeSet<i64> = by_tx
+        .keys()
+        .filter(|tx| !waits_for.contains_key(tx))
+        .copied()
+        .collect();
+    let mut out = Vec::new();
+    while let Some(tx) = ready.pop_first() {
+        out.extend(by_tx.remove(&tx).unwrap_or_default());
+        for next in then.remove(&tx).unwrap_or_default() {
+            if let Some(n) = waits_for.get_mut(&next) {
+                *n -= 1;
+                if *n == 0 {
+                    waits_for.remove(&next);
+                    ready.insert(next);
+                }
+            }
+        }
+    }
+    // A cycle cannot happen (commit order is one such order); if the rows
+    // said otherwise, the rest goes by `tx`.
+    out.extend(by_tx.into_values().flatten());
+    out
 }
 
 async fn existing(conn: &impl ConnectionTrait, id: Uuid) -> AppResult<product::Model> {
