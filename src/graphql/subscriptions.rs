@@ -15,8 +15,13 @@
 //! event carries it as its `cursor`, and `after:` a cursor (or a version a
 //! query answered) the stream first replays the ledger from there, then
 //! goes live, with no gap and no duplicate.
+//!
+//! `stockChanged` without a product and `auditLogAdded` are positioned by
+//! the transactions that wrote their rows ([`crate::service::positions`]),
+//! and read the bus's in-order feed; they resume the same way, and catch up
+//! from the database when the feed may have missed something.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,10 +38,11 @@ use super::fanout::{Opening, Share};
 use super::types::{AuditLog, Product, StockMovement, parse_id};
 use super::uploads::UploadJob;
 use crate::entity::user::Role;
-use crate::entity::{product, stock_movement};
-use crate::error::AppError;
-use crate::events::{DomainEvent, Published};
+use crate::entity::{audit_log, product, stock_movement};
+use crate::error::{AppError, AppResult};
+use crate::events::{DomainEvent, Published, Sequenced};
 use crate::service::context::Services;
+use crate::service::positions::{Position, Positioned, StreamKind, Tail};
 
 /// An event for a subscriber, or why its stream stops. Only
 /// `EventsMissed` may be followed by more (see [`StreamState::next`]).
@@ -301,6 +307,304 @@ impl<S: Stream<Item = Received> + Send> ProductStream<S> {
     }
 }
 
+/// A row a positioned stream sends: its place and its item.
+struct Row<T> {
+    tx: i64,
+    id: Uuid,
+    item: T,
+}
+
+/// What a stream positioned by transactions sends: the streams of all
+/// products and of the audit log (see [`crate::service::positions`]).
+trait Source: Send + 'static {
+    type Item: Send + 'static;
+    type Table: Positioned;
+    const KIND: StreamKind;
+    /// The row this event is about, if the stream shows it.
+    fn pick(event: &DomainEvent) -> Option<Row<Self::Item>>;
+    /// What the database holds after `position`, in the order to send it.
+    fn since(
+        services: Services,
+        position: Position,
+        limit: usize,
+    ) -> impl std::future::Future<Output = AppResult<Tail<Row<Self::Item>>>> + Send;
+    /// The item with its cursor.
+    fn placed(item: Self::Item, cursor: String) -> Self::Item;
+}
+
+/// Every movement of every product.
+struct AllMovements;
+
+impl Source for AllMovements {
+    type Item = StockChangedEvent;
+    type Table = stock_movement::Entity;
+    const KIND: StreamKind = StreamKind::Movements;
+
+    fn pick(event: &DomainEvent) -> Option<Row<StockChangedEvent>> {
+        match event {
+            DomainEvent::StockMoved { product, movement } => Some(Row {
+                tx: movement.tx,
+                id: movement.id,
+                item: StockChangedEvent::new(Arc::clone(product), Arc::clone(movement)),
+            }),
+            _ => None,
+        }
+    }
+
+    async fn since(
+        services: Services,
+        position: Position,
+        limit: usize,
+    ) -> AppResult<Tail<Row<StockChangedEvent>>> {
+        let tail = crate::service::stock::ledger_since(services.conn(), &position, limit).await?;
+        Ok(Tail {
+            horizon: tail.horizon,
+            truncated: tail.truncated,
+            rows: tail
+                .rows
+                .into_iter()
+                .map(|(product, movement)| Row {
+                    tx: movement.tx,
+                    id: movement.id,
+                    item: StockChangedEvent::new(product, movement),
+                })
+                .collect(),
+        })
+    }
+
+    fn placed(mut item: StockChangedEvent, cursor: String) -> StockChangedEvent {
+        item.cursor = cursor;
+        item
+    }
+}
+
+/// Every audit row.
+struct AuditRows;
+
+impl Source for AuditRows {
+    type Item = AuditLog;
+    type Table = audit_log::Entity;
+    const KIND: StreamKind = StreamKind::Audit;
+
+    fn pick(event: &DomainEvent) -> Option<Row<AuditLog>> {
+        match event {
+            DomainEvent::AuditLogAdded { entry } => Some(Row {
+                tx: entry.tx,
+                id: entry.id,
+                item: AuditLog::from(entry.as_ref().clone()),
+            }),
+            _ => None,
+        }
+    }
+
+    async fn since(
+        services: Services,
+        position: Position,
+        limit: usize,
+    ) -> AppResult<Tail<Row<AuditLog>>> {
+        let tail = crate::service::audit::since(services.conn(), &position, limit).await?;
+        Ok(Tail {
+            horizon: tail.horizon,
+            truncated: tail.truncated,
+            rows: tail
+                .rows
+                .into_iter()
+                .map(|entry| Row {
+                    tx: entry.tx,
+                    id: entry.id,
+                    item: AuditLog::from(entry),
+                })
+                .collect(),
+        })
+    }
+
+    fn placed(mut item: AuditLog, cursor: String) -> AuditLog {
+        item.cursor = Some(cursor);
+        item
+    }
+}
+
+/// A stream positioned by transactions: replayed from the database after a
+/// position, then live from the in-order feed, with no gap and no
+/// duplicate. When the feed may have missed transactions (the listener
+/// reconnected, a notification could not be read) or this stream fell
+/// behind it, the stream reads the database after its position instead of
+/// ending; only a replay past the limit ends it (`EVENTS_MISSED`, with the
+/// cursor of everything committed by then).
+struct PositionedStream<S: Source> {
+    rx: broadcast::Receiver<Arc<Sequenced>>,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    clock: DeliveryClock,
+    services: Services,
+    position: Position,
+    queue: VecDeque<Row<S::Item>>,
+    /// While a replay is sent: its rows left per transaction, and the
+    /// database's horizon read before them.
+    replaying: Option<(BTreeMap<i64, usize>, i64)>,
+    /// When the live transaction being sent was published here.
+    published: Option<Instant>,
+    replay_limit: usize,
+    done: bool,
+}
+
+impl<S: Source> PositionedStream<S> {
+    /// Subscribed to the feed before anything is read, so nothing falls
+    /// between the two.
+    async fn open(ctx: &Context<'_>, after: Option<Position>) -> async_graphql::Result<Self> {
+        let state = state(ctx)?;
+        let services = state.services.clone();
+        let rx = services.bus().subscribe_in_order();
+        let mut stream = Self {
+            rx,
+            shutdown: Box::pin(state.shutdown.clone().cancelled_owned()),
+            clock: clock(ctx),
+            services,
+            position: Position::default(),
+            queue: VecDeque::new(),
+            replaying: None,
+            published: None,
+            replay_limit: state.config.subscription_replay_limit,
+            done: false,
+        };
+        match after {
+            Some(after) => {
+                stream.position = after;
+                stream.replay().await.map_err(gql)?;
+            }
+            None => {
+                let horizon = crate::service::positions::horizon(stream.services.conn())
+                    .await
+                    .map_err(gql)?;
+                stream.position = Position::at(horizon);
+            }
+        }
+        Ok(stream)
+    }
+
+    async fn next(mut self) -> Option<(async_graphql::Result<S::Item>, Self)> {
+        loop {
+            if let Some(row) = self.queue.pop_front() {
+                self.position.sent(row.tx, row.id);
+                if let Some((left, horizon)) = &mut self.replaying {
+                    if let Some(n) = left.get_mut(&row.tx) {
+                        *n -= 1;
+                        if *n == 0 {
+                            left.remove(&row.tx);
+                        }
+                    }
+                    // Every replayed transaction below the first one left
+                    // has been sent whole.
+                    let next = left.keys().next().copied().unwrap_or(*horizon);
+                    self.position.raise(next.min(*horizon));
+                    if left.is_empty() {
+                        self.replaying = None;
+                    }
+                }
+                let cursor = self.position.encode(S::KIND);
+                if let Some(at) = self.published {
+                    self.clock.set(at);
+                }
+                self.clock.position(cursor.clone());
+                return Some((Ok(S::placed(row.item, cursor)), self));
+            }
+            if self.done {
+                return None;
+            }
+            self.published = None;
+            let caught_up = tokio::select! {
+                biased;
+                _ = self.shutdown.as_mut() => return None,
+                received = self.rx.recv() => match received {
+                    Ok(sequenced) => match sequenced.as_ref() {
+                        Sequenced::Transaction { horizon, events, at } => {
+                            // Everything below its horizon came before it.
+                            self.position.raise(*horizon);
+                            for event in events {
+                                if let Some(row) = S::pick(event)
+                                    && !self.position.covers(row.tx, row.id)
+                                {
+                                    self.queue.push_back(row);
+                                }
+                            }
+                            self.published = Some(*at);
+                            continue;
+                        }
+                        Sequenced::Missed => self.replay().await,
+                    },
+                    Err(RecvError::Lagged(_)) => {
+                        crate::metrics::subscription_lagged();
+                        self.replay().await
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+            };
+            if let Err(err) = caught_up {
+                self.done = true;
+                return Some((Err(gql(err)), self));
+            }
+        }
+    }
+
+    /// Queues what the database holds after the position. Past the replay
+    /// limit: `EVENTS_MISSED`, with the position of everything committed
+    /// now, to re-read and subscribe after.
+    async fn replay(&mut self) -> AppResult<()> {
+        let tail = S::since(
+            self.services.clone(),
+            self.position.clone(),
+            self.replay_limit,
+        )
+        .await?;
+        if tail.truncated {
+            let now = crate::service::positions::now::<S::Table>(self.services.conn()).await?;
+            return Err(AppError::EventsMissed {
+                cursor: Some(now.encode(S::KIND)),
+            });
+        }
+        crate::metrics::subscription_replayed(tail.rows.len());
+        if tail.rows.is_empty() {
+            self.position.raise(tail.horizon);
+            return Ok(());
+        }
+        let mut left = BTreeMap::new();
+        for row in &tail.rows {
+            *left.entry(row.tx).or_insert(0usize) += 1;
+        }
+        self.replaying = Some((left, tail.horizon));
+        self.queue.extend(tail.rows);
+        Ok(())
+    }
+}
+
+/// Reads `after` as a cursor of `S`'s stream.
+fn cursor_of(kind: StreamKind, after: Option<String>) -> async_graphql::Result<Option<Position>> {
+    after
+        .map(|cursor| Position::decode(kind, "after", &cursor))
+        .transpose()
+        .map_err(gql)
+}
+
+/// Opens a positioned stream (`after:` a cursor of it, or from now on) for
+/// subscribers with at least `required`.
+async fn positioned<S: Source>(
+    ctx: &Context<'_>,
+    required: Role,
+    after: Option<Position>,
+) -> async_graphql::Result<Pin<Box<dyn Stream<Item = async_graphql::Result<S::Item>> + Send>>> {
+    opening(ctx)?.require(required);
+    let share = if after.is_some() {
+        Share::Private
+    } else {
+        Share::Live
+    };
+    let stream = PositionedStream::<S>::open(ctx, after).await?;
+    opened(
+        ctx,
+        share,
+        Box::pin(stream::unfold(stream, PositionedStream::next)),
+    )
+}
+
 #[derive(SimpleObject)]
 pub struct StockChangedEvent {
     /// The product right after the movement.
@@ -339,12 +643,14 @@ impl Subscription {
     /// Every committed movement, of one product or of all. `movement.balanceAfter`
     /// and `product.version` let a client detect a gap.
     ///
-    /// With `productId`, the stream can start from a position: `after:` a
-    /// cursor (an event's `cursor`, or the product's `version` as a query
-    /// answered it) first replays the movements since, at most
+    /// Every event carries a `cursor`, and the stream can start from one:
+    /// `after:` a cursor first replays the movements since, at most
     /// SUBSCRIPTION_REPLAY_LIMIT of them (past it: `EVENTS_MISSED` with the
-    /// cursor to re-fetch from); `initial: true` starts with the product's
-    /// last movement, as it stands now.
+    /// cursor to re-fetch from), then goes live, with no gap and no
+    /// duplicate. With `productId`, the product's `version` as a query
+    /// answered it is a cursor too, and `initial: true` starts with the
+    /// product's last movement, as it stands now. Without it, the cursor
+    /// covers every product; a cursor of one stream is refused by another.
     async fn stock_changed(
         &self,
         ctx: &Context<'_>,
@@ -359,6 +665,17 @@ impl Subscription {
             .transpose()
             .map_err(gql)?;
         let initial = initial.unwrap_or(false);
+        let Some(product_id) = only else {
+            if initial {
+                return Err(gql(AppError::bad_input(
+                    "initial",
+                    "a stream of all products has no single state to start from; give \
+                     productId, or the cursor of an event",
+                )));
+            }
+            let after = cursor_of(StreamKind::Movements, after)?;
+            return positioned::<AllMovements>(ctx, Role::Viewer, after).await;
+        };
         let after = after
             .map(|cursor| {
                 cursor.trim().parse::<i32>().map_err(|_| {
@@ -367,23 +684,6 @@ impl Subscription {
             })
             .transpose()
             .map_err(gql)?;
-        let Some(product_id) = only else {
-            if after.is_some() || initial {
-                return Err(gql(AppError::bad_input(
-                    if initial { "initial" } else { "after" },
-                    "a stream of all products has no position to start from; give productId",
-                )));
-            }
-            let events = events(ctx, Role::Viewer)?;
-            let stream = select(events, clock(ctx), |event| match event {
-                DomainEvent::StockMoved { product, movement } => Some(StockChangedEvent::new(
-                    Arc::clone(product),
-                    Arc::clone(movement),
-                )),
-                _ => None,
-            });
-            return opened(ctx, Share::Live, Box::pin(stream));
-        };
         if after.is_some() && initial {
             return Err(gql(AppError::bad_input(
                 "initial",
@@ -510,16 +810,17 @@ impl Subscription {
         opened(ctx, Share::Private, stream)
     }
 
-    /// Every audit row, as it commits (ADMIN).
+    /// Every audit row, as it commits (ADMIN). Each carries its `cursor`;
+    /// `after:` one, the stream first replays the rows since (at most
+    /// SUBSCRIPTION_REPLAY_LIMIT; past it: `EVENTS_MISSED` with the cursor
+    /// to re-read from), then goes live, with no gap and no duplicate.
     async fn audit_log_added(
         &self,
         ctx: &Context<'_>,
-    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<AuditLog>> + use<>> {
-        let events = events(ctx, Role::Admin)?;
-        let stream = select(events, clock(ctx), |event| match event {
-            DomainEvent::AuditLogAdded { entry } => Some(AuditLog::from(entry.as_ref().clone())),
-            _ => None,
-        });
-        opened(ctx, Share::Live, stream)
+        after: Option<String>,
+    ) -> async_graphql::Result<Pin<Box<dyn Stream<Item = async_graphql::Result<AuditLog>> + Send>>>
+    {
+        let after = cursor_of(StreamKind::Audit, after)?;
+        positioned::<AuditRows>(ctx, Role::Admin, after).await
     }
 }

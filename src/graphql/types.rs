@@ -357,6 +357,9 @@ pub struct AuditLog {
     pub request_id: Option<String>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// In `auditLogAdded`: where the stream stands after this row;
+    /// `auditLogAdded(after:)` with it resumes right after. Null elsewhere.
+    pub cursor: Option<String>,
     #[graphql(skip)]
     pub actor_id: Option<Uuid>,
 }
@@ -374,6 +377,7 @@ impl From<audit_log::Model> for AuditLog {
             request_id: a.request_id,
             ip: a.ip,
             user_agent: a.user_agent,
+            cursor: None,
             actor_id: a.actor_id,
         }
     }

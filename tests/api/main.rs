@@ -27,5 +27,6 @@ mod roles;
 mod secrets;
 mod security;
 mod stock;
+mod streams;
 mod subscriptions;
 mod uploads;

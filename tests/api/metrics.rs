@@ -42,6 +42,8 @@ async fn metrics_cover_requests_operations_errors_security_queues_pool_and_proce
         json!({}),
     )
     .await;
+    // Open (its position read) before the movement, so the movement is live.
+    app.wait_for_subscriptions(1).await;
     app.record_movement(
         &admin,
         json!({ "productId": product, "kind": "INBOUND", "quantity": 1 }),

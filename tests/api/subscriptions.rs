@@ -530,25 +530,34 @@ async fn events_cross_instances_once_each_and_survive_a_lost_listener() {
         "an event came twice"
     );
 
+    // A stream with no position to resume from (lowStock) beside it.
+    let mut low = a.ws(&admin_a).await;
+    low.subscribe("l", LOW_STOCK, json!({})).await;
+    a.wait_for_subscriptions(2).await;
+
     // Cut both instances' listener connections.
     let killed = a.kill_listeners().await;
     assert_eq!(killed, 2, "one listener per instance");
-    // The open stream is told that events may have been missed, and ends.
-    let missed = ws.next().await;
+    // The positionless stream is told that events may have been missed,
+    // and ends; the stream of all products catches up and goes on.
+    let missed = low.next().await;
     assert_eq!(code(&missed["payload"]), Some("EVENTS_MISSED"), "{missed}");
-    assert_eq!(ws.next().await["type"], "complete");
+    assert_eq!(low.next().await["type"], "complete");
 
     a.wait_for_listener_up().await;
-    ws.subscribe("t", STOCK_CHANGED, json!({})).await;
-    a.wait_for_subscriptions(1).await;
     movement(&b, &admin_b, &product, "OUTBOUND", 1).await;
-    let e = ws.event("t").await;
+    let e = ws.event("s").await;
     assert_eq!(e["data"]["stockChanged"]["movement"]["balanceAfter"], 89);
+    assert!(
+        ws.drain(Duration::from_millis(500)).await.is_empty(),
+        "an event came twice"
+    );
 }
 
 /// A notification the listener cannot read may have carried events: open
-/// streams are told so (`EVENTS_MISSED`) instead of going on as if nothing
-/// happened.
+/// streams without a position are told so (`EVENTS_MISSED`) instead of
+/// going on as if nothing happened; positioned ones read the database and
+/// go on.
 #[tokio::test]
 #[cfg_attr(
     not(test_postgres),
@@ -557,9 +566,12 @@ async fn events_cross_instances_once_each_and_survive_a_lost_listener() {
 async fn an_unreadable_notification_tells_open_streams_events_may_be_missing() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "GARBLED-1", 10).await;
     let mut ws = app.ws(&admin).await;
-    ws.subscribe("s", STOCK_CHANGED, json!({})).await;
-    app.wait_for_subscriptions(1).await;
+    ws.subscribe("l", LOW_STOCK, json!({})).await;
+    let mut all = app.ws(&admin).await;
+    all.subscribe("s", STOCK_CHANGED, json!({})).await;
+    app.wait_for_subscriptions(2).await;
     app.wait_for_listeners(1).await;
     assert_eq!(
         app.count("SELECT COUNT(pg_notify('stockroom_events', 'not an envelope'))")
@@ -569,6 +581,9 @@ async fn an_unreadable_notification_tells_open_streams_events_may_be_missing() {
     let missed = ws.next().await;
     assert_eq!(code(&missed["payload"]), Some("EVENTS_MISSED"), "{missed}");
     assert_eq!(ws.next().await["type"], "complete");
+    movement(&app, &admin, &product, "OUTBOUND", 1).await;
+    let e = all.event("s").await;
+    assert_eq!(e["data"]["stockChanged"]["movement"]["balanceAfter"], 9);
 }
 
 #[tokio::test]
