@@ -158,9 +158,7 @@ impl ProductCache {
 impl Observer for ProductCache {
     fn published(&self, event: &DomainEvent) {
         match event {
-            DomainEvent::StockMoved { product, .. } | DomainEvent::LowStockCrossed { product } => {
-                self.invalidate(product)
-            }
+            DomainEvent::StockMoved { product, .. } => self.invalidate(product),
             DomainEvent::ProductCreated { product }
             | DomainEvent::ProductUpdated { product }
             | DomainEvent::ProductArchived { product } => {

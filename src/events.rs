@@ -41,10 +41,6 @@ pub enum DomainEvent {
         product: Arc<product::Model>,
         movement: Arc<stock_movement::Model>,
     },
-    /// A movement took the product from above its threshold to at or below it.
-    LowStockCrossed {
-        product: Arc<product::Model>,
-    },
     ProductCreated {
         product: Arc<product::Model>,
     },
@@ -84,7 +80,6 @@ impl DomainEvent {
     pub fn product_id(&self) -> Option<Uuid> {
         match self {
             Self::StockMoved { product, .. }
-            | Self::LowStockCrossed { product }
             | Self::ProductCreated { product }
             | Self::ProductUpdated { product }
             | Self::ProductArchived { product } => Some(product.id),
@@ -98,10 +93,6 @@ impl DomainEvent {
         Some(match self {
             Self::StockMoved { movement, .. } => EventRef::StockMoved {
                 movement_id: movement.id,
-            },
-            Self::LowStockCrossed { product } => EventRef::LowStockCrossed {
-                product_id: product.id,
-                version: product.version,
             },
             Self::ProductCreated { product } => EventRef::Product {
                 change: ProductChange::Created,
@@ -140,10 +131,6 @@ enum ProductChange {
 enum EventRef {
     StockMoved {
         movement_id: Uuid,
-    },
-    LowStockCrossed {
-        product_id: Uuid,
-        version: i32,
     },
     Product {
         change: ProductChange,
@@ -195,13 +182,6 @@ impl EventRef {
                     None => Loaded::Gone,
                 }
             }
-            Self::LowStockCrossed {
-                product_id,
-                version,
-            } => match as_of(product(product_id).await?, version) {
-                Ok(product) => Loaded::Event(DomainEvent::LowStockCrossed { product }),
-                Err(other) => other,
-            },
             Self::Product {
                 change,
                 product_id,

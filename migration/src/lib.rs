@@ -15,6 +15,7 @@ mod m20261205_000002_products_name_index;
 mod m20261205_000003_products_unit_cost;
 mod m20261205_000004_products_category_id_index;
 mod m20261205_000005_stream_positions;
+mod m20261205_000006_low_stock_crossings;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000003_products_unit_cost::Migration),
             Box::new(m20261205_000004_products_category_id_index::Migration),
             Box::new(m20261205_000005_stream_positions::Migration),
+            Box::new(m20261205_000006_low_stock_crossings::Migration),
         ]
     }
 }

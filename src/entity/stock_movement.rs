@@ -67,6 +67,11 @@ pub struct Model {
     /// products and of the audit log"). 0 before it was kept.
     #[serde(default)]
     pub tx: i64,
+    /// The product's low-stock threshold when this movement took its stock
+    /// from above it to at or below it (a `lowStock` event); None for every
+    /// other movement, and for movements recorded before it was kept.
+    #[serde(default)]
+    pub crossed_threshold: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -356,26 +356,88 @@ impl Source for AllMovements {
         position: Position,
         limit: usize,
     ) -> AppResult<Tail<Row<StockChangedEvent>>> {
-        let tail = crate::service::stock::ledger_since(services.conn(), &position, limit).await?;
-        Ok(Tail {
-            horizon: tail.horizon,
-            truncated: tail.truncated,
-            rows: tail
-                .rows
-                .into_iter()
-                .map(|(product, movement)| Row {
-                    tx: movement.tx,
-                    id: movement.id,
-                    item: StockChangedEvent::new(product, movement),
-                })
-                .collect(),
-        })
+        ledger_rows(services, position, limit, false, StockChangedEvent::new).await
     }
 
     fn placed(mut item: StockChangedEvent, cursor: String) -> StockChangedEvent {
         item.cursor = cursor;
         item
     }
+}
+
+/// The movements that took a product to or below its threshold.
+struct Crossings;
+
+impl Source for Crossings {
+    type Item = LowStockEvent;
+    type Table = stock_movement::Entity;
+    const KIND: StreamKind = StreamKind::LowStock;
+
+    fn pick(event: &DomainEvent) -> Option<Row<LowStockEvent>> {
+        match event {
+            DomainEvent::StockMoved { product, movement } => Some(Row {
+                tx: movement.tx,
+                id: movement.id,
+                item: LowStockEvent::new(Arc::clone(product), Arc::clone(movement))?,
+            }),
+            _ => None,
+        }
+    }
+
+    async fn since(
+        services: Services,
+        position: Position,
+        limit: usize,
+    ) -> AppResult<Tail<Row<LowStockEvent>>> {
+        let tail = ledger_rows(services, position, limit, true, LowStockEvent::new).await?;
+        Ok(Tail {
+            horizon: tail.horizon,
+            truncated: tail.truncated,
+            rows: tail
+                .rows
+                .into_iter()
+                .filter_map(|row| {
+                    Some(Row {
+                        tx: row.tx,
+                        id: row.id,
+                        item: row.item?,
+                    })
+                })
+                .collect(),
+        })
+    }
+
+    fn placed(mut item: LowStockEvent, cursor: String) -> LowStockEvent {
+        item.cursor = cursor;
+        item
+    }
+}
+
+/// The ledger after `position` (only the crossings of a threshold, if asked),
+/// each movement made into an item by `item`.
+async fn ledger_rows<T>(
+    services: Services,
+    position: Position,
+    limit: usize,
+    crossings_only: bool,
+    item: fn(Arc<product::Model>, Arc<stock_movement::Model>) -> T,
+) -> AppResult<Tail<Row<T>>> {
+    let tail =
+        crate::service::stock::ledger_since(services.conn(), &position, limit, crossings_only)
+            .await?;
+    Ok(Tail {
+        horizon: tail.horizon,
+        truncated: tail.truncated,
+        rows: tail
+            .rows
+            .into_iter()
+            .map(|(product, movement)| Row {
+                tx: movement.tx,
+                id: movement.id,
+                item: item(product, movement),
+            })
+            .collect(),
+    })
 }
 
 /// Every audit row.
@@ -628,9 +690,28 @@ impl StockChangedEvent {
 
 #[derive(SimpleObject)]
 pub struct LowStockEvent {
+    /// The product right after the movement that crossed its threshold.
     pub product: Product,
+    /// Its stock right after that movement.
     pub stock: i32,
+    /// Its threshold when the movement crossed it.
     pub threshold: i32,
+    /// Where this event stands in the stream: `lowStock(after:)` with it
+    /// resumes right after this event.
+    pub cursor: String,
+}
+
+impl LowStockEvent {
+    /// The event of a movement, if it crossed its product's threshold.
+    fn new(product: Arc<product::Model>, movement: Arc<stock_movement::Model>) -> Option<Self> {
+        let threshold = movement.crossed_threshold?;
+        Some(Self {
+            stock: movement.balance_after,
+            threshold,
+            product: Product::from(product.as_ref().clone()),
+            cursor: String::new(),
+        })
+    }
 }
 
 #[derive(Default)]
@@ -741,21 +822,20 @@ impl Subscription {
 
     /// A movement took a product from above its threshold to at or below it:
     /// once per crossing, not for every movement below the threshold.
+    ///
+    /// Every event carries a `cursor`; `after:` one first replays the
+    /// crossings recorded since (at most SUBSCRIPTION_REPLAY_LIMIT; past it,
+    /// `EVENTS_MISSED` with the cursor to re-fetch from), then goes live,
+    /// with no gap and no duplicate.
     async fn low_stock(
         &self,
         ctx: &Context<'_>,
-    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<LowStockEvent>> + use<>>
-    {
-        let events = events(ctx, Role::Viewer)?;
-        let stream = select(events, clock(ctx), |event| match event {
-            DomainEvent::LowStockCrossed { product } => Some(LowStockEvent {
-                stock: product.stock,
-                threshold: product.low_stock_threshold,
-                product: Product::from(product.as_ref().clone()),
-            }),
-            _ => None,
-        });
-        opened(ctx, Share::Live, stream)
+        after: Option<String>,
+    ) -> async_graphql::Result<
+        Pin<Box<dyn Stream<Item = async_graphql::Result<LowStockEvent>> + Send>>,
+    > {
+        let after = cursor_of(StreamKind::LowStock, after)?;
+        positioned::<Crossings>(ctx, Role::Viewer, after).await
     }
 
     /// Every alert as it is queued and on every change of status (ADMIN).

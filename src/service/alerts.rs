@@ -136,8 +136,7 @@ pub async fn on_movement(
     movement: &stock_movement::Model,
     stock_before: i64,
 ) -> AppResult<()> {
-    let low =
-        product::crossed_low_stock(stock_before, product) && settings.sends(AlertKind::LowStock);
+    let low = movement.crossed_threshold.is_some() && settings.sends(AlertKind::LowStock);
     let out = product.stock == 0 && stock_before > 0 && settings.sends(AlertKind::OutOfStock);
     let every = settings.sends(AlertKind::StockMovement);
     if !(low || out || every) {

@@ -262,6 +262,7 @@ fn movement_row(
     now: DateTime<Utc>,
     tx: i64,
 ) -> stock_movement::Model {
+    let stock_before = i64::from(product.stock) - movement.delta;
     stock_movement::Model {
         id: Uuid::now_v7(),
         product_id: product.id,
@@ -276,6 +277,8 @@ fn movement_row(
         created_by: actor.user_id,
         created_at: now,
         tx,
+        crossed_threshold: product::crossed_low_stock(stock_before, product)
+            .then_some(product.low_stock_threshold),
     }
 }
 
@@ -312,8 +315,8 @@ fn movement_audit(
     )
 }
 
-/// The `stockChanged` (and, on a crossing, `lowStock`) events and the alerts
-/// of a recorded movement.
+/// The event (`stockChanged`, and `lowStock` when the row says it crossed
+/// the threshold) and the alerts of a recorded movement.
 async fn after_movement(
     txn: &Txn,
     settings: &TelegramSettings,
@@ -322,14 +325,8 @@ async fn after_movement(
     saved: &stock_movement::Model,
     stock_before: i64,
 ) -> AppResult<()> {
-    let shared = Arc::new(product.clone());
-    if product::crossed_low_stock(stock_before, product) {
-        txn.emit(DomainEvent::LowStockCrossed {
-            product: Arc::clone(&shared),
-        });
-    }
     txn.emit(DomainEvent::StockMoved {
-        product: shared,
+        product: Arc::new(product.clone()),
         movement: Arc::new(saved.clone()),
     });
     super::alerts::on_movement(txn, settings, actor, product, saved, stock_before).await
@@ -384,12 +381,23 @@ pub async fn ledger_after(
 /// one of its products to an earlier version: PostgreSQL's transaction ids
 /// (the `tx` order) can disagree with the order two transactions committed
 /// in when one waited for the other's lock.
+///
+/// `crossings_only`: only the movements that took a product to or below its
+/// threshold (the `lowStock` stream).
 pub async fn ledger_since(
     conn: &impl ConnectionTrait,
     position: &Position,
     limit: usize,
+    crossings_only: bool,
 ) -> AppResult<Tail<(Arc<product::Model>, Arc<stock_movement::Model>)>> {
-    let tail = positions::after::<stock_movement::Entity, _>(conn, position, limit, |q| q).await?;
+    let tail = positions::after::<stock_movement::Entity, _>(conn, position, limit, |q| {
+        if crossings_only {
+            q.filter(stock_movement::Column::CrossedThreshold.is_not_null())
+        } else {
+            q
+        }
+    })
+    .await?;
     let ids: HashSet<Uuid> = tail.rows.iter().map(|m| m.product_id).collect();
     let products: HashMap<Uuid, product::Model> = if ids.is_empty() {
         HashMap::new()

@@ -1,5 +1,6 @@
-//! The streams of all products (`stockChanged` without a product) and of
-//! the audit log (`auditLogAdded`) resume from a cursor: every event carries
+//! The streams of all products (`stockChanged` without a product), of
+//! low stock (`lowStock`) and of the audit log (`auditLogAdded`) resume
+//! from a cursor: every event carries
 //! one, and `after:` it the stream replays what the database holds since,
 //! then goes live, with no gap and no duplicate, also while many writers
 //! race (their transactions commit in another order than they began on
@@ -12,10 +13,23 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, Ws, spawn_app, spawn_app_with, spawn_pair_on_one_database, uuid_eq};
+use crate::subscriptions::set_threshold;
 
 const ALL_STREAM: &str = "subscription($after: String) { stockChanged(after: $after) { cursor product { id } movement { id balanceAfter } } }";
 const AUDIT_STREAM: &str =
     "subscription($after: String) { auditLogAdded(after: $after) { id summary cursor } }";
+const LOW_STREAM: &str = "subscription($after: String) { lowStock(after: $after) { cursor stock threshold product { id } } }";
+
+/// (cursor, stock, threshold) of a lowStock event.
+fn low(event: &Value) -> (String, i64, i64) {
+    let e = &event["data"]["lowStock"];
+    assert!(e.is_object(), "expected an event, got {event}");
+    (
+        e["cursor"].as_str().unwrap().to_string(),
+        e["stock"].as_i64().unwrap(),
+        e["threshold"].as_i64().unwrap(),
+    )
+}
 
 /// (cursor, movement id, product id, balanceAfter) of an all-products event.
 fn moved(event: &Value) -> (String, String, String, i64) {
@@ -281,6 +295,61 @@ async fn the_audit_stream_resumes_after_its_cursor_with_no_gap_or_duplicate() {
     assert_eq!(ids.len() as i64, since);
 }
 
+async fn move_stock(app: &TestApp, token: &str, product: &str, kind: &str, quantity: i64) {
+    app.record_movement(
+        token,
+        json!({ "productId": product, "kind": kind, "quantity": quantity }),
+    )
+    .await
+    .data();
+}
+
+/// The crossings missed while away are replayed with the threshold each
+/// crossed (not the product's threshold now), then the stream goes live;
+/// movements that did not cross are not in it.
+#[tokio::test]
+async fn the_low_stock_stream_resumes_after_its_cursor_with_each_crossing_once() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "LOW-R", 10).await;
+    let other = app.create_product(&admin, "LOW-O", 10).await;
+    set_threshold(&app, &admin, &product, 5).await;
+    let mut ws = subscribe(&app, &admin, LOW_STREAM, None).await;
+    app.wait_for_subscriptions(1).await;
+    move_stock(&app, &admin, &product, "OUTBOUND", 6).await; // 4: crosses 5
+    let (cursor, stock, threshold) = low(&ws.event("s").await);
+    assert_eq!((stock, threshold), (4, 5));
+    drop(ws);
+
+    move_stock(&app, &admin, &product, "INBOUND", 10).await; // 14
+    set_threshold(&app, &admin, &product, 8).await;
+    move_stock(&app, &admin, &product, "OUTBOUND", 7).await; // 7: crosses 8
+    move_stock(&app, &admin, &other, "OUTBOUND", 1).await; // 9: above 0
+    set_threshold(&app, &admin, &product, 5).await;
+    move_stock(&app, &admin, &product, "OUTBOUND", 1).await; // 6: above 5
+    move_stock(&app, &admin, &product, "OUTBOUND", 1).await; // 5: crosses 5
+    move_stock(&app, &admin, &product, "OUTBOUND", 1).await; // 4: still below
+
+    let mut ws = subscribe(&app, &admin, LOW_STREAM, Some(&cursor)).await;
+    let replayed: Vec<(i64, i64)> = [ws.event("s").await, ws.event("s").await]
+        .iter()
+        .map(|e| {
+            let (_, stock, threshold) = low(e);
+            (stock, threshold)
+        })
+        .collect();
+    assert_eq!(replayed, [(7, 8), (5, 5)]);
+    app.wait_for_subscriptions(1).await;
+    move_stock(&app, &admin, &product, "INBOUND", 10).await; // 14
+    move_stock(&app, &admin, &product, "OUTBOUND", 10).await; // 4: crosses 5
+    let (_, stock, threshold) = low(&ws.event("s").await);
+    assert_eq!((stock, threshold), (4, 5));
+    assert!(
+        ws.drain(Duration::from_millis(300)).await.is_empty(),
+        "a crossing came twice, or a movement that crossed nothing came"
+    );
+}
+
 #[tokio::test]
 async fn a_replay_of_all_products_past_its_bound_ends_with_events_missed_and_a_cursor_from_now() {
     let app = spawn_app_with(&[("SUBSCRIPTION_REPLAY_LIMIT", "3")]).await;
@@ -321,6 +390,7 @@ async fn a_cursor_of_another_stream_or_none_at_all_is_refused_and_nothing_is_wri
     let audits = app.count("SELECT COUNT(*) FROM audit_logs").await;
     for (query, after) in [
         (AUDIT_STREAM, movements_cursor.as_str()),
+        (LOW_STREAM, movements_cursor.as_str()),
         (ALL_STREAM, "bTE6LTE"),
         (ALL_STREAM, "not a cursor"),
     ] {

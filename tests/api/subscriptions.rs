@@ -13,6 +13,8 @@ use crate::helpers::{
 
 const STOCK_CHANGED: &str = "subscription($p: ID) { stockChanged(productId: $p) { product { id sku stock version isLowStock } movement { id kind quantity balanceAfter product { id stock } createdBy { email } } } }";
 const LOW_STOCK: &str = "subscription { lowStock { product { id sku } stock threshold } }";
+/// A stream without a position (ADMIN).
+const ALERT_UPDATED: &str = "subscription { alertUpdated { id status } }";
 const AUDIT_ADDED: &str =
     "subscription { auditLogAdded { action entityType summary actor { email } } }";
 
@@ -26,7 +28,7 @@ async fn movement(app: &TestApp, token: &str, product: &str, kind: &str, quantit
     r.body.clone()
 }
 
-async fn set_threshold(app: &TestApp, token: &str, product: &str, threshold: i64) {
+pub(crate) async fn set_threshold(app: &TestApp, token: &str, product: &str, threshold: i64) {
     app.gql(
         Some(token),
         "mutation($id: ID!, $i: UpdateProductInput!) { updateProduct(id: $id, input: $i) { id } }",
@@ -530,9 +532,9 @@ async fn events_cross_instances_once_each_and_survive_a_lost_listener() {
         "an event came twice"
     );
 
-    // A stream with no position to resume from (lowStock) beside it.
-    let mut low = a.ws(&admin_a).await;
-    low.subscribe("l", LOW_STOCK, json!({})).await;
+    // A stream with no position to resume from (alertUpdated) beside it.
+    let mut alerts = a.ws(&admin_a).await;
+    alerts.subscribe("l", ALERT_UPDATED, json!({})).await;
     a.wait_for_subscriptions(2).await;
 
     // Cut both instances' listener connections.
@@ -540,9 +542,9 @@ async fn events_cross_instances_once_each_and_survive_a_lost_listener() {
     assert_eq!(killed, 2, "one listener per instance");
     // The positionless stream is told that events may have been missed,
     // and ends; the stream of all products catches up and goes on.
-    let missed = low.next().await;
+    let missed = alerts.next().await;
     assert_eq!(code(&missed["payload"]), Some("EVENTS_MISSED"), "{missed}");
-    assert_eq!(low.next().await["type"], "complete");
+    assert_eq!(alerts.next().await["type"], "complete");
 
     a.wait_for_listener_up().await;
     movement(&b, &admin_b, &product, "OUTBOUND", 1).await;
@@ -568,7 +570,7 @@ async fn an_unreadable_notification_tells_open_streams_events_may_be_missing() {
     let admin = app.admin_token().await;
     let product = app.create_product(&admin, "GARBLED-1", 10).await;
     let mut ws = app.ws(&admin).await;
-    ws.subscribe("l", LOW_STOCK, json!({})).await;
+    ws.subscribe("l", ALERT_UPDATED, json!({})).await;
     let mut all = app.ws(&admin).await;
     all.subscribe("s", STOCK_CHANGED, json!({})).await;
     app.wait_for_subscriptions(2).await;
