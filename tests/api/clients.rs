@@ -263,7 +263,7 @@ async fn graphql_ws_resubscribes_with_its_last_cursor_and_misses_nothing() {
     .await;
     println!("{}", out.report());
     assert!(
-        out.success() && out.stdout.contains("4 passed, 0 failed"),
+        out.success() && out.stdout.contains("8 passed, 0 failed"),
         "graphql-ws did not resume without a gap against {http}:\n{}",
         out.report()
     );
