@@ -332,53 +332,60 @@ trait Source: Send + 'static {
     fn placed(item: Self::Item, cursor: String) -> Self::Item;
 }
 
-/// Every movement of every product.
-struct AllMovements;
+/// The items of a stream of the ledger, each made from a movement.
+trait LedgerItem: Sized + Send + 'static {
+    const KIND: StreamKind;
+    /// Only the movements that took a product to or below its threshold.
+    const CROSSINGS_ONLY: bool;
+    /// The item of a movement, if the stream shows it.
+    fn of(product: Arc<product::Model>, movement: Arc<stock_movement::Model>) -> Option<Self>;
+    fn placed(self, cursor: String) -> Self;
+}
 
-impl Source for AllMovements {
-    type Item = StockChangedEvent;
-    type Table = stock_movement::Entity;
+impl LedgerItem for StockChangedEvent {
     const KIND: StreamKind = StreamKind::Movements;
+    const CROSSINGS_ONLY: bool = false;
 
-    fn pick(event: &DomainEvent) -> Option<Row<StockChangedEvent>> {
-        match event {
-            DomainEvent::StockMoved { product, movement } => Some(Row {
-                tx: movement.tx,
-                id: movement.id,
-                item: StockChangedEvent::new(Arc::clone(product), Arc::clone(movement)),
-            }),
-            _ => None,
-        }
+    fn of(product: Arc<product::Model>, movement: Arc<stock_movement::Model>) -> Option<Self> {
+        Some(Self::new(product, movement))
     }
 
-    async fn since(
-        services: Services,
-        position: Position,
-        limit: usize,
-    ) -> AppResult<Tail<Row<StockChangedEvent>>> {
-        ledger_rows(services, position, limit, false, StockChangedEvent::new).await
-    }
-
-    fn placed(mut item: StockChangedEvent, cursor: String) -> StockChangedEvent {
-        item.cursor = cursor;
-        item
+    fn placed(mut self, cursor: String) -> Self {
+        self.cursor = cursor;
+        self
     }
 }
 
-/// The movements that took a product to or below its threshold.
-struct Crossings;
-
-impl Source for Crossings {
-    type Item = LowStockEvent;
-    type Table = stock_movement::Entity;
+impl LedgerItem for LowStockEvent {
     const KIND: StreamKind = StreamKind::LowStock;
+    const CROSSINGS_ONLY: bool = true;
 
-    fn pick(event: &DomainEvent) -> Option<Row<LowStockEvent>> {
+    fn of(product: Arc<product::Model>, movement: Arc<stock_movement::Model>) -> Option<Self> {
+        Self::new(product, movement)
+    }
+
+    fn placed(mut self, cursor: String) -> Self {
+        self.cursor = cursor;
+        self
+    }
+}
+
+/// A stream of the ledger: every movement of every product
+/// (`Ledger<StockChangedEvent>`), or the crossings of a threshold
+/// (`Ledger<LowStockEvent>`).
+struct Ledger<T>(std::marker::PhantomData<T>);
+
+impl<T: LedgerItem> Source for Ledger<T> {
+    type Item = T;
+    type Table = stock_movement::Entity;
+    const KIND: StreamKind = T::KIND;
+
+    fn pick(event: &DomainEvent) -> Option<Row<T>> {
         match event {
             DomainEvent::StockMoved { product, movement } => Some(Row {
                 tx: movement.tx,
                 id: movement.id,
-                item: LowStockEvent::new(Arc::clone(product), Arc::clone(movement))?,
+                item: T::of(Arc::clone(product), Arc::clone(movement))?,
             }),
             _ => None,
         }
@@ -388,56 +395,34 @@ impl Source for Crossings {
         services: Services,
         position: Position,
         limit: usize,
-    ) -> AppResult<Tail<Row<LowStockEvent>>> {
-        let tail = ledger_rows(services, position, limit, true, LowStockEvent::new).await?;
+    ) -> AppResult<Tail<Row<T>>> {
+        let tail = crate::service::stock::ledger_since(
+            services.conn(),
+            &position,
+            limit,
+            T::CROSSINGS_ONLY,
+        )
+        .await?;
         Ok(Tail {
             horizon: tail.horizon,
             truncated: tail.truncated,
             rows: tail
                 .rows
                 .into_iter()
-                .filter_map(|row| {
+                .filter_map(|(product, movement)| {
                     Some(Row {
-                        tx: row.tx,
-                        id: row.id,
-                        item: row.item?,
+                        tx: movement.tx,
+                        id: movement.id,
+                        item: T::of(product, movement)?,
                     })
                 })
                 .collect(),
         })
     }
 
-    fn placed(mut item: LowStockEvent, cursor: String) -> LowStockEvent {
-        item.cursor = cursor;
-        item
+    fn placed(item: T, cursor: String) -> T {
+        item.placed(cursor)
     }
-}
-
-/// The ledger after `position` (only the crossings of a threshold, if asked),
-/// each movement made into an item by `item`.
-async fn ledger_rows<T>(
-    services: Services,
-    position: Position,
-    limit: usize,
-    crossings_only: bool,
-    item: fn(Arc<product::Model>, Arc<stock_movement::Model>) -> T,
-) -> AppResult<Tail<Row<T>>> {
-    let tail =
-        crate::service::stock::ledger_since(services.conn(), &position, limit, crossings_only)
-            .await?;
-    Ok(Tail {
-        horizon: tail.horizon,
-        truncated: tail.truncated,
-        rows: tail
-            .rows
-            .into_iter()
-            .map(|(product, movement)| Row {
-                tx: movement.tx,
-                id: movement.id,
-                item: item(product, movement),
-            })
-            .collect(),
-    })
 }
 
 /// Every audit row.
@@ -755,7 +740,7 @@ impl Subscription {
                 )));
             }
             let after = cursor_of(StreamKind::Movements, after)?;
-            return positioned::<AllMovements>(ctx, Role::Viewer, after).await;
+            return positioned::<Ledger<StockChangedEvent>>(ctx, Role::Viewer, after).await;
         };
         let after = after
             .map(|cursor| {
@@ -835,7 +820,7 @@ impl Subscription {
         Pin<Box<dyn Stream<Item = async_graphql::Result<LowStockEvent>> + Send>>,
     > {
         let after = cursor_of(StreamKind::LowStock, after)?;
-        positioned::<Crossings>(ctx, Role::Viewer, after).await
+        positioned::<Ledger<LowStockEvent>>(ctx, Role::Viewer, after).await
     }
 
     /// Every alert as it is queued and on every change of status (ADMIN).

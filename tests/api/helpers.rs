@@ -102,6 +102,30 @@ pub fn is_postgres() -> bool {
     cfg!(test_postgres)
 }
 
+/// One OUTBOUND movement of 1 over HTTP, asserted recorded: for writers on
+/// tasks of their own, which hold no `TestApp`.
+pub async fn outbound_over_http(
+    client: &reqwest::Client,
+    address: &str,
+    token: &str,
+    product: &str,
+) {
+    let r: Value = client
+        .post(format!("{address}/graphql"))
+        .bearer_auth(token)
+        .json(&json!({
+            "query": "mutation($i: StockMovementInput!) { recordStockMovement(input: $i) { id } }",
+            "variables": { "i": { "productId": product, "kind": "OUTBOUND", "quantity": 1 } }
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(r["errors"].is_null(), "{r}");
+}
+
 /// SQL comparing a uuid column with `id` (PostgreSQL stores uuids as
 /// `uuid`, SQLite as 16-byte blobs).
 pub fn uuid_eq(column: &str, id: &str) -> String {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, Ws, is_postgres, spawn_app, spawn_app_with, spawn_pair_on_one_database, uuid_eq,
+    TestApp, Ws, is_postgres, outbound_over_http, spawn_app, spawn_app_with,
+    spawn_pair_on_one_database, uuid_eq,
 };
 
 const PRODUCT_STREAM: &str = "subscription($p: ID, $after: String, $initial: Boolean) { stockChanged(productId: $p, after: $after, initial: $initial) { cursor product { id stock version } movement { id quantity balanceAfter } } }";
@@ -279,20 +280,7 @@ async fn a_client_cut_off_a_hundred_times_sees_every_movement_once_in_order() {
         let product = product.clone();
         tokio::spawn(async move {
             for _ in 0..MOVEMENTS {
-                let r: Value = client
-                    .post(format!("{app_address}/graphql"))
-                    .bearer_auth(&admin)
-                    .json(&json!({
-                        "query": "mutation($i: StockMovementInput!) { recordStockMovement(input: $i) { id } }",
-                        "variables": { "i": { "productId": product, "kind": "OUTBOUND", "quantity": 1 } }
-                    }))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                assert!(r["errors"].is_null(), "{r}");
+                outbound_over_http(&client, &app_address, &admin, &product).await;
             }
         })
     };

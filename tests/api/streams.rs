@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, Ws, spawn_app, spawn_app_with, spawn_pair_on_one_database, uuid_eq};
+use crate::helpers::{
+    TestApp, Ws, outbound_over_http, spawn_app, spawn_app_with, spawn_pair_on_one_database, uuid_eq,
+};
 use crate::subscriptions::set_threshold;
 
 const ALL_STREAM: &str = "subscription($after: String) { stockChanged(after: $after) { cursor product { id } movement { id balanceAfter } } }";
@@ -167,20 +169,7 @@ async fn a_reader_of_all_products_cut_off_again_and_again_misses_nothing_while_w
             for i in 0..EACH {
                 // A mix of products per writer, so that transactions overlap.
                 let product = &products[(w + i) % products.len()];
-                let r: Value = client
-                    .post(format!("{address}/graphql"))
-                    .bearer_auth(&admin)
-                    .json(&json!({
-                        "query": "mutation($i: StockMovementInput!) { recordStockMovement(input: $i) { id } }",
-                        "variables": { "i": { "productId": product, "kind": "OUTBOUND", "quantity": 1 } }
-                    }))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                assert!(r["errors"].is_null(), "{r}");
+                outbound_over_http(&client, &address, &admin, product).await;
             }
         }));
     }
