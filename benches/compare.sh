@@ -341,7 +341,10 @@ PY
 }
 
 mkdir -p "$OUT_DIR"
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# The commit the measured binary was built from (BENCH_BIN may be another
+# checkout's build), as its --version says.
+COMMIT=$("$BIN" --version 2>/dev/null | sed -n 's/.*commit \([0-9a-f]\{7\}\).*/\1/p')
+COMMIT=${COMMIT:-unknown}
 export BENCH_DB_PARAMS="?sslmode=disable" PGSSLMODE=disable
 FANOUT="not run (BENCH_FANOUT=0)"
 PEER_FANOUT="not run"
