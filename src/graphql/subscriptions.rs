@@ -518,11 +518,15 @@ impl<S: Source> PositionedStream<S> {
                 stream.position = after;
                 stream.replay().await.map_err(gql)?;
             }
+            // From now on: everything committed so far counts as sent. The
+            // horizon alone would not say it on PostgreSQL, where it is the
+            // oldest transaction still running anywhere in the cluster, and
+            // transactions above it may have committed already.
             None => {
-                let horizon = crate::service::positions::horizon(stream.services.conn())
-                    .await
-                    .map_err(gql)?;
-                stream.position = Position::at(horizon);
+                stream.position =
+                    crate::service::positions::now::<S::Table>(stream.services.conn())
+                        .await
+                        .map_err(gql)?;
             }
         }
         Ok(stream)

@@ -393,6 +393,47 @@ async fn a_cursor_of_another_stream_or_none_at_all_is_refused_and_nothing_is_wri
     assert_eq!(app.count("SELECT COUNT(*) FROM stock_movements").await, 2);
 }
 
+/// A transaction left open elsewhere in the cluster holds PostgreSQL's
+/// horizon (the oldest running transaction) below what has committed since.
+/// A stream opened from now on still counts everything already committed
+/// as sent, so a cursor it gives never replays what came before it.
+#[tokio::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "PostgreSQL only: set STOCKROOM_TEST_POSTGRES_URL"
+)]
+async fn a_stream_from_now_on_never_replays_what_committed_before_it_while_an_old_transaction_runs()
+{
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let app = spawn_app().await;
+    let holder = sea_orm::Database::connect(&app.database_url).await.unwrap();
+    let old = holder.begin().await.unwrap();
+    old.execute_unprepared("SELECT pg_current_xact_id()")
+        .await
+        .unwrap();
+    let admin = app.admin_token().await;
+    let a = app.create_product(&admin, "OLD-1", 100).await;
+    let b = app.create_product(&admin, "OLD-2", 100).await;
+
+    let mut ws = subscribe(&app, &admin, ALL_STREAM, None).await;
+    app.wait_for_subscriptions(1).await;
+    outbound(&app, &admin, &a).await;
+    let (cursor, _, product, balance) = moved(&ws.event("s").await);
+    assert_eq!((product == a, balance), (true, 99));
+    drop(ws);
+    outbound(&app, &admin, &b).await;
+
+    let mut ws = subscribe(&app, &admin, ALL_STREAM, Some(&cursor)).await;
+    let (_, _, product, balance) = moved(&ws.event("s").await);
+    assert_eq!(
+        (product == b, balance),
+        (true, 99),
+        "replayed a movement from before the stream began"
+    );
+    assert!(ws.drain(Duration::from_millis(300)).await.is_empty());
+    old.rollback().await.unwrap();
+}
+
 /// Two instances on one PostgreSQL: a reader of instance a sees what b
 /// writes, and a movement whose notification a never heard (written behind
 /// the application's back, in a transaction of its own) is read back from
