@@ -352,7 +352,7 @@ impl Deref for Db {
 }
 
 /// The highest transaction number the SQLite tables hold (0 when empty).
-async fn last_sqlite_tx(conn: &DatabaseConnection) -> Result<i64, DbErr> {
+pub async fn last_sqlite_tx(conn: &impl ConnectionTrait) -> Result<i64, DbErr> {
     let row = conn
         .query_one_raw(Statement::from_string(
             DbBackend::Sqlite,

@@ -92,18 +92,6 @@ impl Position {
         self.partial = Some((tx, id));
     }
 
-    /// Records a whole transaction (`tx`) as sent, or skipped because it
-    /// wrote nothing this stream shows.
-    pub fn sent_whole(&mut self, tx: i64) {
-        if let Some((ptx, _)) = self.partial.take()
-            && ptx != tx
-        {
-            self.done.insert(ptx);
-        }
-        self.done.insert(tx);
-        self.prune();
-    }
-
     /// Every transaction below `horizon` is known to be sent.
     pub fn raise(&mut self, horizon: i64) {
         if horizon > self.horizon {
@@ -123,12 +111,13 @@ impl Position {
 
     /// The cursor a client resumes with.
     pub fn encode(&self, kind: StreamKind) -> String {
+        use std::fmt::Write as _;
         let mut text = format!("{}:{}", kind.tag(), self.horizon);
         for tx in &self.done {
-            text.push_str(&format!(",{}", tx - self.horizon));
+            let _ = write!(text, ",{}", tx - self.horizon);
         }
         if let Some((tx, id)) = self.partial {
-            text.push_str(&format!(";{}:{}", tx - self.horizon, id.simple()));
+            let _ = write!(text, ";{}:{}", tx - self.horizon, id.simple());
         }
         B64.encode(text)
     }
@@ -190,13 +179,11 @@ const MAX_DONE: usize = 10_000;
 /// ended. Read it before the rows it is to vouch for.
 pub async fn horizon(conn: &impl ConnectionTrait) -> AppResult<i64> {
     let backend = conn.get_database_backend();
-    let sql = match backend {
-        DbBackend::Postgres => "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS h",
-        _ => {
-            "SELECT MAX((SELECT COALESCE(MAX(tx), 0) FROM stock_movements), \
-                        (SELECT COALESCE(MAX(tx), 0) FROM audit_logs)) + 1 AS h"
-        }
-    };
+    if backend != DbBackend::Postgres {
+        // SQLite numbers its transactions in commit order, one at a time.
+        return Ok(crate::db::last_sqlite_tx(conn).await? + 1);
+    }
+    let sql = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS h";
     let row = conn
         .query_one_raw(Statement::from_string(backend, sql))
         .await?
