@@ -101,13 +101,64 @@ impl Opening {
     }
 }
 
-/// One answer of a group, for all its members.
+/// One answer of a group, for all its members: serialized once, and the
+/// same bytes framed for every socket.
 pub struct Rendered {
-    pub response: Response,
+    /// The response as JSON (`data`, `errors`, `extensions`).
+    pub json: Box<str>,
     /// When the event behind it was published on this instance.
     pub published: Option<Instant>,
     /// The stream's position after it, for a member that falls behind.
     pub cursor: Option<String>,
+}
+
+impl Rendered {
+    pub fn new(response: &Response, published: Option<Instant>, cursor: Option<String>) -> Self {
+        Self {
+            json: to_json(response).into_boxed_str(),
+            published,
+            cursor,
+        }
+    }
+}
+
+/// One answer for one socket: its group's, shared by every member, or its
+/// own (an error that ends only its stream, a query or mutation's result).
+pub enum Payload {
+    Shared(Arc<Rendered>),
+    Own(Box<Response>),
+}
+
+impl Payload {
+    pub fn own(response: Response) -> Self {
+        Self::Own(Box::new(response))
+    }
+
+    /// About how long the answer's JSON is.
+    pub fn size_hint(&self) -> usize {
+        match self {
+            Self::Shared(rendered) => rendered.json.len(),
+            Self::Own(_) => 256,
+        }
+    }
+
+    /// Appends the answer as JSON.
+    pub fn write_json(&self, out: &mut String) {
+        match self {
+            Self::Shared(rendered) => out.push_str(&rendered.json),
+            Self::Own(response) => out.push_str(&to_json(response)),
+        }
+    }
+}
+
+/// A response as JSON: what a client reads as the `payload` of a frame.
+/// HTTP's cache control and headers are not serialized.
+fn to_json(response: &Response) -> String {
+    serde_json::to_string(response).unwrap_or_else(|_| {
+        // A response holds strings, numbers and maps with string keys, which
+        // always serialize; this answer is never expected.
+        r#"{"data":null,"errors":[{"message":"the answer could not be serialized","extensions":{"code":"INTERNAL"}}]}"#.into()
+    })
 }
 
 type Registry = Mutex<HashMap<GroupKey, Weak<Group>>>;
@@ -181,7 +232,7 @@ impl Fanout {
         subscriber: Subscriber,
         key: GroupKey,
         execute: F,
-    ) -> BoxStream<'static, Response>
+    ) -> BoxStream<'static, Payload>
     where
         F: FnOnce(Opening) -> BoxStream<'static, Rendered> + Send + 'static,
     {
@@ -193,19 +244,18 @@ impl Fanout {
             match Joined::join(&groups, &state, key, execute).await {
                 Some(joined) => match joined.admit(&users, &state, subscriber).await {
                     Ok(member) => stream::unfold(member, Member::next).boxed(),
-                    Err(error) => stream::once(std::future::ready(codes::error_response(
-                        error,
-                        Some(&field),
+                    Err(error) => stream::once(std::future::ready(Payload::own(
+                        codes::error_response(error, Some(&field)),
                     )))
                     .boxed(),
                 },
                 None => {
                     let error =
                         AppError::internal(anyhow::anyhow!("no subscription group to join"));
-                    stream::once(std::future::ready(codes::error_response(
+                    stream::once(std::future::ready(Payload::own(codes::error_response(
                         error,
                         Some(&field),
-                    )))
+                    ))))
                     .boxed()
                 }
             }
@@ -464,7 +514,7 @@ struct Member {
 }
 
 impl Member {
-    async fn next(mut self) -> Option<(Response, Self)> {
+    async fn next(mut self) -> Option<(Payload, Self)> {
         if self.done {
             return None;
         }
@@ -500,23 +550,18 @@ impl Member {
             };
             self.done = true;
             let response = codes::error_response(ending, Some(&self.field));
-            return Some((response, self));
+            return Some((Payload::own(response), self));
         }
     }
 
-    fn deliver(&mut self, answer: &Rendered) -> Response {
+    fn deliver(&mut self, answer: &Arc<Rendered>) -> Payload {
         if let Some(at) = answer.published {
             crate::metrics::subscription_delivered(at.elapsed());
         }
         if answer.cursor.is_some() {
             self.cursor.clone_from(&answer.cursor);
         }
-        // What the connection serializes; HTTP's cache control and headers
-        // have no place on a socket.
-        let mut response = Response::new(answer.response.data.clone());
-        response.errors.clone_from(&answer.response.errors);
-        response.extensions.clone_from(&answer.response.extensions);
-        response
+        Payload::Shared(Arc::clone(answer))
     }
 }
 

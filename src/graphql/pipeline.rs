@@ -29,14 +29,14 @@ use std::time::Instant;
 
 use async_graphql::futures_util::stream::BoxStream;
 use async_graphql::parser::types::OperationType;
-use async_graphql::{Data, Executor, Request, Response, Value};
+use async_graphql::{Data, Request, Response, Value};
 use axum::http::StatusCode;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::context::RequestContext;
 use super::document::{Document, MAX_INTROSPECTION_LISTS, Operation};
-use super::fanout::{Audience, Fanout, GroupKey, Rendered, Subscriber};
+use super::fanout::{Audience, Fanout, GroupKey, Payload, Rendered, Subscriber};
 use super::loaders::Loaders;
 use super::schema::{self, AppSchema};
 use super::subscriptions::DeliveryClock;
@@ -453,23 +453,14 @@ fn is_request_error(response: &Response) -> bool {
         && response.errors.iter().all(|e| e.path.is_empty())
 }
 
-/// WebSocket operations (graphql-transport-ws and graphql-ws): the
-/// connection's [`RequestContext`] is in the session data.
-impl Executor for Pipeline {
-    async fn execute(&self, request: Request) -> Response {
-        let context = RequestContext::new(Default::default(), None);
-        match self.execute_http(request, context, Transport::Socket).await {
-            Answer::Executed(response) | Answer::Refused { response, .. } => response,
-        }
-    }
-
-    fn execute_stream(
-        &self,
-        request: Request,
-        session_data: Option<Arc<Data>>,
-    ) -> BoxStream<'static, Response> {
+/// WebSocket operations (graphql-transport-ws and graphql-ws).
+impl Pipeline {
+    /// The answers to one operation sent over a socket, whose session data
+    /// holds the connection's [`RequestContext`]: a shared subscription's
+    /// answers come from its group, already serialized; anything else is
+    /// this socket's own.
+    pub fn operate(&self, request: Request, session: Arc<Data>) -> BoxStream<'static, Payload> {
         let this = self.clone();
-        let session = session_data.unwrap_or_default();
         futures_util::stream::once(async move {
             let start = Instant::now();
             let bearer = session
@@ -496,11 +487,7 @@ impl Executor for Pipeline {
                             .map(move |response| {
                                 let response = finished(response, series.as_deref(), kind, start);
                                 let (published, cursor) = clock.take();
-                                Rendered {
-                                    response,
-                                    published,
-                                    cursor,
-                                }
+                                Rendered::new(&response, published, cursor)
                             })
                             .boxed()
                     };
@@ -517,7 +504,9 @@ impl Executor for Pipeline {
                     this.0
                         .schema
                         .execute_stream_with_session_data(ready.request, session)
-                        .map(move |response| finished(response, series.as_deref(), kind, start))
+                        .map(move |response| {
+                            Payload::own(finished(response, series.as_deref(), kind, start))
+                        })
                         .boxed()
                 }
                 Err(refusal) => {
@@ -525,7 +514,7 @@ impl Executor for Pipeline {
                     let response = match answer {
                         Answer::Executed(response) | Answer::Refused { response, .. } => response,
                     };
-                    futures_util::stream::once(std::future::ready(response)).boxed()
+                    futures_util::stream::once(std::future::ready(Payload::own(response))).boxed()
                 }
             }
         })

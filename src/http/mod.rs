@@ -7,6 +7,7 @@ mod middleware;
 mod negotiate;
 mod pages;
 mod uploads;
+mod ws;
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
@@ -41,7 +42,7 @@ pub fn router(app: AppState, pipeline: Pipeline) -> Router {
             "/graphql",
             get(graphql::graphql_get).post(graphql::graphql_post),
         )
-        .route("/graphql/ws", get(graphql::graphql_ws))
+        .route("/graphql/ws", get(ws::graphql_ws))
         .merge(pages::router())
         .route("/api/v1/health", get(health::health))
         .route("/api/v1/health/live", get(health::live))

@@ -598,6 +598,20 @@ impl TestApp {
         ws
     }
 
+    /// Waits until exactly `n` subscription streams are open on this
+    /// instance (after some ended).
+    pub async fn wait_for_subscriptions_to_be(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + WS_WAIT;
+        while self.state.services.bus().health().subscriptions != n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} subscriptions open, not {n}",
+                self.state.services.bus().health().subscriptions
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Waits until this instance has `n` open subscription streams, so that
     /// what a test does next is seen by them.
     pub async fn wait_for_subscriptions(&self, n: usize) {
@@ -627,6 +641,29 @@ impl Ws {
             ))
             .await
             .unwrap();
+    }
+
+    /// Sends a text frame as it is, JSON or not.
+    pub async fn raw_send(&mut self, text: &str) {
+        use futures_util::SinkExt;
+        self.inner
+            .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+            .await
+            .unwrap();
+    }
+
+    /// The next text message, whatever its type (pings and pongs included).
+    pub async fn raw_next(&mut self) -> Value {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            match tokio::time::timeout(WS_WAIT, self.inner.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).unwrap(),
+                Ok(Some(Ok(Message::Close(frame)))) => panic!("socket closed: {frame:?}"),
+                Ok(Some(Ok(_))) => {}
+                other => panic!("no message within {WS_WAIT:?}: {other:?}"),
+            }
+        }
     }
 
     pub async fn init(&mut self, payload: Value) {

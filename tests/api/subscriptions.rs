@@ -386,6 +386,80 @@ async fn a_slow_subscriber_is_told_it_lagged_and_does_not_delay_the_others() {
     }
 }
 
+/// The server speaks graphql-transport-ws itself (src/http/ws.rs): protocol
+/// errors close with the codes the protocol names, a completed subscription
+/// hears nothing more, and the socket goes on serving its other operations.
+#[tokio::test]
+async fn protocol_errors_close_with_the_codes_graphql_transport_ws_names() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let product = app.create_product(&admin, "PROTO-1", 10).await;
+
+    // A completed subscription ends without an answer; the socket goes on.
+    let mut ws = app.ws(&admin).await;
+    ws.subscribe("a", STOCK_CHANGED, json!({ "p": product }))
+        .await;
+    ws.subscribe("b", STOCK_CHANGED, json!({ "p": product }))
+        .await;
+    app.wait_for_subscriptions(2).await;
+    ws.send(json!({ "id": "a", "type": "complete" })).await;
+    app.wait_for_subscriptions_to_be(1).await;
+    movement(&app, &admin, &product, "INBOUND", 1).await;
+    let e = ws.next().await;
+    assert_eq!((&e["id"], &e["type"]), (&json!("b"), &json!("next")), "{e}");
+    assert_eq!(
+        e["payload"]["data"]["stockChanged"]["movement"]["balanceAfter"],
+        11
+    );
+    // A ping is answered with a pong; a query runs and completes.
+    ws.send(json!({ "type": "ping" })).await;
+    ws.subscribe("q", "{ me { email } }", json!({})).await;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let m = ws.raw_next().await;
+        if m["type"] != "ping" {
+            seen.push(m);
+        }
+    }
+    if seen[0]["type"] != "pong" {
+        seen.swap(0, 1);
+    }
+    assert_eq!(seen[0], json!({ "type": "pong" }));
+    assert_eq!(seen[1]["id"], "q", "{}", seen[1]);
+    assert_eq!(
+        seen[1]["payload"]["data"]["me"]["email"],
+        crate::helpers::ADMIN_EMAIL
+    );
+    assert_eq!(ws.next().await, json!({ "id": "q", "type": "complete" }));
+    assert!(
+        ws.drain(Duration::from_millis(300)).await.is_empty(),
+        "nothing for `a`"
+    );
+
+    // An id already subscribed: 4409, and the socket's streams end.
+    ws.subscribe("b", STOCK_CHANGED, json!({ "p": product }))
+        .await;
+    assert_eq!(ws.closed().await.0, 4409);
+    app.wait_for_subscriptions_to_be(0).await;
+
+    // A message that is not one of the protocol's: 4400.
+    let mut ws = app.ws(&admin).await;
+    ws.send(json!({ "id": "x", "type": "next", "payload": {} }))
+        .await;
+    assert_eq!(ws.closed().await.0, 4400);
+    let mut ws = app.ws(&admin).await;
+    ws.raw_send("not json").await;
+    assert_eq!(ws.closed().await.0, 4400);
+
+    // A second connection_init: 4429.
+    let mut ws = app.ws(&admin).await;
+    ws.init(json!({ "token": admin })).await;
+    assert_eq!(ws.closed().await.0, 4429);
+
+    // None of it wrote anything: the one movement, and the product's creation.
+    assert_eq!(app.count("SELECT COUNT(*) FROM stock_movements").await, 2);
+}
+
 #[tokio::test]
 async fn the_legacy_graphql_ws_protocol_delivers_events_too() {
     let app = spawn_app().await;
