@@ -497,15 +497,38 @@ pub fn subscription_lagged() {
 
 /// From an event's publication on this instance to one subscriber's
 /// rendered answer to it.
-pub fn subscription_delivered(elapsed: std::time::Duration) {
-    histogram!("stockroom_subscription_delivery_seconds").record(elapsed.as_secs_f64());
+/// The handle a subscriber records its delivery delays on (each one, from
+/// the event's publication to its answer's hand-over to the socket), taken
+/// once per subscriber rather than looked up per delivery.
+pub fn subscription_delivery() -> Histogram {
+    histogram!("stockroom_subscription_delivery_seconds")
 }
 
-/// Frames and payload bytes written to WebSocket clients in one write.
-pub fn websocket_written(frames: u64, bytes: u64) {
-    counter!("stockroom_websocket_frames_written_total").increment(frames);
-    counter!("stockroom_websocket_bytes_written_total").increment(bytes);
-    counter!("stockroom_websocket_writes_total").increment(1);
+/// What one WebSocket connection writes: frames, payload bytes and writes,
+/// on handles looked up once per connection.
+pub struct WebsocketWrites {
+    frames: Counter,
+    bytes: Counter,
+    writes: Counter,
+}
+
+impl Default for WebsocketWrites {
+    fn default() -> Self {
+        Self {
+            frames: counter!("stockroom_websocket_frames_written_total"),
+            bytes: counter!("stockroom_websocket_bytes_written_total"),
+            writes: counter!("stockroom_websocket_writes_total"),
+        }
+    }
+}
+
+impl WebsocketWrites {
+    /// Frames and payload bytes written in one write.
+    pub fn written(&self, frames: u64, bytes: u64) {
+        self.frames.increment(frames);
+        self.bytes.increment(bytes);
+        self.writes.increment(1);
+    }
 }
 
 /// Events a resumed or catching-up stream replayed from the ledger.

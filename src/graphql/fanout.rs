@@ -239,11 +239,14 @@ impl Fanout {
         let groups = Arc::clone(&self.groups);
         let users = Arc::clone(&self.users);
         let state = self.state.clone();
-        stream::once(async move {
+        // The opening (the join and the fresh check, with its database read)
+        // is boxed, so that its state is freed once it is done instead of
+        // staying inline in the member's stream for its whole life.
+        stream::once(Box::pin(async move {
             let field = subscriber.field.clone();
             match Joined::join(&groups, &state, key, execute).await {
                 Some(joined) => match joined.admit(&users, &state, subscriber).await {
-                    Ok(member) => stream::unfold(member, Member::next).boxed(),
+                    Ok(member) => stream::unfold(Box::new(member), Member::next).boxed(),
                     Err(error) => stream::once(std::future::ready(Payload::own(
                         codes::error_response(error, Some(&field)),
                     )))
@@ -259,7 +262,7 @@ impl Fanout {
                     .boxed()
                 }
             }
-        })
+        }))
         .flatten()
         .boxed()
     }
@@ -417,9 +420,10 @@ impl Joined {
             watched,
             cursor: None,
             field: subscriber.field,
-            state: state.clone(),
             standing,
             expiry: Box::pin(tokio::time::sleep(left)),
+            shutdown: Box::pin(state.shutdown.clone().cancelled_owned()),
+            delivery: crate::metrics::subscription_delivery(),
             _slot: slot,
             _counted: state.services.bus().track_subscription(),
             done: false,
@@ -505,27 +509,31 @@ struct Member {
     /// The position of the last answer sent.
     cursor: Option<String>,
     field: String,
-    state: AppState,
     standing: Standing,
     expiry: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// Waits once for the whole stream (not a new wait per answer).
+    shutdown: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    /// Where its delivery delays are recorded, looked up once.
+    delivery: metrics::Histogram,
     _slot: SocketSlot,
     _counted: crate::events::SubscriptionGuard,
     done: bool,
 }
 
 impl Member {
-    async fn next(mut self) -> Option<(Payload, Self)> {
+    /// The next answer. The member moves from answer to answer boxed, so
+    /// that a step moves a pointer, not the member.
+    async fn next(mut self: Box<Self>) -> Option<(Payload, Box<Self>)> {
         if self.done {
             return None;
         }
         if let Some(answer) = self.early.take() {
             return Some((self.deliver(&answer), self));
         }
-        let shutdown = self.state.shutdown.clone();
         loop {
             let ending = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return None,
+                _ = self.shutdown.as_mut() => return None,
                 _ = self.expiry.as_mut() => AppError::Unauthenticated(
                     "the access token expired; reconnect with a new token".into(),
                 ),
@@ -556,7 +564,7 @@ impl Member {
 
     fn deliver(&mut self, answer: &Arc<Rendered>) -> Payload {
         if let Some(at) = answer.published {
-            crate::metrics::subscription_delivered(at.elapsed());
+            self.delivery.record(at.elapsed().as_secs_f64());
         }
         if answer.cursor.is_some() {
             self.cursor.clone_from(&answer.cursor);

@@ -461,7 +461,9 @@ impl Pipeline {
     /// this socket's own.
     pub fn operate(&self, request: Request, session: Arc<Data>) -> BoxStream<'static, Payload> {
         let this = self.clone();
-        futures_util::stream::once(async move {
+        // Boxed, so that the preparation's state is freed once it is done
+        // instead of staying inline in the stream for the subscription's life.
+        futures_util::stream::once(Box::pin(async move {
             let start = Instant::now();
             let bearer = session
                 .get(&TypeId::of::<RequestContext>())
@@ -517,7 +519,7 @@ impl Pipeline {
                     futures_util::stream::once(std::future::ready(Payload::own(response))).boxed()
                 }
             }
-        })
+        }))
         .flatten()
         .boxed()
     }

@@ -222,13 +222,10 @@ impl Socket {
         let Some(token) = init_token(&payload).or_else(|| self.header_token.clone()) else {
             return self.refuse(&mut sink, UNAUTHORIZED).await;
         };
-        if self
-            .app
-            .auth
-            .authenticate(&self.app.services, &token)
-            .await
-            .is_err()
-        {
+        // Boxed: an awaited future is part of this one's state for the
+        // connection's whole life, and the check's database read is large.
+        let checked = Box::pin(self.app.auth.authenticate(&self.app.services, &token)).await;
+        if checked.is_err() {
             return self.refuse(&mut sink, FORBIDDEN).await;
         }
         let mut data = Data::default();
@@ -259,7 +256,9 @@ impl Socket {
         mut input: SplitStream<WebSocket>,
         data: Arc<Data>,
     ) -> Option<Refusal> {
-        let shutdown = self.app.shutdown.clone();
+        // Each wait is made once for the session, not once per answer.
+        let mut going = pin!(self.app.shutdown.cancelled());
+        let writes = crate::metrics::WebsocketWrites::default();
         let keepalive = self.app.config.ws_keepalive;
         // A client silent for three keep-alive intervals is gone (on
         // graphql-transport-ws, whose clients answer our pings); so is one
@@ -280,7 +279,7 @@ impl Socket {
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return Some(GOING_AWAY),
+                _ = going.as_mut() => return Some(GOING_AWAY),
                 message = input.next() => {
                     let message = match &message {
                         Some(Ok(Message::Text(text))) => serde_json::from_str::<ClientMessage>(text),
@@ -341,12 +340,12 @@ impl Socket {
             // While this waits on a slow reader its streams are not read; a
             // member that falls too far behind its group ends with
             // SUBSCRIPTION_LAGGED, and the group's other members go on.
-            let mut write = pin!(write_all(sink, &mut batch));
+            let mut write = pin!(write_all(sink, &mut batch, &writes));
             let written = match write.as_mut().now_or_never() {
                 Some(written) => written.is_ok(),
                 None => tokio::select! {
                     written = tokio::time::timeout(patience, write) => matches!(written, Ok(Ok(()))),
-                    _ = shutdown.cancelled() => return Some(GOING_AWAY),
+                    _ = going.as_mut() => return Some(GOING_AWAY),
                 },
             };
             if !written {
@@ -379,6 +378,7 @@ impl Socket {
 async fn write_all(
     sink: &mut SplitSink<WebSocket, Message>,
     batch: &mut Vec<Message>,
+    writes: &crate::metrics::WebsocketWrites,
 ) -> Result<(), axum::Error> {
     let (mut frames, mut bytes) = (0u64, 0u64);
     for message in batch.drain(..) {
@@ -391,7 +391,7 @@ async fn write_all(
         sink.feed(message).await?;
     }
     sink.flush().await?;
-    crate::metrics::websocket_written(frames, bytes);
+    writes.written(frames, bytes);
     Ok(())
 }
 
