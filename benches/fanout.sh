@@ -104,6 +104,12 @@ wait_for() {
 }
 wait_for READY
 with=$(rss_kb)
+# FANOUT_SETTLE_SECONDS=N: also the memory N seconds later, still idle, once
+# the allocator had time to return what the connection burst freed.
+if [ "${FANOUT_SETTLE_SECONDS:-0}" -gt 0 ]; then
+  sleep "$FANOUT_SETTLE_SECONDS"
+  settled=$(rss_kb)
+fi
 echo >&3
 wait_for DONE
 after=$(rss_kb)
@@ -112,4 +118,5 @@ wait "$CLIENT_PID" || true
 grep -v -E 'READY|DONE' "$WORK/client.out"
 per=$(( (with - before) * 1024 / SUBSCRIBERS ))
 echo "server RSS with $SUBSCRIBERS subscribers: $((with / 1024)) MB; after the events: $((after / 1024)) MB"
+[ -z "${settled:-}" ] || echo "server RSS with $SUBSCRIBERS idle subscribers, ${FANOUT_SETTLE_SECONDS} s after they connected: $((settled / 1024)) MB"
 echo "per idle subscriber: about $((per / 1024)) KB, so about $(( 1024 * 1024 * 1024 / (per > 0 ? per : 1) )) idle subscribers per GB"
