@@ -65,11 +65,13 @@ pub async fn graphql_ws(
     };
     let tasks = state.app.tasks.clone();
     // Clients send small messages; tungstenite's 128 KiB default buffers
-    // would cost every idle subscriber a quarter of a megabyte. Writes still
-    // batch up to the write buffer before they wait for the socket.
+    // would cost every idle subscriber a quarter of a megabyte, and its read
+    // buffer is allocated whole for every connection (a larger message grows
+    // it). Writes still batch up to the write buffer before they wait for
+    // the socket.
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(16 * 1024)
         .max_message_size(state.app.config.request_body_limit)
         .on_upgrade(move |ws| tasks.track_future(socket.serve(ws)))
@@ -158,13 +160,22 @@ impl ClientMessage {
     }
 }
 
-/// The token of a connection_init payload, with or without "Bearer ".
-fn init_token(payload: &serde_json::Value) -> Option<String> {
-    ["Authorization", "authorization", "token"]
-        .iter()
-        .find_map(|key| payload.get(*key)?.as_str())
-        .map(|v| bearer(v).unwrap_or_else(|| v.trim().to_string()))
-        .filter(|t| !t.is_empty())
+/// The token a connection_init message carries in its payload, with or
+/// without "Bearer ": None when the message is not a connection_init,
+/// `Some(None)` when it carries no token.
+fn init_token(message: &str) -> Option<Option<String>> {
+    let init: serde_json::Value = serde_json::from_str(message).unwrap_or_default();
+    if init.get("type").and_then(|t| t.as_str()) != Some("connection_init") {
+        return None;
+    }
+    let payload = init.get("payload");
+    Some(
+        ["Authorization", "authorization", "token"]
+            .iter()
+            .find_map(|key| payload?.get(*key)?.as_str())
+            .map(|v| bearer(v).unwrap_or_else(|| v.trim().to_string()))
+            .filter(|t| !t.is_empty()),
+    )
 }
 
 /// The frames of one subscription, its id serialized once.
@@ -214,12 +225,13 @@ impl Socket {
         if !self.budget_left() {
             return self.refuse(&mut sink, TOO_MANY_REQUESTS).await;
         }
-        let init: serde_json::Value = serde_json::from_str(&first).unwrap_or_default();
-        if init.get("type").and_then(|t| t.as_str()) != Some("connection_init") {
+        // Only the token is kept: the message is freed before the session.
+        let offered = init_token(&first);
+        drop(first);
+        let Some(offered) = offered else {
             return self.refuse(&mut sink, UNAUTHORIZED).await;
-        }
-        let payload = init.get("payload").cloned().unwrap_or_default();
-        let Some(token) = init_token(&payload).or_else(|| self.header_token.clone()) else {
+        };
+        let Some(token) = offered.or_else(|| self.header_token.clone()) else {
             return self.refuse(&mut sink, UNAUTHORIZED).await;
         };
         // Boxed: an awaited future is part of this one's state for the
@@ -426,6 +438,25 @@ mod tests {
         ));
         assert!(spends(r#"{"type":"ping"}"#));
         assert!(spends("not json \"pong\""));
+    }
+
+    #[test]
+    fn the_token_is_read_from_the_connection_init_payload_only() {
+        use super::init_token;
+        let bearer = r#"{"type":"connection_init","payload":{"Authorization":"Bearer t1"}}"#;
+        assert_eq!(init_token(bearer), Some(Some("t1".into())));
+        let bare = r#"{"type":"connection_init","payload":{"token":" t2 "}}"#;
+        assert_eq!(init_token(bare), Some(Some("t2".into())));
+        assert_eq!(init_token(r#"{"type":"connection_init"}"#), Some(None));
+        assert_eq!(
+            init_token(r#"{"type":"connection_init","payload":{"token":""}}"#),
+            Some(None)
+        );
+        assert_eq!(
+            init_token(r#"{"type":"subscribe","payload":{"token":"t"}}"#),
+            None
+        );
+        assert_eq!(init_token("not json"), None);
     }
 
     #[test]
