@@ -12,7 +12,7 @@
 use std::pin::pin;
 use std::sync::Arc;
 
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols};
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::{Data, Request};
 use axum::Extension;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -44,11 +44,14 @@ pub async fn graphql_ws(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    // The first protocol offered that is served; none is a bad request.
-    let Some(protocol) = header_str(&headers, header::SEC_WEBSOCKET_PROTOCOL).and_then(|v| {
-        v.split(',')
-            .find_map(|p| p.trim().parse::<WebSocketProtocols>().ok())
-    }) else {
+    // The first protocol of ours the client offered, as axum chooses the
+    // one it answers with (given only that one), so that both sides agree;
+    // none is a bad request.
+    let offered = header_str(&headers, header::SEC_WEBSOCKET_PROTOCOL).unwrap_or_default();
+    let Some(protocol) = ALL_WEBSOCKET_PROTOCOLS
+        .into_iter()
+        .find(|ours| offered.split(',').any(|p| p.trim() == *ours))
+    else {
         return StatusCode::BAD_REQUEST.into_response();
     };
     let slot = match state.app.sockets.acquire(&ip.0) {
@@ -58,7 +61,7 @@ pub async fn graphql_ws(
     let socket = Socket {
         app: state.app.clone(),
         pipeline: state.pipeline.clone(),
-        transport_ws: protocol == WebSocketProtocols::GraphQLWS,
+        transport_ws: protocol == TRANSPORT_WS,
         meta: request_meta(&headers, &ip),
         header_token: bearer_token(&headers),
         _slot: slot,
@@ -70,12 +73,20 @@ pub async fn graphql_ws(
     // it). Writes still batch up to the write buffer before they wait for
     // the socket.
     upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .protocols([protocol])
         .read_buffer_size(1024)
         .write_buffer_size(16 * 1024)
         .max_message_size(state.app.config.request_body_limit)
         .on_upgrade(move |ws| tasks.track_future(socket.serve(ws)))
 }
+
+/// The graphql-transport-ws protocol's name; the other is the legacy
+/// graphql-ws.
+const TRANSPORT_WS: &str = "graphql-transport-ws";
+
+/// How long a close (or the handshake's answer) may wait on a client that
+/// reads nothing before the connection is dropped without it.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One WebSocket connection, from its upgrade to its close.
 struct Socket {
@@ -206,6 +217,26 @@ impl Frames {
     }
 }
 
+/// What a subscription's stream yields: an answer, or its last frame.
+enum Frame {
+    Next(Message),
+    /// `complete`: the subscription is taken off the connection as it is
+    /// sent, so that its id is free again at once.
+    Last(Message),
+}
+
+impl Frame {
+    fn sent(self, streams: &mut StreamMap<String, BoxStream<'static, Frame>>, id: &str) -> Message {
+        match self {
+            Self::Next(message) => message,
+            Self::Last(message) => {
+                streams.remove(id);
+                message
+            }
+        }
+    }
+}
+
 /// Most messages gathered into one socket write.
 const WRITE_BATCH: usize = 64;
 
@@ -246,11 +277,16 @@ impl Socket {
             self.app.config.ws_max_subscriptions_per_connection,
         ));
         let ack = Message::Text(r#"{"type":"connection_ack"}"#.into());
-        if sink.send(ack).await.is_err() {
+        if !matches!(
+            tokio::time::timeout(CLOSE_WAIT, sink.send(ack)).await,
+            Ok(Ok(()))
+        ) {
             return;
         }
-        if let Some(refusal) = self.session(&mut sink, stream, Arc::new(data)).await {
-            self.refuse(&mut sink, refusal).await;
+        match self.session(&mut sink, stream, Arc::new(data)).await {
+            Some(refusal) => self.refuse(&mut sink, refusal).await,
+            // The client closed or went: answer its close if it can be.
+            None => drop(tokio::time::timeout(CLOSE_WAIT, sink.close()).await),
         }
     }
 
@@ -285,8 +321,10 @@ impl Socket {
             .into(),
         );
         let mut tick = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
+        // After a write that waited, one ping, not the ones missed meanwhile.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut silent = pin!(tokio::time::sleep(patience));
-        let mut streams: StreamMap<String, BoxStream<'static, Message>> = StreamMap::new();
+        let mut streams: StreamMap<String, BoxStream<'static, Frame>> = StreamMap::new();
         let mut batch: Vec<Message> = Vec::with_capacity(WRITE_BATCH);
         loop {
             tokio::select! {
@@ -311,11 +349,11 @@ impl Socket {
                                 return Some(DUPLICATE_ID);
                             }
                             let frames = Frames::new(&id, self.transport_ws);
-                            let complete = frames.complete.clone();
+                            let complete = Frame::Last(frames.complete.clone());
                             let answers = self
                                 .pipeline
                                 .operate(*payload, Arc::clone(&data))
-                                .map(move |payload| frames.next(&payload))
+                                .map(move |payload| Frame::Next(frames.next(&payload)))
                                 .chain(stream::once(std::future::ready(complete)));
                             streams.insert(id, answers.boxed());
                         }
@@ -333,13 +371,13 @@ impl Socket {
                         Ok(ClientMessage::Pong {}) => {}
                     }
                 }
-                Some((_, frame)) = streams.next(), if !streams.is_empty() => {
+                Some((id, frame)) = streams.next(), if !streams.is_empty() => {
                     // Whatever else is ready goes out in the same write.
-                    batch.push(frame);
-                    while batch.len() < WRITE_BATCH {
-                        match streams.next().now_or_never() {
-                            Some(Some((_, frame))) => batch.push(frame),
-                            _ => break,
+                    let mut next = Some((id, frame));
+                    while let Some((id, frame)) = next.take() {
+                        batch.push(frame.sent(&mut streams, &id));
+                        if batch.len() < WRITE_BATCH {
+                            next = streams.next().now_or_never().flatten();
                         }
                     }
                 }
@@ -369,6 +407,11 @@ impl Socket {
     /// Closes the connection: with the close code on graphql-transport-ws,
     /// with a `connection_error` message first on the legacy protocol.
     async fn refuse(&self, sink: &mut SplitSink<WebSocket, Message>, refusal: Refusal) {
+        // A client that stopped reading does not hold the connection open.
+        let _ = tokio::time::timeout(CLOSE_WAIT, self.close_with(sink, refusal)).await;
+    }
+
+    async fn close_with(&self, sink: &mut SplitSink<WebSocket, Message>, refusal: Refusal) {
         if !self.transport_ws && refusal.code != GOING_AWAY.code {
             let error = serde_json::json!({
                 "type": "connection_error",

@@ -435,6 +435,13 @@ async fn protocol_errors_close_with_the_codes_graphql_transport_ws_names() {
         ws.drain(Duration::from_millis(300)).await.is_empty(),
         "nothing for `a`"
     );
+    // A completed id may be used again at once.
+    ws.subscribe("q", "{ me { email } }", json!({})).await;
+    assert_eq!(
+        ws.event("q").await["data"]["me"]["email"],
+        crate::helpers::ADMIN_EMAIL
+    );
+    assert_eq!(ws.next().await, json!({ "id": "q", "type": "complete" }));
 
     // An id already subscribed: 4409, and the socket's streams end.
     ws.subscribe("b", STOCK_CHANGED, json!({ "p": product }))
@@ -458,6 +465,51 @@ async fn protocol_errors_close_with_the_codes_graphql_transport_ws_names() {
 
     // None of it wrote anything: the one movement, and the product's creation.
     assert_eq!(app.count("SELECT COUNT(*) FROM stock_movements").await, 2);
+}
+
+/// A client offering both protocols is answered with the one the server then
+/// speaks (graphql-transport-ws first); one offering neither is refused.
+#[tokio::test]
+async fn the_protocol_answered_in_the_handshake_is_the_one_spoken() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let url = app.address.replace("http://", "ws://") + "/graphql/ws";
+    let mut request = url.as_str().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-ws, graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "graphql-transport-ws"
+    );
+    let init = json!({ "type": "connection_init", "payload": { "token": admin } });
+    ws.send(Message::Text(init.to_string().into()))
+        .await
+        .unwrap();
+    let query =
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": "{ me { email } }" } });
+    ws.send(Message::Text(query.to_string().into()))
+        .await
+        .unwrap();
+    let mut kinds = Vec::new();
+    while kinds.len() < 3 {
+        let Some(Ok(Message::Text(text))) = ws.next().await else {
+            panic!("the socket ended");
+        };
+        let m: Value = serde_json::from_str(&text).unwrap();
+        kinds.push(m["type"].as_str().unwrap_or_default().to_string());
+    }
+    assert_eq!(kinds, ["connection_ack", "next", "complete"]);
+
+    let mut request = url.as_str().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "graphql-sse".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(request).await.is_err());
 }
 
 #[tokio::test]
