@@ -495,8 +495,6 @@ pub fn subscription_lagged() {
     counter!("stockroom_subscriptions_lagged_total").increment(1);
 }
 
-/// From an event's publication on this instance to one subscriber's
-/// rendered answer to it.
 /// The handle a subscriber records its delivery delays on (each one, from
 /// the event's publication to its answer's hand-over to the socket), taken
 /// once per subscriber rather than looked up per delivery.

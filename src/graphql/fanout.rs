@@ -152,13 +152,16 @@ impl Payload {
 }
 
 /// A response as JSON: what a client reads as the `payload` of a frame.
-/// HTTP's cache control and headers are not serialized.
+/// HTTP's cache control and headers are not serialized. A response that
+/// cannot be serialized (never expected: strings, numbers and maps with
+/// string keys) becomes the coded internal error, as on HTTP.
 fn to_json(response: &Response) -> String {
-    serde_json::to_string(response).unwrap_or_else(|_| {
-        // A response holds strings, numbers and maps with string keys, which
-        // always serialize; this answer is never expected.
-        r#"{"data":null,"errors":[{"message":"the answer could not be serialized","extensions":{"code":"INTERNAL"}}]}"#.into()
-    })
+    serde_json::to_string(response)
+        .or_else(|err| {
+            let error = AppError::internal(anyhow::anyhow!("serializing an answer: {err}"));
+            serde_json::to_string(&codes::error_response(error, None))
+        })
+        .unwrap_or_else(|_| r#"{"data":null}"#.into())
 }
 
 type Registry = Mutex<HashMap<GroupKey, Weak<Group>>>;
@@ -422,7 +425,6 @@ impl Joined {
             field: subscriber.field,
             standing,
             expiry: Box::pin(tokio::time::sleep(left)),
-            shutdown: Box::pin(state.shutdown.clone().cancelled_owned()),
             delivery: crate::metrics::subscription_delivery(),
             _slot: slot,
             _counted: state.services.bus().track_subscription(),
@@ -511,8 +513,6 @@ struct Member {
     field: String,
     standing: Standing,
     expiry: std::pin::Pin<Box<tokio::time::Sleep>>,
-    /// Waits once for the whole stream (not a new wait per answer).
-    shutdown: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     /// Where its delivery delays are recorded, looked up once.
     delivery: metrics::Histogram,
     _slot: SocketSlot,
@@ -530,10 +530,11 @@ impl Member {
         if let Some(answer) = self.early.take() {
             return Some((self.deliver(&answer), self));
         }
+        // Shutdown is not watched here: the socket session, the one reader
+        // of members, closes its connection with 1001 and drops them.
         loop {
             let ending = tokio::select! {
                 biased;
-                _ = self.shutdown.as_mut() => return None,
                 _ = self.expiry.as_mut() => AppError::Unauthenticated(
                     "the access token expired; reconnect with a new token".into(),
                 ),

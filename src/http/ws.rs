@@ -147,7 +147,9 @@ const GOING_AWAY: Refusal = Refusal {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ClientMessage {
-    ConnectionInit {},
+    ConnectionInit {
+        payload: Option<serde_json::Value>,
+    },
     #[serde(alias = "start")]
     Subscribe {
         id: String,
@@ -175,11 +177,10 @@ impl ClientMessage {
 /// without "Bearer ": None when the message is not a connection_init,
 /// `Some(None)` when it carries no token.
 fn init_token(message: &str) -> Option<Option<String>> {
-    let init: serde_json::Value = serde_json::from_str(message).unwrap_or_default();
-    if init.get("type").and_then(|t| t.as_str()) != Some("connection_init") {
+    let Ok(ClientMessage::ConnectionInit { payload }) = serde_json::from_str(message) else {
         return None;
-    }
-    let payload = init.get("payload");
+    };
+    let payload = payload.as_ref();
     Some(
         ["Authorization", "authorization", "token"]
             .iter()
@@ -343,7 +344,7 @@ impl Socket {
                     }
                     match message {
                         Err(_) => return Some(INVALID_MESSAGE),
-                        Ok(ClientMessage::ConnectionInit {}) => return Some(TOO_MANY_INITS),
+                        Ok(ClientMessage::ConnectionInit { .. }) => return Some(TOO_MANY_INITS),
                         Ok(ClientMessage::Subscribe { id, payload }) => {
                             if streams.contains_key(&id) {
                                 return Some(DUPLICATE_ID);
