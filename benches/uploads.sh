@@ -18,7 +18,7 @@ PG_ADMIN_URL="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}"
 WORK="$(mktemp -d)"
 
 [ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release --locked --quiet
-BIN=target/release/stockroom
+BIN="${BENCH_BIN:-target/release/stockroom}"
 
 BENCH_DB=stockroom_uploads
 # shellcheck source=benches/common.sh
