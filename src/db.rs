@@ -121,6 +121,47 @@ where
     Ok(returned)
 }
 
+/// A statement with `$1`-style placeholders, for either backend. On SQLite
+/// the placeholders become anonymous `?`s, with the values in the order the
+/// text names them (repeated where it repeats one): sqlx finds a named
+/// parameter's value by asking SQLite its name, which SQLite looks up in a
+/// list, so binding `n` named values costs `n²` steps. A statement of 1,000
+/// values spent about a tenth of SQLite's time of an import there.
+/// Placeholders inside quoted literals are left alone.
+pub fn statement(backend: DbBackend, sql: &str, values: Vec<sea_orm::Value>) -> Statement {
+    if backend != DbBackend::Sqlite {
+        return Statement::from_sql_and_values(backend, sql, values);
+    }
+    let (mut text, mut ordered) = (
+        String::with_capacity(sql.len()),
+        Vec::with_capacity(values.len()),
+    );
+    let mut quoted = false;
+    let mut chars = sql.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c == '\'' {
+            quoted = !quoted;
+        }
+        if c != '$' || quoted {
+            text.push(c);
+            continue;
+        }
+        // `$` is one byte: the digits start right after it.
+        let digits = sql[i + 1..].bytes().take_while(u8::is_ascii_digit).count();
+        match sql[i + 1..i + 1 + digits].parse::<usize>() {
+            Ok(n) if (1..=values.len()).contains(&n) => {
+                text.push('?');
+                ordered.push(values[n - 1].clone());
+                for _ in 0..digits {
+                    chars.next();
+                }
+            }
+            _ => text.push(c),
+        }
+    }
+    Statement::from_sql_and_values(backend, text, ordered)
+}
+
 /// `$1, $2, ... $n`, for an `IN (...)` list of `n` bound values.
 pub fn placeholders(n: usize) -> String {
     (1..=n)
@@ -513,6 +554,32 @@ impl Deref for WriteTxn {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sqlite_statements_bind_anonymous_placeholders_in_text_order() {
+        use sea_orm::{DbBackend, Value};
+        let values = vec![Value::from(1), Value::from("b"), Value::from(3)];
+        let sql = "UPDATE t SET a = $3, note = '$1 ₩' WHERE b IN ($2, $1) AND c = $1";
+        let sqlite = super::statement(DbBackend::Sqlite, sql, values.clone());
+        assert_eq!(
+            sqlite.sql,
+            "UPDATE t SET a = ?, note = '$1 ₩' WHERE b IN (?, ?) AND c = ?"
+        );
+        assert_eq!(
+            sqlite.values.map(|v| v.0),
+            Some(vec![
+                Value::from(3),
+                Value::from("b"),
+                Value::from(1),
+                Value::from(1)
+            ])
+        );
+        let postgres = super::statement(DbBackend::Postgres, sql, values.clone());
+        assert_eq!(
+            (postgres.sql.as_str(), postgres.values.map(|v| v.0)),
+            (sql, Some(values))
+        );
+    }
+
     use sea_orm::{ActiveEnum, Iterable};
 
     use crate::entity::audit_log::{AuditAction, EntityType};

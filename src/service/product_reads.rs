@@ -32,9 +32,9 @@ pub async fn select_in(
     };
     let placeholders = crate::db::placeholders(values.len());
     let rows = conn
-        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+        .query_all_raw(crate::db::statement(
             conn.get_database_backend(),
-            format!("SELECT * FROM products WHERE {key} IN ({placeholders}){lock}"),
+            &format!("SELECT * FROM products WHERE {key} IN ({placeholders}){lock}"),
             values,
         ))
         .await?;

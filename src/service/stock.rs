@@ -231,9 +231,9 @@ async fn update_products(
             String::new()
         };
         updated += txn
-            .execute_raw(Statement::from_sql_and_values(
+            .execute_raw(crate::db::statement(
                 backend,
-                format!(
+                &format!(
                     "WITH v(id, stock, version, seen) AS (VALUES {}) \
                      UPDATE products SET stock = v.stock, version = v.version, updated_at = $1 \
                      FROM v WHERE products.id = v.id AND products.version = v.seen{by_key}",
@@ -567,9 +567,9 @@ pub async fn list_for_products(
     values.push(Value::from(page.first as i64 + 1));
     let limit = values.len();
     let rows = conn
-        .query_all_raw(Statement::from_sql_and_values(
+        .query_all_raw(crate::db::statement(
             backend,
-            format!(
+            &format!(
                 "SELECT * FROM ( \
                    SELECT m.*, ROW_NUMBER() OVER (PARTITION BY product_id ORDER BY id DESC) AS rn \
                    FROM stock_movements m WHERE product_id IN ({placeholders}){after_clause} \
