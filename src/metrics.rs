@@ -157,6 +157,14 @@ fn describe() {
     );
     describe_counter!("stockroom_db_statements_total", "database statements run");
     describe_counter!(
+        "stockroom_sqlite_wal_checkpoints_total",
+        "SQLite: checkpoints run off the writer connection"
+    );
+    describe_gauge!(
+        "stockroom_sqlite_wal_frames",
+        "SQLite: pages in the WAL after the last checkpoint, and how many of them it copied back (state: total, copied)"
+    );
+    describe_counter!(
         "stockroom_db_slow_statements_total",
         "statements slower than DB_SLOW_QUERY_MS"
     );
@@ -448,6 +456,14 @@ pub fn db_statement(elapsed: Duration, slow: Duration, failed: bool) {
     if failed {
         counter!("stockroom_db_statement_errors_total").increment(1);
     }
+}
+
+/// A SQLite checkpoint ran: the WAL held `frames` pages, `copied` of them
+/// are now in the database file (-1 each when the WAL is not in use).
+pub fn wal_checkpoint(frames: i64, copied: i64) {
+    counter!("stockroom_sqlite_wal_checkpoints_total").increment(1);
+    gauge!("stockroom_sqlite_wal_frames", "state" => "total").set(frames as f64);
+    gauge!("stockroom_sqlite_wal_frames", "state" => "copied").set(copied as f64);
 }
 
 pub fn movement_batch(size: usize) {

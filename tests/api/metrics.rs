@@ -150,3 +150,49 @@ async fn unknown_operation_names_are_folded_and_metrics_can_be_off_or_on_their_o
     assert!(body.contains("stockroom_build_info"));
     own.shutdown().await.unwrap();
 }
+
+/// SQLite: the WAL is copied back into the database file off the writer, a
+/// moment after a write commits (it was copied only when a commit filled
+/// 40 MB of WAL, inside that commit); each checkpoint shows in /metrics.
+#[tokio::test]
+#[cfg_attr(
+    test_postgres,
+    ignore = "SQLite only: runs when STOCKROOM_TEST_POSTGRES_URL is unset"
+)]
+async fn sqlite_copies_the_wal_back_soon_after_a_write() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let file = app
+        .database_url
+        .trim_start_matches("sqlite://")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let in_file = |needle: &[u8]| {
+        std::fs::read(&file)
+            .unwrap()
+            .windows(needle.len())
+            .any(|w| w == needle)
+    };
+    app.create_product(&admin, "WAL-CHECKPOINT-1", 5).await;
+    // Committed, so in the WAL; in the database file once checkpointed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !in_file(b"WAL-CHECKPOINT-1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the product is not in the database file 5 s after its commit"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (_, _, body) = scrape(&app, &app.address).await;
+    assert!(
+        sample(&body, "stockroom_sqlite_wal_checkpoints_total").unwrap_or(0.0) >= 1.0,
+        "{body}"
+    );
+    assert!(
+        body.contains("stockroom_sqlite_wal_frames{state=\"copied\"}"),
+        "{body}"
+    );
+    app.shutdown().await.unwrap();
+}
