@@ -137,7 +137,7 @@ pub fn statement(backend: DbBackend, sql: &str, values: Vec<sea_orm::Value>) -> 
         Vec::with_capacity(values.len()),
     );
     let mut quoted = false;
-    let mut chars = sql.char_indices().peekable();
+    let mut chars = sql.char_indices();
     while let Some((i, c)) = chars.next() {
         if c == '\'' {
             quoted = !quoted;
@@ -535,8 +535,19 @@ impl WriteTxn {
 
     /// Commits, then publishes the queued events. On PostgreSQL the events
     /// also go out with `pg_notify` inside the transaction, so that other
-    /// instances hear of them exactly when (and only if) it commits.
+    /// instances hear of them exactly when (and only if) it commits. On
+    /// SQLite a checkpoint is then due ([`checkpoints`]).
     pub async fn commit(self) -> Result<(), DbErr> {
+        let checkpoint = self.db.committed.clone();
+        self.commit_and_publish().await?;
+        if let Some(checkpoint) = checkpoint {
+            // Full: a checkpoint is already due.
+            let _ = checkpoint.try_send(());
+        }
+        Ok(())
+    }
+
+    async fn commit_and_publish(self) -> Result<(), DbErr> {
         let WriteTxn {
             txn,
             permit,
@@ -545,10 +556,6 @@ impl WriteTxn {
             tx,
         } = self;
         let events = events.into_inner().unwrap_or_default();
-        if let Some(committed) = &db.committed {
-            // Full: a checkpoint is already due.
-            let _ = committed.try_send(());
-        }
         if events.is_empty() {
             return txn.commit().await;
         }

@@ -482,8 +482,15 @@ impl UploadWorker {
                 Step::Applied => first = false,
                 Step::Stopped => return Ok(()),
             }
-            if !job.dry_run && statistics.due(job.succeeded_rows) {
-                self.analyze(grown_by(job.kind)).await;
+            // Only the catalogue: it is what the batches' look-ups read. A
+            // movement import grows the ledger, which its statements only
+            // insert into (its ANALYZEs cost 5 % of the import for nothing);
+            // the ledger is analyzed at the end.
+            if job.kind == UploadKind::Products
+                && !job.dry_run
+                && statistics.due(job.succeeded_rows)
+            {
+                self.analyze("products").await;
             }
         }
         let read = reader
@@ -764,7 +771,7 @@ impl UploadWorker {
     /// changed and its next round; until then a catalogue that grew from
     /// nothing to 100,000 rows is planned as if empty, and the console's
     /// pages by cursor took 24 to 35 ms instead of 1 (`benches/console.sh`).
-    /// The same runs while a large import grows its table ([`Statistics`]).
+    /// The catalogue's also run while a PRODUCTS import grows it ([`Statistics`]).
     /// A failure is only logged: it changes no data.
     async fn analyze(&self, tables: &str) {
         let conn = self.db.conn();
@@ -803,16 +810,8 @@ impl UploadWorker {
 /// Rows an import applies before the tables' statistics are refreshed.
 const ANALYZE_AFTER_ROWS: i64 = 1000;
 
-/// The table an import of `kind` grows.
-fn grown_by(kind: UploadKind) -> &'static str {
-    match kind {
-        UploadKind::Products => "products",
-        UploadKind::StockMovements => "stock_movements",
-    }
-}
-
-/// When to refresh the statistics of the table an import is growing: after
-/// [`ANALYZE_AFTER_ROWS`] applied rows, then each time the job's applied
+/// When to refresh the statistics of the catalogue a PRODUCTS import is
+/// growing: after [`ANALYZE_AFTER_ROWS`] applied rows, then each time the job's applied
 /// rows double. A statement the import repeats (the products looked up by
 /// SKU) is planned from them; planned while the catalogue was small, it
 /// kept scanning the whole table as it grew (on PostgreSQL, the look-up of
